@@ -1,0 +1,195 @@
+//! [`Plugin`]: the builder an author fills with subscriptions and callbacks, then runs; and
+//! [`Setup`], what the setup hook fills at `hello` time.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+use sgevents_protocol::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES, Event};
+
+use crate::context::{Context, Credentials};
+use crate::error::Error;
+use crate::log::Logger;
+use crate::serve::{self, Options};
+use crate::stdio;
+use crate::subscription::Subscription;
+
+/// A callback: called once per event for its subscription.
+pub(crate) type Callback = dyn Fn(&Context<'_>, &Event) -> Result<(), Error> + Send + Sync;
+
+/// The setup hook: called once with the `hello` configuration.
+type SetupHook = dyn FnOnce(&mut Setup, &Map<String, Value>) -> Result<(), Error> + Send;
+
+/// A subscription and its callback.
+pub(crate) struct Handler {
+    pub(crate) subscription: sgevents_protocol::Subscription,
+    pub(crate) callback: Box<Callback>,
+}
+
+/// A plugin: its subscriptions with their callbacks, its window, and its setup hooks.
+///
+/// Build it, then call [`run`](Plugin::run) from `main`. To test it, hand it to
+/// [`testing::Harness`](crate::testing::Harness) instead.
+pub struct Plugin {
+    pub(crate) handlers: Vec<Handler>,
+    pub(crate) max_in_flight: u32,
+    pub(crate) setup: Vec<Box<SetupHook>>,
+}
+
+impl Plugin {
+    /// A plugin with no subscriptions yet and a window of 1 (events strictly one after another).
+    pub fn new() -> Plugin {
+        Plugin {
+            handlers: Vec::new(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            setup: Vec::new(),
+        }
+    }
+
+    /// Calls `callback` for every event matching `subscription`.
+    ///
+    /// When several subscriptions match one event, their callbacks run in registration order
+    /// (these first, then those of the setup hooks) and the first failure answers the event.
+    pub fn on<S, F>(mut self, subscription: S, callback: F) -> Plugin
+    where
+        S: Into<Subscription>,
+        F: Fn(&Context<'_>, &Event) -> Result<(), Error> + Send + Sync + 'static,
+    {
+        self.handlers.push(handler(subscription, callback));
+        self
+    }
+
+    /// How many events may be in flight at once, 1 to 64 (default 1). The SDK runs that many
+    /// worker threads, so callbacks of different events may run concurrently when it is above 1.
+    pub fn max_in_flight(mut self, max_in_flight: u32) -> Plugin {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Runs `hook` at `hello` time with the plugin's configuration (`hello.config`), before the
+    /// plugin registers: it may add subscriptions and set the window from the configuration.
+    ///
+    /// Hooks run in the order they were added. A hook that fails (or panics) makes the plugin
+    /// answer `fatal` with the error and exit with status 125.
+    pub fn setup<F>(mut self, hook: F) -> Plugin
+    where
+        F: FnOnce(&mut Setup, &Map<String, Value>) -> Result<(), Error> + Send + 'static,
+    {
+        self.setup.push(Box::new(hook));
+        self
+    }
+
+    /// Runs the plugin on stdin and stdout until the daemon closes stdin, and returns the exit
+    /// status to return from `main`: 0 normally, 125 after `fatal`.
+    ///
+    /// A `fatal` answer exits the process at once with status 125, without waiting for the other
+    /// callbacks. Before anything else, `run` gives the protocol its own handle on stdout and points
+    /// the process's stdout at stderr (on Unix), so a stray `println!` becomes a log line instead of
+    /// corrupting the protocol; it reads the ShotGrid [`Credentials`] from the environment.
+    pub fn run(self) -> ExitCode {
+        let logger = Logger::stderr();
+        let credentials =
+            Credentials::from_vars(|name| std::env::var(name).ok()).unwrap_or_else(|error| {
+                logger.warn(error);
+                None
+            });
+        let output = stdio::protocol_stdout(&logger);
+        let options = Options {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            credentials,
+            logger,
+            exit_on_fatal: true,
+        };
+        let exit = serve::serve(self, std::io::stdin().lock(), output, options);
+        ExitCode::from(exit.code())
+    }
+}
+
+impl Default for Plugin {
+    fn default() -> Plugin {
+        Plugin::new()
+    }
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .handlers
+            .iter()
+            .map(|h| h.subscription.name.as_str())
+            .collect();
+        f.debug_struct("Plugin")
+            .field("subscriptions", &names)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("setup_hooks", &self.setup.len())
+            .finish()
+    }
+}
+
+fn handler<S, F>(subscription: S, callback: F) -> Handler
+where
+    S: Into<Subscription>,
+    F: Fn(&Context<'_>, &Event) -> Result<(), Error> + Send + Sync + 'static,
+{
+    Handler {
+        subscription: subscription.into().into_wire(),
+        callback: Box::new(callback),
+    }
+}
+
+/// What a setup hook fills: more subscriptions and the window, decided from the configuration.
+pub struct Setup {
+    pub(crate) handlers: Vec<Handler>,
+    pub(crate) max_in_flight: u32,
+    pub(crate) plugin: String,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) logger: Logger,
+}
+
+impl Setup {
+    /// Calls `callback` for every event matching `subscription`, like [`Plugin::on`].
+    pub fn on<S, F>(&mut self, subscription: S, callback: F) -> &mut Setup
+    where
+        S: Into<Subscription>,
+        F: Fn(&Context<'_>, &Event) -> Result<(), Error> + Send + Sync + 'static,
+    {
+        self.handlers.push(handler(subscription, callback));
+        self
+    }
+
+    /// Sets the window, like [`Plugin::max_in_flight`].
+    pub fn max_in_flight(&mut self, max_in_flight: u32) -> &mut Setup {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// The plugin's name in the daemon's configuration (`hello.plugin`).
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The ShotGrid credentials the daemon passed, if it passed them.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
+    /// The plugin's logger.
+    pub fn log(&self) -> &Logger {
+        &self.logger
+    }
+}
+
+impl fmt::Debug for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .handlers
+            .iter()
+            .map(|h| h.subscription.name.as_str())
+            .collect();
+        f.debug_struct("Setup")
+            .field("plugin", &self.plugin)
+            .field("subscriptions", &names)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
