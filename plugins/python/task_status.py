@@ -36,7 +36,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Set
 
 from sgevents import Context, Plugin, Retry, Skip
 
@@ -50,6 +50,8 @@ plugin = Plugin()
 # Ledger files are read and appended under one lock, so two events of the same day handled at
 # once (with a larger max_in_flight) cannot both miss each other's line.
 _ledger_lock = threading.Lock()
+# The event ids already in each ledger file, loaded on first use (see `append_once`).
+_known_ids: Dict[Path, Set[Any]] = {}
 
 
 @plugin.on("Shotgun_Task_Change", attributes=["sg_status_list"], skip_transient=True)
@@ -143,7 +145,13 @@ def append_once(path: Path, record: Dict[str, Any]) -> bool:
     """
     with _ledger_lock:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if any(entry.get("event_id") == record["event_id"] for entry in read_ledger(path)):
+        # The ids of a file are read once, then kept up to date here: this plugin is the file's
+        # only writer, and reading the whole file for every event would make a day quadratic.
+        known = _known_ids.get(path)
+        if known is None:
+            known = {entry.get("event_id") for entry in read_ledger(path)}
+            _known_ids[path] = known
+        if record["event_id"] in known:
             return False
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         with open(path, "a+b") as f:
@@ -156,6 +164,7 @@ def append_once(path: Path, record: Dict[str, Any]) -> bool:
             f.write(line.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+        known.add(record["event_id"])
         return True
 
 

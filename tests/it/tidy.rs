@@ -26,8 +26,16 @@ fn every_rust_file_has_a_module_doc() {
     assert!(files.len() > 30, "found only {} Rust files", files.len());
     let missing: Vec<String> = files
         .iter()
-        .filter(|p| !fs::read_to_string(p).expect("readable").trim_start().starts_with("//!"))
+        .filter(|p| {
+            !fs::read_to_string(p)
+                .expect("readable")
+                .trim_start()
+                .starts_with("//!")
+        })
         .map(|p| p.strip_prefix(root()).unwrap_or(p).display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` module doc: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` module doc: {missing:?}"
+    );
 }

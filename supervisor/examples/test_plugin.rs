@@ -1,0 +1,184 @@
+//! A plugin for the daemon's integration tests, whose behaviour each test chooses through the
+//! plugin's `config` table (handed over in `hello`). It speaks the protocol with the protocol crate
+//! only, so it can also break it on purpose.
+//!
+//! Keys (all optional): `record` (a file to append `event_id attempt` lines to, one per delivery),
+//! `subscriptions` (subscription objects; default every event), `max_in_flight`, `slow_ms` (work
+//! per event), `pid_file` (written at start), and per-event behaviours keyed by event id:
+//! `crash_at` (exit 3), `hang_at` (stop answering, keep running), `garbage_at`, `oversize_at`
+//! (write a 17 MiB line), each with an optional `<behaviour>_times` (only that many times in all,
+//! counted in `<record>.<behaviour>` across restarts); `nack_at` (with `nack_times`: nack until
+//! that many attempts), `term_at`, `fatal_at`. Whole-plugin behaviours: `exit_at_start` (exit with
+//! that status at `hello`), `no_register`, `bad_register`, `banner` (a non-protocol line before
+//! `register`), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use sgevents_protocol::{DaemonMessage, PluginMessage, decode_daemon_line, encode};
+
+fn main() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    let mut config = Map::new();
+    let mut lines = stdin.lock().lines();
+    while let Some(Ok(line)) = lines.next() {
+        let Ok(msg) = decode_daemon_line(line.as_bytes()) else {
+            eprintln!("E! cannot read `{line}`");
+            continue;
+        };
+        match msg {
+            DaemonMessage::Hello(hello) => {
+                config = hello.config;
+                if let Some(path) = config.get("pid_file").and_then(Value::as_str) {
+                    std::fs::write(path, std::process::id().to_string()).expect("pid file");
+                }
+                if let Some(code) = config.get("exit_at_start").and_then(Value::as_i64) {
+                    eprintln!("E! exiting at start with status {code}, as configured");
+                    std::process::exit(code as i32);
+                }
+                if config.get("ignore_sigterm").and_then(Value::as_bool) == Some(true) {
+                    ignore_sigterm();
+                }
+                if config.get("no_register").and_then(Value::as_bool) == Some(true) {
+                    continue;
+                }
+                if config.get("banner").and_then(Value::as_bool) == Some(true) {
+                    send_raw(&mut out, "test plugin v1.0 starting up\n");
+                }
+                let subs = config
+                    .get("subscriptions")
+                    .cloned()
+                    .unwrap_or_else(|| json!([{"name": "all", "event_types": ["*"]}]));
+                let protocol = if config.get("bad_register").and_then(Value::as_bool) == Some(true)
+                {
+                    99
+                } else {
+                    1
+                };
+                let window = config.get("max_in_flight").cloned().unwrap_or(json!(1));
+                let register = json!({"type": "register", "protocol": protocol, "subscriptions": subs, "max_in_flight": window});
+                send_raw(&mut out, &format!("{register}\n"));
+            }
+            DaemonMessage::Event(delivery) => {
+                let id = delivery.event_id;
+                let is = |key: &str| config.get(key).and_then(Value::as_i64) == Some(id);
+                if let Some(path) = config.get("record").and_then(Value::as_str) {
+                    let mut f = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("record file");
+                    // One write call per line, so that a reader never sees half a line.
+                    f.write_all(format!("{id} {}\n", delivery.attempt).as_bytes())
+                        .expect("record");
+                }
+                if is("crash_at") && once(&config, "crash") {
+                    eprintln!("E! crashing on event {id}, as configured");
+                    std::process::exit(3);
+                }
+                if is("hang_at") && once(&config, "hang") {
+                    eprintln!("W! hanging on event {id}, as configured");
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+                if is("garbage_at") && once(&config, "garbage") {
+                    send_raw(&mut out, "this is not json\n");
+                    continue;
+                }
+                if is("oversize_at") && once(&config, "oversize") {
+                    let line = "x".repeat(17 * 1024 * 1024);
+                    send_raw(&mut out, &format!("{line}\n"));
+                    continue;
+                }
+                if let Some(ms) = config.get("slow_ms").and_then(Value::as_u64) {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                let nack_times = config
+                    .get("nack_times")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::MAX);
+                let answer = if (is("nack_at")
+                    || config.get("nack_all").and_then(Value::as_bool) == Some(true))
+                    && u64::from(delivery.attempt) <= nack_times
+                {
+                    PluginMessage::Nack {
+                        event_id: id,
+                        error: format!("cannot do event {id} yet"),
+                        retry_after_ms: Some(10),
+                    }
+                } else if is("term_at") {
+                    PluginMessage::Term {
+                        event_id: id,
+                        error: format!("event {id} can never work"),
+                    }
+                } else if is("fatal_at") {
+                    send_raw(
+                        &mut out,
+                        &encode(&PluginMessage::Fatal {
+                            error: format!("cannot go on at event {id}"),
+                        }),
+                    );
+                    std::process::exit(125);
+                } else {
+                    PluginMessage::Ack { event_id: id }
+                };
+                send_raw(&mut out, &encode(&answer));
+            }
+            DaemonMessage::Ping { nonce } => {
+                if config.get("no_pong").and_then(Value::as_bool) != Some(true) {
+                    send_raw(&mut out, &encode(&PluginMessage::Pong { nonce }));
+                }
+            }
+            DaemonMessage::Shutdown { .. } => {}
+        }
+    }
+    if config.get("ignore_sigterm").and_then(Value::as_bool) == Some(true) {
+        eprintln!("W! stdin closed, but staying up, as configured");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Whether a limited behaviour may happen once more (`<what>_times`, unlimited when absent).
+fn once(config: &Map<String, Value>, what: &str) -> bool {
+    let Some(times) = config.get(&format!("{what}_times")).and_then(Value::as_i64) else {
+        return true;
+    };
+    let record = config
+        .get("record")
+        .and_then(Value::as_str)
+        .expect("`record` is needed with `_times`");
+    let counter = format!("{record}.{what}");
+    let done = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    if done >= times {
+        return false;
+    }
+    std::fs::write(&counter, (done + 1).to_string()).expect("counter file");
+    true
+}
+
+fn send_raw(out: &mut impl Write, line: &str) {
+    if out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
+
+fn ignore_sigterm() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    // A blocked SIGTERM stays pending forever: the plugin ignores it without a handler.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).expect("block SIGTERM");
+}

@@ -1,0 +1,1050 @@
+//! Configuration: the raw TOML layer (serde, unknown keys refused) and the validated [`Config`]
+//! that the rest of the daemon uses. Validation happens once, here; every error names the file,
+//! the key and the offending value, and says what to do in a `hint:` line.
+//!
+//! Relative paths (`state_dir`, the source's `path`, `plugins.paths`) are resolved against the
+//! directory that holds the configuration file, and plugins run with that directory as their
+//! working directory, so a configuration behaves the same wherever `sgevents` is started from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Where the configuration is looked for when `-c` is not given and `$SGEVENTS_CONFIG` is unset.
+pub const DEFAULT_CONFIG: &str = "sgevents.toml";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn at(
+        file: &Path,
+        key: &str,
+        value: impl fmt::Display,
+        problem: impl fmt::Display,
+        hint: &str,
+    ) -> ConfigError {
+        ConfigError {
+            message: format!(
+                "{}: `{key}` = `{value}`: {problem}\nhint: {hint}",
+                file.display()
+            ),
+        }
+    }
+
+    fn plain(file: &Path, problem: impl fmt::Display, hint: &str) -> ConfigError {
+        ConfigError {
+            message: format!("{}: {problem}\nhint: {hint}", file.display()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw layer: exactly what the TOML file says.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    source: Option<RawSource>,
+    #[serde(default)]
+    plugins: RawPlugins,
+    #[serde(default)]
+    plugin: BTreeMap<String, RawPlugin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<PathBuf>,
+    synchronous: Option<String>,
+    journal_retention: Option<String>,
+    exit_when_idle: Option<bool>,
+    commit_interval: Option<String>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: String,
+    path: Option<PathBuf>,
+    follow: Option<bool>,
+    start_at: Option<toml::Value>,
+    poll_interval: Option<String>,
+    batch_size: Option<i64>,
+    site_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    #[serde(default)]
+    paths: Vec<PathBuf>,
+    ack_timeout: Option<String>,
+    max_attempts: Option<i64>,
+    handshake_timeout: Option<String>,
+    ping_interval: Option<String>,
+    shutdown_drain: Option<String>,
+    stop_grace: Option<String>,
+    restart_delay: Option<String>,
+    restart_delay_max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    config: Option<toml::Table>,
+    enabled: Option<bool>,
+    start_at: Option<toml::Value>,
+    script_name: Option<String>,
+    script_key_env: Option<String>,
+    ack_timeout: Option<String>,
+    max_attempts: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated layer.
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The directory relative paths are resolved against; plugins run there.
+    pub base_dir: PathBuf,
+    /// `[daemon]`.
+    pub daemon: DaemonConfig,
+    /// `[source]`.
+    pub source: SourceConfig,
+    /// Every plugin, in start order (see [`discover`]).
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where `state.db` lives.
+    pub state_dir: PathBuf,
+    /// SQLite's `synchronous` setting for the state database.
+    pub synchronous: Synchronous,
+    /// How long journaled events are kept once every plugin is past them.
+    pub journal_retention: Duration,
+    /// Exit once the source is exhausted and every plugin has caught up.
+    pub exit_when_idle: bool,
+    /// The longest an answer waits before its group commit.
+    pub commit_interval: Duration,
+    /// The default log filter, overridden by `$SGEVENTS_LOG`.
+    pub log_level: String,
+}
+
+/// SQLite's `synchronous` pragma, as far as it is safe to choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit reaches the disk before it returns: an answer survives a power cut.
+    Full,
+    /// Commits may be lost on a power cut (not on a crash of the daemon): lost answers become
+    /// redeliveries.
+    Normal,
+}
+
+impl Synchronous {
+    /// The pragma's value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// `[source]`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A JSON-lines file of events.
+    Jsonl(JsonlSource),
+}
+
+impl SourceConfig {
+    /// The ShotGrid site the events come from, given to plugins with credentials.
+    pub fn site_url(&self) -> Option<&str> {
+        match self {
+            SourceConfig::Jsonl(s) => s.site_url.as_deref(),
+        }
+    }
+}
+
+/// `kind = "jsonl"`.
+#[derive(Debug, Clone)]
+pub struct JsonlSource {
+    /// The file.
+    pub path: PathBuf,
+    /// Keep reading lines appended later.
+    pub follow: bool,
+    /// Where the journal starts on a brand-new state database.
+    pub start_at: StartAt,
+    /// How often a followed file is checked for new lines.
+    pub poll_interval: Duration,
+    /// Events per journal transaction.
+    pub batch_size: usize,
+    /// The site the events came from.
+    pub site_url: Option<String>,
+}
+
+/// Where to start: the source's journal on a new database, or a plugin that is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// From the first event there is.
+    Earliest,
+    /// From the next event to come.
+    Latest,
+    /// From this event id on (the event itself included).
+    EventId(i64),
+}
+
+/// One plugin.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Its name: the file stem of a discovered executable, or the `[plugin.NAME]` key.
+    pub name: String,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// The `config` table, handed over in `hello`.
+    pub config: Map<String, Value>,
+    /// `enabled = false` keeps it from starting.
+    pub enabled: bool,
+    /// Where a plugin new to the state database starts; the journal head when `None`.
+    pub start_at: Option<StartAt>,
+    /// ShotGrid credentials for `SGEVENTS_SITE_URL` and `SGEVENTS_SCRIPT_*`.
+    pub credentials: Option<Credentials>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Timeouts and limits.
+    pub limits: PluginLimits,
+    /// Where it came from, for messages.
+    pub origin: Origin,
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An executable found in a `plugins.paths` folder.
+    Discovered(PathBuf),
+    /// A `[plugin.NAME]` table with a `command`.
+    Command,
+}
+
+/// A plugin's ShotGrid credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The site.
+    pub site_url: String,
+    /// The script (API user) name.
+    pub script_name: String,
+    /// The script key, read from the environment variable `script_key_env` names.
+    pub script_key: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("site_url", &self.site_url)
+            .field("script_name", &self.script_name)
+            .field("script_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Timeouts and limits of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// How long an event may go unanswered (each `progress` restarts it).
+    pub ack_timeout: Duration,
+    /// The total an event may take, `progress` or not.
+    pub progress_cap: Duration,
+    /// Deliveries before an event is recorded as failed.
+    pub max_attempts: u32,
+    /// How long a plugin has to answer `hello`.
+    pub handshake_timeout: Duration,
+    /// How often an idle plugin is pinged.
+    pub ping_interval: Duration,
+    /// How long `shutdown` waits for the answers in flight.
+    pub shutdown_drain: Duration,
+    /// After stdin closes: the wait before SIGTERM, and again before SIGKILL.
+    pub stop_grace: Duration,
+    /// The first restart delay after a crash; it doubles with each crash.
+    pub restart_delay: Duration,
+    /// The longest restart delay.
+    pub restart_delay_max: Duration,
+}
+
+impl Default for PluginLimits {
+    fn default() -> PluginLimits {
+        PluginLimits {
+            ack_timeout: Duration::from_secs(30),
+            progress_cap: Duration::from_secs(15 * 60),
+            max_attempts: 10,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            shutdown_drain: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(5),
+            restart_delay: Duration::from_secs(1),
+            restart_delay_max: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl PluginSpec {
+    /// A fingerprint of everything that defines the plugin's behaviour: command, environment,
+    /// config and the executable's size and modification time. A plugin disabled by a failure is
+    /// enabled again when this changes (the operator edited something).
+    pub fn fingerprint(&self) -> String {
+        let mut text = serde_json::json!({
+            "command": self.command, "env": self.env, "config": self.config,
+        })
+        .to_string();
+        if let Some(meta) = self.executable().and_then(|p| std::fs::metadata(p).ok()) {
+            use std::os::unix::fs::MetadataExt;
+            text.push_str(&format!(
+                "|{}|{}.{}",
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ));
+        }
+        // FNV-1a: stable across Rust versions, unlike the std hasher.
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
+    /// The executable the command runs, when it is a path (not a program found on `PATH`) or a
+    /// script given to an interpreter.
+    pub fn executable(&self) -> Option<PathBuf> {
+        // `python3 plugin.py`: the script is the executable that matters; `./plugin`: itself.
+        self.command
+            .iter()
+            .take(2)
+            .rev()
+            .map(|arg| self.cwd.join(arg))
+            .find(|p| p.is_file())
+    }
+}
+
+/// Reads and validates the configuration file at `file`.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::plain(
+            file,
+            format!("cannot read the configuration: {e}"),
+            "pass the file with `-c PATH`, set $SGEVENTS_CONFIG, or create sgevents.toml in the working directory",
+        )
+    })?;
+    parse(file, &text)
+}
+
+/// Validates the configuration `text`, read from `file`.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        ConfigError::plain(
+            file,
+            format!("invalid configuration: {}", e.to_string().trim_end()),
+            "see the Configuration section of the README for every key and its type",
+        )
+    })?;
+    let base_dir = file
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let v = Validator {
+        file,
+        base_dir: &base_dir,
+    };
+    v.config(raw)
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let daemon = self.daemon(raw.daemon)?;
+        let source = match raw.source {
+            Some(s) => self.source(s)?,
+            None => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    "there is no `[source]` table",
+                    "add one, such as:\n[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"",
+                ));
+            }
+        };
+        let defaults = self.plugin_defaults(&raw.plugins)?;
+        let paths: Vec<PathBuf> = raw.plugins.paths.iter().map(|p| self.resolve(p)).collect();
+        let plugins = self.plugins(&paths, raw.plugin, defaults, source.site_url())?;
+        Ok(Config {
+            file: self.file.to_path_buf(),
+            base_dir: self.base_dir.to_path_buf(),
+            daemon,
+            source,
+            plugins,
+        })
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        let d = humantime::parse_duration(text).map_err(|e| {
+            ConfigError::at(
+                self.file,
+                key,
+                format!("{text:?}"),
+                format!("not a duration ({e})"),
+                "write a duration such as \"30s\", \"5m\" or \"7days\"",
+            )
+        })?;
+        if d.is_zero() {
+            return Err(ConfigError::at(
+                self.file,
+                key,
+                format!("{text:?}"),
+                "must be longer than zero",
+                "write a duration such as \"30s\"",
+            ));
+        }
+        Ok(d)
+    }
+
+    fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+        let synchronous = match raw
+            .synchronous
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("full") => Synchronous::Full,
+            Some("normal") => Synchronous::Normal,
+            Some(_) => {
+                return Err(ConfigError::at(
+                    self.file,
+                    "daemon.synchronous",
+                    format!("{:?}", raw.synchronous.unwrap_or_default()),
+                    "unknown setting",
+                    "use \"full\" (the default: answers survive a power cut) or \"normal\" (faster; a power cut may turn answers into redeliveries)",
+                ));
+            }
+        };
+        Ok(DaemonConfig {
+            state_dir: self.resolve(raw.state_dir.as_deref().unwrap_or(Path::new("var"))),
+            synchronous,
+            journal_retention: self.duration(
+                "daemon.journal_retention",
+                &raw.journal_retention,
+                Duration::from_secs(7 * 24 * 3600),
+            )?,
+            exit_when_idle: raw.exit_when_idle.unwrap_or(false),
+            commit_interval: self.duration(
+                "daemon.commit_interval",
+                &raw.commit_interval,
+                Duration::from_millis(5),
+            )?,
+            log_level: raw.log_level.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+
+    fn start_at(&self, key: &str, value: &toml::Value) -> Result<StartAt, ConfigError> {
+        match value {
+            toml::Value::String(s) if s == "earliest" => Ok(StartAt::Earliest),
+            toml::Value::String(s) if s == "latest" => Ok(StartAt::Latest),
+            toml::Value::Integer(id) if *id > 0 => Ok(StartAt::EventId(*id)),
+            other => Err(ConfigError::at(
+                self.file,
+                key,
+                other,
+                "not a starting point",
+                "use \"earliest\", \"latest\" or an event id such as 2011531",
+            )),
+        }
+    }
+
+    fn source(&self, raw: RawSource) -> Result<SourceConfig, ConfigError> {
+        match raw.kind.as_str() {
+            "jsonl" => {
+                let Some(path) = raw.path else {
+                    return Err(ConfigError::plain(
+                        self.file,
+                        "`source.path` is missing",
+                        "name the JSON-lines file of events, such as path = \"events.jsonl\"",
+                    ));
+                };
+                let start_at = match &raw.start_at {
+                    Some(v) => self.start_at("source.start_at", v)?,
+                    None => StartAt::Earliest,
+                };
+                let batch_size = match raw.batch_size {
+                    None => 500,
+                    Some(n) if (1..=10_000).contains(&n) => n as usize,
+                    Some(n) => {
+                        return Err(ConfigError::at(
+                            self.file,
+                            "source.batch_size",
+                            n,
+                            "out of range",
+                            "use 1 to 10000",
+                        ));
+                    }
+                };
+                Ok(SourceConfig::Jsonl(JsonlSource {
+                    path: self.resolve(&path),
+                    follow: raw.follow.unwrap_or(false),
+                    start_at,
+                    poll_interval: self.duration(
+                        "source.poll_interval",
+                        &raw.poll_interval,
+                        Duration::from_millis(100),
+                    )?,
+                    batch_size,
+                    site_url: raw.site_url,
+                }))
+            }
+            "shotgrid" => Err(ConfigError::at(
+                self.file,
+                "source.kind",
+                "\"shotgrid\"",
+                "the ShotGrid source is not available in this version",
+                "use kind = \"jsonl\" for now",
+            )),
+            other => Err(ConfigError::at(
+                self.file,
+                "source.kind",
+                format!("{other:?}"),
+                "unknown source kind",
+                "use \"jsonl\"",
+            )),
+        }
+    }
+
+    fn plugin_defaults(&self, raw: &RawPlugins) -> Result<PluginLimits, ConfigError> {
+        let d = PluginLimits::default();
+        Ok(PluginLimits {
+            ack_timeout: self.duration("plugins.ack_timeout", &raw.ack_timeout, d.ack_timeout)?,
+            progress_cap: d.progress_cap,
+            max_attempts: self.attempts(
+                "plugins.max_attempts",
+                raw.max_attempts,
+                d.max_attempts,
+            )?,
+            handshake_timeout: self.duration(
+                "plugins.handshake_timeout",
+                &raw.handshake_timeout,
+                d.handshake_timeout,
+            )?,
+            ping_interval: self.duration(
+                "plugins.ping_interval",
+                &raw.ping_interval,
+                d.ping_interval,
+            )?,
+            shutdown_drain: self.duration(
+                "plugins.shutdown_drain",
+                &raw.shutdown_drain,
+                d.shutdown_drain,
+            )?,
+            stop_grace: self.duration("plugins.stop_grace", &raw.stop_grace, d.stop_grace)?,
+            restart_delay: self.duration(
+                "plugins.restart_delay",
+                &raw.restart_delay,
+                d.restart_delay,
+            )?,
+            restart_delay_max: self.duration(
+                "plugins.restart_delay_max",
+                &raw.restart_delay_max,
+                d.restart_delay_max,
+            )?,
+        })
+    }
+
+    fn attempts(&self, key: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(n) if (1..=1000).contains(&n) => Ok(n as u32),
+            Some(n) => Err(ConfigError::at(
+                self.file,
+                key,
+                n,
+                "out of range",
+                "use 1 to 1000 deliveries",
+            )),
+        }
+    }
+
+    fn plugins(
+        &self,
+        paths: &[PathBuf],
+        mut tables: BTreeMap<String, RawPlugin>,
+        defaults: PluginLimits,
+        site_url: Option<&str>,
+    ) -> Result<Vec<PluginSpec>, ConfigError> {
+        let discovered = discover(paths).map_err(|(dir, e)| {
+            ConfigError::at(
+                self.file,
+                "plugins.paths",
+                dir.display(),
+                format!("cannot read the folder: {e}"),
+                "create it, or remove it from `plugins.paths`",
+            )
+        })?;
+        let mut specs = Vec::new();
+        let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for exe in discovered {
+            let name = plugin_name(&exe);
+            if let Some(first) = seen.get(&name) {
+                return Err(ConfigError::plain(
+                    self.file,
+                    format!(
+                        "two plugins are named `{name}`: `{}` and `{}`",
+                        first.display(),
+                        exe.display()
+                    ),
+                    "plugin names come from file stems and must be unique across `plugins.paths`; rename one",
+                ));
+            }
+            seen.insert(name.clone(), exe.clone());
+            let table = tables.remove(&name).unwrap_or_default();
+            let command = vec![exe.display().to_string()];
+            specs.push(self.plugin(
+                name,
+                table,
+                Some(command),
+                Origin::Discovered(exe),
+                defaults,
+                site_url,
+            )?);
+        }
+        // Plugins added by a table with a command start after the discovered ones, by name.
+        for (name, table) in tables {
+            check_name(self.file, &name)?;
+            if table.command.is_none() {
+                return Err(ConfigError::plain(
+                    self.file,
+                    format!(
+                        "`[plugin.{name}]` has no `command` and no executable named `{name}` was found in `plugins.paths`"
+                    ),
+                    "add command = [\"path/to/program\", \"arg\"], or put an executable with that name in a plugins folder",
+                ));
+            }
+            specs.push(self.plugin(name, table, None, Origin::Command, defaults, site_url)?);
+        }
+        Ok(specs)
+    }
+
+    fn plugin(
+        &self,
+        name: String,
+        raw: RawPlugin,
+        discovered: Option<Vec<String>>,
+        origin: Origin,
+        defaults: PluginLimits,
+        site_url: Option<&str>,
+    ) -> Result<PluginSpec, ConfigError> {
+        let key = |k: &str| format!("plugin.{name}.{k}");
+        let command = match (raw.command, discovered) {
+            (Some(c), _) | (None, Some(c)) => c,
+            (None, None) => unreachable!("checked by the caller"),
+        };
+        if command.is_empty() || command[0].is_empty() {
+            return Err(ConfigError::at(
+                self.file,
+                &key("command"),
+                "[]",
+                "empty command",
+                "give the program and its arguments, such as [\"python3\", \"plugins/x.py\"]",
+            ));
+        }
+        let config = match raw.config {
+            None => Map::new(),
+            Some(table) => match serde_json::to_value(table) {
+                Ok(Value::Object(map)) => map,
+                _ => {
+                    return Err(ConfigError::plain(
+                        self.file,
+                        format!("`{}` cannot be turned into JSON", key("config")),
+                        "use plain strings, numbers, booleans, arrays and tables",
+                    ));
+                }
+            },
+        };
+        let credentials = match (raw.script_name, raw.script_key_env) {
+            (None, None) => None,
+            (Some(script_name), Some(var)) => {
+                let Some(site_url) = site_url else {
+                    return Err(ConfigError::plain(
+                        self.file,
+                        format!(
+                            "plugin `{name}` has ShotGrid credentials but the source names no site"
+                        ),
+                        "set `site_url` in [source] so plugins know which site their script key belongs to",
+                    ));
+                };
+                let script_key = std::env::var(&var).map_err(|_| {
+                    ConfigError::at(self.file, &key("script_key_env"), format!("{var:?}"), "the environment variable is not set", "export it in the daemon's environment (or its service file); the key itself never goes in the configuration")
+                })?;
+                Some(Credentials {
+                    site_url: site_url.to_owned(),
+                    script_name,
+                    script_key,
+                })
+            }
+            _ => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    format!("plugin `{name}` sets only one of `script_name` and `script_key_env`"),
+                    "set both: the script's name, and the environment variable that holds its key",
+                ));
+            }
+        };
+        let start_at = match &raw.start_at {
+            Some(v) => Some(self.start_at(&key("start_at"), v)?),
+            None => None,
+        };
+        let mut limits = defaults;
+        limits.ack_timeout =
+            self.duration(&key("ack_timeout"), &raw.ack_timeout, defaults.ack_timeout)?;
+        limits.max_attempts = self.attempts(
+            &key("max_attempts"),
+            raw.max_attempts,
+            defaults.max_attempts,
+        )?;
+        Ok(PluginSpec {
+            name,
+            command,
+            env: raw.env,
+            config,
+            enabled: raw.enabled.unwrap_or(true),
+            start_at,
+            credentials,
+            cwd: self.base_dir.to_path_buf(),
+            limits,
+            origin,
+        })
+    }
+}
+
+fn check_name(file: &Path, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::at(
+            file,
+            &format!("plugin.{name}"),
+            name,
+            "not a valid plugin name",
+            "use letters, digits, `_`, `-` and `.`, not starting with `.`",
+        ))
+    }
+}
+
+/// A discovered executable's plugin name: its file name without the last extension.
+pub fn plugin_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Finds the plugins in `folders`: every regular, executable, non-hidden file directly in each
+/// folder (not in sub-folders), folders in the order given, files in ascending byte order of their
+/// names. This order is the start order, and the order of `status` and `check`.
+pub fn discover(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut found = Vec::new();
+    let mut seen_folders = BTreeSet::new();
+    for folder in folders {
+        if !seen_folders.insert(folder.clone()) {
+            continue;
+        }
+        let entries = std::fs::read_dir(folder).map_err(|e| (folder.clone(), e))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .filter(|p| {
+                // `metadata` follows symlinks: a link to an executable is a plugin.
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .collect();
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        found.extend(files);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Config {
+        parse(Path::new("/etc/sgevents/sgevents.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new("sgevents.toml"), text)
+            .expect_err("invalid configuration")
+            .to_string()
+    }
+
+    const MINIMAL: &str = "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n";
+
+    #[test]
+    fn defaults() {
+        let c = parse_ok(MINIMAL);
+        assert_eq!(c.daemon.state_dir, Path::new("/etc/sgevents/var"));
+        assert_eq!(c.daemon.synchronous, Synchronous::Full);
+        assert_eq!(
+            c.daemon.journal_retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert!(!c.daemon.exit_when_idle);
+        let SourceConfig::Jsonl(s) = &c.source;
+        assert_eq!(s.path, Path::new("/etc/sgevents/events.jsonl"));
+        assert!(!s.follow);
+        assert_eq!(s.start_at, StartAt::Earliest);
+        assert!(c.plugins.is_empty());
+    }
+
+    #[test]
+    fn plugin_tables() {
+        let c = parse_ok(&format!(
+            "{MINIMAL}[plugins]\nack_timeout = \"2m\"\nmax_attempts = 3\n\
+             [plugin.task_status]\ncommand = [\"python3\", \"plugins/python/task_status.py\"]\n\
+             env = {{ STUDIO_ROOT = \"/mnt/projects\" }}\nconfig = {{ final_status = \"fin\", n = 3 }}\n\
+             start_at = \"earliest\"\nack_timeout = \"5s\"\n\
+             [plugin.a_first]\ncommand = [\"/bin/true\"]\nenabled = false\nstart_at = 2011531\n"
+        ));
+        let names: Vec<_> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a_first", "task_status"],
+            "command plugins start in name order"
+        );
+        let ts = &c.plugins[1];
+        assert_eq!(ts.command, ["python3", "plugins/python/task_status.py"]);
+        assert_eq!(
+            ts.env.get("STUDIO_ROOT").map(String::as_str),
+            Some("/mnt/projects")
+        );
+        assert_eq!(ts.config.get("final_status"), Some(&Value::from("fin")));
+        assert_eq!(ts.start_at, Some(StartAt::Earliest));
+        assert_eq!(ts.limits.ack_timeout, Duration::from_secs(5));
+        assert_eq!(ts.limits.max_attempts, 3);
+        assert_eq!(ts.cwd, Path::new("/etc/sgevents"));
+        assert!(!c.plugins[0].enabled);
+        assert_eq!(c.plugins[0].start_at, Some(StartAt::EventId(2011531)));
+        assert_eq!(c.plugins[0].limits.ack_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_the_key() {
+        let err = parse_err(&format!("{MINIMAL}[plugins]\nack_timeuot = \"30s\"\n"));
+        assert!(
+            err.starts_with("sgevents.toml: invalid configuration"),
+            "{err}"
+        );
+        assert!(err.contains("ack_timeuot"), "{err}");
+        assert!(err.contains("\nhint: "), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugins]\nack_timeout = \"30 parsecs\"\n"
+        ));
+        assert!(
+            err.starts_with(
+                "sgevents.toml: `plugins.ack_timeout` = `\"30 parsecs\"`: not a duration"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("hint: write a duration"), "{err}");
+        let err = parse_err(&format!("{MINIMAL}[plugins]\nmax_attempts = 0\n"));
+        assert!(
+            err.contains("`plugins.max_attempts` = `0`: out of range"),
+            "{err}"
+        );
+        let err = parse_err("[source]\nkind = \"kafka\"\n");
+        assert!(
+            err.contains("`source.kind` = `\"kafka\"`: unknown source kind"),
+            "{err}"
+        );
+        let err = parse_err("[source]\nkind = \"jsonl\"\npath = \"e\"\nstart_at = \"yesterday\"\n");
+        assert!(
+            err.contains("`source.start_at` = `\"yesterday\"`: not a starting point"),
+            "{err}"
+        );
+        let err = parse_err(
+            "[daemon]\nsynchronous = \"off\"\n[source]\nkind = \"jsonl\"\npath = \"e\"\n",
+        );
+        assert!(err.contains("`daemon.synchronous` = `\"off\"`"), "{err}");
+    }
+
+    #[test]
+    fn missing_pieces_say_what_to_add() {
+        assert!(parse_err("").contains("there is no `[source]` table"));
+        let err = parse_err(&format!("{MINIMAL}[plugin.ghost]\nenv = {{ A = \"1\" }}\n"));
+        assert!(err.contains("`[plugin.ghost]` has no `command`"), "{err}");
+        let err = parse_err(&format!("{MINIMAL}[plugin.x]\ncommand = []\n"));
+        assert!(err.contains("empty command"), "{err}");
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.\"bad name\"]\ncommand = [\"x\"]\n"
+        ));
+        assert!(err.contains("not a valid plugin name"), "{err}");
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\n"
+        ));
+        assert!(err.contains("sets only one of"), "{err}");
+    }
+
+    #[test]
+    fn credentials_need_a_site_and_a_set_variable() {
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n"
+        ));
+        assert!(err.contains("names no site"), "{err}");
+        let text = "[source]\nkind = \"jsonl\"\npath = \"e\"\nsite_url = \"https://studio.example\"\n\
+                    [plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n";
+        let err = parse_err(text);
+        assert!(err.contains("`plugin.x.script_key_env` = `\"SGEVENTS_TEST_NO_SUCH_VAR\"`: the environment variable is not set"), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_debug() {
+        let c = Credentials {
+            site_url: "https://s".into(),
+            script_name: "bot".into(),
+            script_key: "s3cret".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn discovery_order_and_filters() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).expect("mkdir");
+        std::fs::create_dir_all(&b).expect("mkdir");
+        let make = |p: PathBuf, mode: u32| {
+            std::fs::write(&p, "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        make(a.join("zeta.py"), 0o755);
+        make(a.join("Alpha"), 0o755);
+        make(a.join("beta.sh"), 0o755);
+        make(a.join(".hidden"), 0o755);
+        make(a.join("notes.txt"), 0o644);
+        std::fs::create_dir(a.join("subdir")).expect("mkdir");
+        make(b.join("aardvark"), 0o700);
+        let found = discover(&[a.clone(), b.clone(), a.clone()]).expect("readable");
+        let names: Vec<String> = found.iter().map(|p| plugin_name(p)).collect();
+        assert_eq!(names, ["Alpha", "beta", "zeta", "aardvark"]);
+
+        let text = format!(
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\n[plugins]\npaths = [{:?}, {:?}]\n[plugin.beta]\nconfig = {{ x = 1 }}\n[plugin.extra]\ncommand = [\"/bin/cat\"]\n",
+            a.display().to_string(),
+            b.display().to_string()
+        );
+        let c = parse(&dir.path().join("sgevents.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<_> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["Alpha", "beta", "zeta", "aardvark", "extra"]);
+        assert_eq!(c.plugins[1].config.get("x"), Some(&Value::from(1)));
+        assert_eq!(c.plugins[1].origin, Origin::Discovered(a.join("beta.sh")));
+    }
+
+    #[test]
+    fn duplicate_stems_and_missing_folders_are_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            let p = d.join("same.py");
+            std::fs::write(&p, "").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let text = format!(
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\n[plugins]\npaths = [{:?}, {:?}]\n",
+            a.display().to_string(),
+            b.display().to_string()
+        );
+        let err = parse(Path::new("x.toml"), &text)
+            .expect_err("duplicate")
+            .to_string();
+        assert!(err.contains("two plugins are named `same`"), "{err}");
+        let err = parse(
+            Path::new("x.toml"),
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\n[plugins]\npaths = [\"/no/such/folder\"]\n",
+        )
+        .expect_err("missing folder")
+        .to_string();
+        assert!(
+            err.contains("`plugins.paths` = `/no/such/folder`: cannot read the folder"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fingerprints_change_with_the_config() {
+        let c = parse_ok(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"/bin/cat\"]\nconfig = {{ a = 1 }}\n"
+        ));
+        let d = parse_ok(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"/bin/cat\"]\nconfig = {{ a = 2 }}\n"
+        ));
+        assert_eq!(c.plugins[0].fingerprint(), c.plugins[0].fingerprint());
+        assert_ne!(c.plugins[0].fingerprint(), d.plugins[0].fingerprint());
+    }
+}

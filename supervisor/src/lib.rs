@@ -1,0 +1,30 @@
+//! The sgevents daemon: journals a ShotGrid event log in SQLite and supervises plugin processes
+//! that speak protocol v1 (`protocol/PROTOCOL.md`).
+//!
+//! # Theory of operation
+//!
+//! ```text
+//!  source task ──append batches──▶ Store (one thread, one SQLite connection) ◀── cursor moves,
+//!  (jsonl file)                      │ journal head (watch)                         retries, failures
+//!                                    ▼                                                   ▲
+//!                        one Actor per plugin ──event lines──▶ child stdin               │
+//!                                    ▲ ◀──────answers────────── child stdout ────────────┘
+//! ```
+//!
+//! - [`config`] validates the TOML once into typed values and discovers plugins.
+//! - [`store`] owns the database: migrations, the journal, group commit, pruning.
+//! - [`source`] fills the journal; plugins never talk to it.
+//! - `plugin` is the actor of one plugin: its child, its window, its cursor, its restarts.
+//! - [`daemon`] starts everything and stops it in order; [`status`] and [`check`] are the read-only
+//!   commands.
+//!
+//! **Invariant:** only the store thread touches the read-write SQLite connection, and only actors
+//! touch their children.
+
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub(crate) mod plugin;
+pub(crate) mod source;
+pub mod status;
+pub mod store;

@@ -1,0 +1,868 @@
+//! One actor per plugin: a task that alone owns the plugin's child process, reads the journal at
+//! the plugin's own pace, and delivers matching events over protocol v1.
+//!
+//! # Theory of operation
+//!
+//! [`Actor::run`] is a loop of *sessions*. A session starts the child ([`child::PluginChild`]),
+//! performs the handshake, then serves: it fills the window from the journal (events that match
+//! none of the plugin's subscriptions only move the cursor), and `select!`s over the child's
+//! stdout lines, its timers (answer deadlines, retries, pings) and the daemon's cancellation. A
+//! session ends in one of three ways ([`End`]): the daemon stopped it, it crashed (restart after
+//! a backoff, see [`policy`]), or it must be disabled (fatal, failed handshake, exit status 125,
+//! crash loop), keeping its position.
+//!
+//! Answers move the cursor through [`window::Window`]; the actor hands cursor moves, retries and
+//! failures to the [`Store`], which group-commits them. After any crash, the plugin restarts
+//! from its committed cursor, so the events that were in flight are delivered again and nothing
+//! is skipped.
+
+pub(crate) mod child;
+pub(crate) mod policy;
+pub(crate) mod window;
+
+use std::collections::{HashMap, VecDeque};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use sgevents_protocol::{
+    DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED, Subscription,
+    decode_plugin_line, encode, encode_event_raw, excerpt,
+};
+use tokio::sync::watch;
+use tokio::time::{sleep, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use self::child::{Incoming, PluginChild, Stdin};
+use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy, retry_delay};
+use self::window::{Slot, SlotState, Window};
+use crate::config::PluginSpec;
+use crate::store::{JournalRow, PluginState, PluginStatus, Store};
+
+/// How many journal rows an actor reads at once.
+const READ_BATCH: usize = 512;
+/// The longest a moved cursor waits before it is handed to the store.
+const PUBLISH_EVERY: Duration = Duration::from_millis(2);
+/// How much of an offending line a log message shows.
+const EXCERPT: usize = 200;
+
+/// What an actor tells the daemon about itself, for `exit_when_idle`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ActorReport {
+    /// Running with nothing in flight, and everything up to this seq taken from the journal.
+    pub(crate) caught_up_to: Option<i64>,
+    /// Disabled: it will not move until an operator acts.
+    pub(crate) disabled: bool,
+}
+
+/// Why the serving loop stopped.
+enum Step {
+    /// A second signal: kill now.
+    Hard,
+    /// Stop gracefully.
+    Shutdown,
+    /// Kill the child, then end the session so.
+    Kill(End),
+    /// stdout closed.
+    StdoutClosed,
+    /// The child exited.
+    Exited(Option<ExitStatus>),
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// The daemon stopped it.
+    Stopped,
+    /// It crashed, hung or broke the protocol: restart after a backoff.
+    Crashed(String),
+    /// Disable it, keeping its position.
+    Disable(String),
+}
+
+struct Ping {
+    next: Instant,
+    outstanding: Option<u64>,
+    missed: u32,
+    nonce: u64,
+}
+
+/// The actor of one plugin.
+pub(crate) struct Actor {
+    spec: PluginSpec,
+    store: Store,
+    head: watch::Receiver<i64>,
+    report: watch::Sender<ActorReport>,
+    cancel: CancellationToken,
+    hard: CancellationToken,
+    window: Window,
+    buffer: VecDeque<JournalRow>,
+    attempts: HashMap<i64, u32>,
+    subscriptions: Vec<Subscription>,
+    status: PluginStatus,
+    published_cursor: i64,
+    published_at: Instant,
+    policy: RestartPolicy,
+}
+
+impl Actor {
+    /// An actor for `spec`. `cancel` asks for a graceful stop, `hard` for an immediate one.
+    pub(crate) fn new(
+        spec: PluginSpec,
+        store: Store,
+        report: watch::Sender<ActorReport>,
+        cancel: CancellationToken,
+        hard: CancellationToken,
+    ) -> Actor {
+        let fingerprint = spec.fingerprint();
+        Actor {
+            head: store.head(),
+            store,
+            report,
+            cancel,
+            hard,
+            window: Window::new(0, 1),
+            buffer: VecDeque::new(),
+            attempts: HashMap::new(),
+            subscriptions: Vec::new(),
+            status: PluginStatus {
+                state: PluginState::Stopped,
+                pid: None,
+                restarts: 0,
+                disabled_reason: None,
+                last_error: None,
+                fingerprint,
+            },
+            published_cursor: 0,
+            published_at: Instant::now(),
+            policy: RestartPolicy::new(spec.limits.restart_delay, spec.limits.restart_delay_max),
+            spec,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Runs the plugin until the daemon stops it.
+    pub(crate) async fn run(mut self) {
+        let record = match self
+            .store
+            .open_plugin(
+                &self.spec.name,
+                self.spec.start_at,
+                &self.status.fingerprint,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(plugin = %self.spec.name, error = %e, "cannot load the plugin's state");
+                return;
+            }
+        };
+        self.window = Window::new(record.cursor, 1);
+        self.published_cursor = record.cursor;
+        self.attempts = record.attempts;
+        self.status.restarts = record.restarts;
+        self.status.last_error = None;
+
+        if !self.spec.enabled {
+            self.stay_disabled("disabled in the configuration (enabled = false)".into())
+                .await;
+            return;
+        }
+        if record.state == PluginState::Disabled.as_str() {
+            let reason = record
+                .disabled_reason
+                .unwrap_or_else(|| "no reason recorded".into());
+            if record.fingerprint.as_deref() == Some(self.status.fingerprint.as_str()) {
+                tracing::warn!(
+                    plugin = %self.spec.name,
+                    "plugin `{}` stays disabled: {reason}\nhint: fix the cause, then change its configuration or executable to enable it again",
+                    self.spec.name
+                );
+                self.stay_disabled(reason).await;
+                return;
+            }
+            tracing::info!(plugin = %self.spec.name, "plugin `{}` was disabled ({reason}); its configuration or executable changed, so it is enabled again", self.spec.name);
+        }
+
+        loop {
+            let started = Instant::now();
+            match self.session().await {
+                End::Stopped => break,
+                End::Disable(reason) => {
+                    self.disable(reason).await;
+                    return;
+                }
+                End::Crashed(reason) => {
+                    self.status.restarts += 1;
+                    self.status.last_error = Some(reason.clone());
+                    match self.policy.on_crash(started, Instant::now()) {
+                        AfterCrash::Disable => {
+                            let window = humantime::format_duration(policy::CRASH_WINDOW);
+                            self.disable(format!(
+                                "crash loop: {CRASH_LIMIT} restarts within {window}; last: {reason}"
+                            ))
+                            .await;
+                            return;
+                        }
+                        AfterCrash::Restart(delay) => {
+                            tracing::warn!(
+                                plugin = %self.spec.name,
+                                "plugin `{}` {reason}; restarting in {}",
+                                self.spec.name,
+                                humantime::format_duration(delay)
+                            );
+                            self.set_state(PluginState::Backoff, None);
+                            tokio::select! {
+                                _ = sleep(delay) => {}
+                                _ = self.cancel.cancelled() => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.publish_cursor();
+        self.set_state(PluginState::Stopped, None);
+        self.report.send_replace(ActorReport::default());
+    }
+
+    async fn disable(&mut self, reason: String) {
+        tracing::error!(
+            plugin = %self.spec.name,
+            "plugin `{}` is disabled: {reason}\nhint: it keeps its position; fix the cause, then change its configuration or executable to enable it again",
+            self.spec.name
+        );
+        self.publish_cursor();
+        self.stay_disabled(reason).await;
+    }
+
+    async fn stay_disabled(&mut self, reason: String) {
+        self.status.disabled_reason = Some(reason);
+        self.set_state(PluginState::Disabled, None);
+        self.report.send_replace(ActorReport {
+            caught_up_to: None,
+            disabled: true,
+        });
+        self.cancel.cancelled().await;
+    }
+
+    fn set_state(&mut self, state: PluginState, pid: Option<u32>) {
+        self.status.state = state;
+        self.status.pid = pid;
+        if state != PluginState::Disabled {
+            self.status.disabled_reason = None;
+        }
+        self.store.set_status(&self.spec.name, self.status.clone());
+    }
+
+    fn publish_cursor(&mut self) {
+        let cursor = self.window.cursor();
+        if cursor != self.published_cursor {
+            self.store.set_cursor(&self.spec.name, cursor);
+            self.published_cursor = cursor;
+            self.published_at = Instant::now();
+        }
+    }
+
+    /// Publishes a moved cursor now and then rather than after every answer: the store commits in
+    /// groups anyway, and one message per answer would wake it for each one.
+    fn publish_cursor_soon(&mut self) {
+        if self.window.cursor() != self.published_cursor
+            && (self.window.is_empty() || self.published_at.elapsed() >= PUBLISH_EVERY)
+        {
+            self.publish_cursor();
+        }
+    }
+
+    fn publish_report(&self) {
+        // Only a plugin that reached the head reports: anything else would change the report with
+        // every event and wake the supervisor for nothing.
+        let caught_up = self.status.state == PluginState::Running
+            && self.window.is_empty()
+            && self.buffer.is_empty()
+            && self.window.frontier() >= *self.head.borrow();
+        let report = ActorReport {
+            caught_up_to: caught_up.then(|| self.window.frontier()),
+            disabled: false,
+        };
+        self.report.send_if_modified(|r| {
+            let changed = *r != report;
+            *r = report;
+            changed
+        });
+    }
+
+    async fn session(&mut self) -> End {
+        self.set_state(PluginState::Starting, None);
+        let mut child = match PluginChild::spawn(&self.spec) {
+            Ok(c) => c,
+            Err(e) => {
+                return End::Crashed(format!(
+                    "cannot be started (command `{}`): {e}",
+                    self.spec.command.join(" ")
+                ));
+            }
+        };
+        self.set_state(PluginState::Starting, Some(child.pid()));
+        let register = match self.handshake(&mut child).await {
+            Ok(r) => r,
+            Err(end) => return end,
+        };
+        self.subscriptions = register.subscriptions;
+        self.store.set_subscriptions(
+            &self.spec.name,
+            serde_json::to_string(&self.subscriptions).unwrap_or_default(),
+        );
+        self.window.reset();
+        self.window.set_capacity(register.max_in_flight as usize);
+        self.buffer.clear();
+        self.set_state(PluginState::Running, Some(child.pid()));
+        tracing::info!(
+            plugin = %self.spec.name,
+            pid = child.pid(),
+            subscriptions = self.subscriptions.len(),
+            max_in_flight = register.max_in_flight,
+            cursor = self.window.cursor(),
+            "plugin `{}` is running",
+            self.spec.name
+        );
+        let end = self.serve(&mut child).await;
+        self.publish_cursor();
+        end
+    }
+
+    async fn handshake(&mut self, child: &mut PluginChild) -> Result<Register, End> {
+        let hello = DaemonMessage::Hello(Hello {
+            protocols: SUPPORTED.to_vec(),
+            plugin: self.spec.name.clone(),
+            config: self.spec.config.clone(),
+        });
+        child.send(encode(&hello));
+        let limit = self.spec.limits.handshake_timeout;
+        let hard = self.hard.clone();
+        let cancel = self.cancel.clone();
+        tokio::select! {
+            biased;
+            _ = hard.cancelled() => {
+                child.kill().await;
+                Err(End::Stopped)
+            }
+            _ = cancel.cancelled() => {
+                child.close_stdin();
+                self.stop_child(child).await;
+                Err(End::Stopped)
+            }
+            msg = child.incoming.recv() => {
+                let failure = match msg {
+                    Some(Incoming::Line(line)) => match decode_plugin_line(&line) {
+                        Ok(PluginMessage::Register(reg)) => match reg.validate(SUPPORTED) {
+                            Ok(()) => return Ok(reg),
+                            Err(e) => format!("failed handshake: {e}"),
+                        },
+                        Ok(PluginMessage::Fatal { error }) => format!("fatal error instead of `register`: {error}"),
+                        Ok(other) => format!("failed handshake: expected `register`, got `{}`", other.kind()),
+                        Err(e) => format!(
+                            "failed handshake: {}: `{}`\nhint: stdout carries protocol messages only; log to stderr",
+                            first_line(&e.to_string()),
+                            excerpt(&line, EXCERPT)
+                        ),
+                    },
+                    Some(Incoming::TooLong(n)) => format!("failed handshake: wrote a line of {n} bytes, over the 16 MiB limit"),
+                    None => {
+                        let status = self.wait_exit(child).await;
+                        return Err(self.exit_end(status, child, " during the handshake").await);
+                    }
+                };
+                child.kill().await;
+                Err(End::Disable(failure))
+            }
+            _ = sleep(limit) => {
+                child.kill().await;
+                Err(End::Crashed(format!("did not answer `hello` within {}", humantime::format_duration(limit))))
+            }
+        }
+    }
+
+    async fn serve(&mut self, child: &mut PluginChild) -> End {
+        let mut ping = Ping {
+            next: Instant::now() + self.spec.limits.ping_interval,
+            outstanding: None,
+            missed: 0,
+            nonce: 0,
+        };
+        let step = self.serve_loop(child, &mut ping).await;
+        match step {
+            Step::Hard => {
+                child.kill().await;
+                End::Stopped
+            }
+            Step::Shutdown => self.shutdown(child, &mut ping).await,
+            Step::Kill(end) => self.abort(child, end).await,
+            Step::StdoutClosed => {
+                let status = self.wait_exit(child).await;
+                self.exit_end(status, child, "").await
+            }
+            Step::Exited(status) => {
+                // Take the lines it wrote before exiting: a `fatal` says more than the exit.
+                while let Ok(Some(m)) =
+                    timeout(Duration::from_millis(200), child.incoming.recv()).await
+                {
+                    if let Err(end) = self.on_incoming(m, &mut ping) {
+                        child.signal(Signal::SIGKILL);
+                        return end;
+                    }
+                }
+                self.exit_end(status, child, "").await
+            }
+        }
+    }
+
+    /// The serving loop. Its futures (cancellation, the child's exit, the timer) live across
+    /// iterations: creating them anew for every event would cost more than the event.
+    async fn serve_loop(&mut self, child: &mut PluginChild, ping: &mut Ping) -> Step {
+        let PluginChild {
+            process,
+            incoming,
+            stdin,
+            ..
+        } = child;
+        let (hard, cancel) = (self.hard.clone(), self.cancel.clone());
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        let hard_stop = hard.cancelled();
+        let graceful_stop = cancel.cancelled();
+        let exited = process.wait();
+        let timer = tokio::time::sleep_until(far.into());
+        tokio::pin!(hard_stop, graceful_stop, exited, timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            if let Err(end) = self.fill(stdin).await {
+                return Step::Kill(end);
+            }
+            self.publish_cursor_soon();
+            self.publish_report();
+            // The timer is only moved earlier: when it fires early, nothing is due and it is
+            // armed again. This spares a timer update for every event.
+            let next = self.next_timer(ping, far);
+            if armed.is_none_or(|a| next < a) {
+                timer.as_mut().reset(next.into());
+                armed = Some(next);
+            }
+            // `fill` stopped with room left only when the journal has nothing more yet.
+            let waiting = self.window.has_room() && self.buffer.is_empty();
+            tokio::select! {
+                biased;
+                _ = &mut hard_stop => return Step::Hard,
+                _ = &mut graceful_stop => return Step::Shutdown,
+                msg = incoming.recv() => match msg {
+                    Some(m) => {
+                        let mut result = self.on_incoming(m, ping);
+                        // Take what else is already there before committing and refilling.
+                        while result.is_ok() {
+                            match incoming.try_recv() {
+                                Ok(m) => result = self.on_incoming(m, ping),
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(end) = result {
+                            return Step::Kill(end);
+                        }
+                    }
+                    None => return Step::StdoutClosed,
+                },
+                status = &mut exited => return Step::Exited(status.ok()),
+                _ = &mut timer => {
+                    armed = None;
+                    if let Err(end) = self.on_timer(stdin, ping) {
+                        return Step::Kill(end);
+                    }
+                    self.publish_cursor_soon();
+                }
+                changed = self.head.changed(), if waiting => {
+                    if changed.is_err() {
+                        // The store is gone: the daemon is stopping.
+                        return Step::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends journal events while the window has room.
+    async fn fill(&mut self, stdin: &Stdin) -> Result<(), End> {
+        while self.window.has_room() {
+            if self.buffer.is_empty() {
+                let head = *self.head.borrow_and_update();
+                if head <= self.window.frontier() {
+                    break;
+                }
+                match self
+                    .store
+                    .read_events(self.window.frontier(), READ_BATCH)
+                    .await
+                {
+                    Ok(rows) if rows.is_empty() => break,
+                    Ok(rows) => self.buffer.extend(rows),
+                    Err(e) => {
+                        tracing::error!(plugin = %self.spec.name, error = %e, "cannot read the journal");
+                        return Err(End::Stopped);
+                    }
+                }
+            }
+            let Some(row) = self.buffer.pop_front() else {
+                break;
+            };
+            let fields = MatchFields {
+                event_type: &row.event_type,
+                attribute_name: row.attribute_name.as_deref(),
+                entity_type: row.entity_type.as_deref(),
+                project_id: row.project_id,
+                is_transient: row.is_transient,
+            };
+            let names: Vec<String> = self
+                .subscriptions
+                .iter()
+                .filter(|s| s.matches_fields(&fields))
+                .map(|s| s.name.clone())
+                .collect();
+            if names.is_empty() {
+                self.window.skip(row.seq);
+                continue;
+            }
+            let attempt = self.attempts.get(&row.seq).map_or(1, |a| a + 1);
+            let slot = Slot {
+                row,
+                subscriptions: names,
+                attempt,
+                state: SlotState::Waiting { at: Instant::now() },
+            };
+            self.deliver(stdin, slot);
+        }
+        Ok(())
+    }
+
+    /// Sends `slot`'s event and records it as sent.
+    fn deliver(&mut self, stdin: &Stdin, mut slot: Slot) {
+        let now = Instant::now();
+        let limits = self.spec.limits;
+        let names: Vec<&str> = slot.subscriptions.iter().map(String::as_str).collect();
+        stdin.send(encode_event_raw(
+            slot.row.event_id,
+            slot.attempt,
+            &names,
+            limits.ack_timeout.as_millis() as u64,
+            &slot.row.body,
+        ));
+        self.attempts.insert(slot.row.seq, slot.attempt);
+        slot.state = SlotState::Sent {
+            deadline: now + limits.ack_timeout,
+            cap: now + limits.progress_cap,
+        };
+        tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, attempt = slot.attempt, "delivered");
+        self.window.sent(slot);
+    }
+
+    fn on_incoming(&mut self, incoming: Incoming, ping: &mut Ping) -> Result<(), End> {
+        let line = match incoming {
+            Incoming::Line(line) => line,
+            Incoming::TooLong(n) => {
+                return Err(End::Crashed(format!(
+                    "broke the protocol: wrote a line of {n} bytes, over the 16 MiB limit"
+                )));
+            }
+        };
+        let msg = decode_plugin_line(&line).map_err(|e| {
+            End::Crashed(format!(
+                "broke the protocol: {}: `{}`",
+                first_line(&e.to_string()),
+                excerpt(&line, EXCERPT)
+            ))
+        })?;
+        ping.next = Instant::now() + self.spec.limits.ping_interval;
+        let limits = self.spec.limits;
+        match msg {
+            PluginMessage::Ack { event_id } => {
+                let seq = self.sent_seq(event_id, "ack")?;
+                self.finish(seq);
+            }
+            PluginMessage::Nack {
+                event_id,
+                error,
+                retry_after_ms,
+            } => {
+                let seq = self.sent_seq(event_id, "nack")?;
+                let slot = self.window.get_mut(seq).expect("found above");
+                let attempt = slot.attempt;
+                if attempt >= limits.max_attempts {
+                    self.fail(
+                        seq,
+                        attempt,
+                        &format!("{error} (given up after {attempt} attempts)"),
+                    );
+                } else {
+                    let delay = match retry_after_ms {
+                        Some(ms) => Duration::from_millis(ms),
+                        None => retry_delay(attempt, fastrand::f64()),
+                    };
+                    slot.state = SlotState::Waiting {
+                        at: Instant::now() + delay,
+                    };
+                    self.store
+                        .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
+                    tracing::warn!(
+                        plugin = %self.spec.name,
+                        event_id,
+                        attempt,
+                        "plugin `{}` could not process event {event_id} (attempt {attempt}): {}; retrying in {}",
+                        self.spec.name,
+                        first_line(&error),
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    );
+                }
+            }
+            PluginMessage::Term { event_id, error } => {
+                let seq = self.sent_seq(event_id, "term")?;
+                let attempt = self.window.get_mut(seq).map_or(1, |s| s.attempt);
+                self.fail(seq, attempt, &error);
+            }
+            PluginMessage::Progress { event_id } => {
+                let seq = self.sent_seq(event_id, "progress")?;
+                let slot = self.window.get_mut(seq).expect("found above");
+                if let SlotState::Sent { cap, .. } = slot.state {
+                    slot.state = SlotState::Sent {
+                        deadline: (Instant::now() + limits.ack_timeout).min(cap),
+                        cap,
+                    };
+                }
+            }
+            PluginMessage::Fatal { error } => {
+                return Err(End::Disable(format!("fatal error: {error}")));
+            }
+            PluginMessage::Pong { nonce } => {
+                if ping.outstanding == Some(nonce) {
+                    ping.outstanding = None;
+                    ping.missed = 0;
+                }
+            }
+            PluginMessage::Register(_) => {
+                return Err(End::Crashed(
+                    "broke the protocol: sent `register` a second time".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The seq of the sent, unanswered event `event_id`, or a protocol violation.
+    fn sent_seq(&mut self, event_id: i64, kind: &str) -> Result<i64, End> {
+        match self.window.find(event_id) {
+            Some(slot) if matches!(slot.state, SlotState::Sent { .. }) => Ok(slot.row.seq),
+            _ => Err(End::Crashed(format!(
+                "broke the protocol: `{kind}` for event {event_id}, which is not in flight"
+            ))),
+        }
+    }
+
+    fn finish(&mut self, seq: i64) {
+        if let Some(slot) = self.window.finish(seq) {
+            if self.attempts.remove(&seq).is_some_and(|a| a > 1) {
+                self.store.clear_retry(&self.spec.name, seq);
+            }
+            tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, "finished");
+        }
+    }
+
+    fn fail(&mut self, seq: i64, attempts: u32, error: &str) {
+        if let Some(slot) = self.window.finish(seq) {
+            self.attempts.remove(&seq);
+            let event_id = slot.row.event_id;
+            self.store
+                .failed(&self.spec.name, seq, event_id, attempts, error);
+            tracing::error!(
+                plugin = %self.spec.name,
+                event_id,
+                attempts,
+                "plugin `{}` failed event {event_id}: {}; recorded in failed_events, moving on",
+                self.spec.name,
+                first_line(error)
+            );
+        }
+    }
+
+    /// The next moment something may be due; `far` when nothing is.
+    fn next_timer(&self, ping: &Ping, far: Instant) -> Instant {
+        let ping_at = (!self.window.any_sent()).then_some(ping.next);
+        let publish_at = (self.window.cursor() != self.published_cursor)
+            .then(|| self.published_at + PUBLISH_EVERY);
+        [
+            self.window.next_deadline().map(|(d, _)| d),
+            self.window.next_retry(),
+            ping_at,
+            publish_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
+    }
+
+    fn on_timer(&mut self, stdin: &Stdin, ping: &mut Ping) -> Result<(), End> {
+        let now = Instant::now();
+        if let Some((deadline, event_id)) = self.window.next_deadline() {
+            if deadline <= now {
+                return Err(End::Crashed(format!(
+                    "did not answer event {event_id} in time (ack_timeout {}, or 15m in all); killed as hung",
+                    humantime::format_duration(self.spec.limits.ack_timeout)
+                )));
+            }
+        }
+        for seq in self.window.due_retries(now) {
+            if let Some(mut slot) = self.window.get_mut(seq).cloned() {
+                slot.attempt += 1;
+                // Re-sent in place: the slot keeps its position in the window.
+                let limits = self.spec.limits;
+                let names: Vec<&str> = slot.subscriptions.iter().map(String::as_str).collect();
+                stdin.send(encode_event_raw(
+                    slot.row.event_id,
+                    slot.attempt,
+                    &names,
+                    limits.ack_timeout.as_millis() as u64,
+                    &slot.row.body,
+                ));
+                self.attempts.insert(seq, slot.attempt);
+                let target = self.window.get_mut(seq).expect("present");
+                target.attempt = slot.attempt;
+                target.state = SlotState::Sent {
+                    deadline: now + limits.ack_timeout,
+                    cap: now + limits.progress_cap,
+                };
+            }
+        }
+        if !self.window.any_sent() && ping.next <= now {
+            if ping.outstanding.is_some() {
+                ping.missed += 1;
+                if ping.missed >= 2 {
+                    return Err(End::Crashed(
+                        "did not answer two pings in a row; killed as hung".into(),
+                    ));
+                }
+            }
+            ping.nonce += 1;
+            ping.outstanding = Some(ping.nonce);
+            ping.next = now + self.spec.limits.ping_interval;
+            stdin.send(encode(&DaemonMessage::Ping { nonce: ping.nonce }));
+        }
+        Ok(())
+    }
+
+    /// Kills the child after a crash-like end and reaps it.
+    async fn abort(&mut self, child: &mut PluginChild, end: End) -> End {
+        child.kill().await;
+        end
+    }
+
+    /// Waits for an exit after stdout closed; kills a child that closed stdout but stays.
+    async fn wait_exit(&self, child: &mut PluginChild) -> Option<ExitStatus> {
+        match timeout(self.spec.limits.stop_grace, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                child.kill().await;
+                child.try_wait()
+            }
+        }
+    }
+
+    async fn exit_end(
+        &self,
+        status: Option<ExitStatus>,
+        child: &mut PluginChild,
+        when: &str,
+    ) -> End {
+        // Clean up whatever the plugin left behind in its process group.
+        child.signal(Signal::SIGKILL);
+        let tail = child
+            .stderr_tail()
+            .await
+            .map(|t| format!(" (last log line: {t})"))
+            .unwrap_or_default();
+        match status {
+            Some(s) if s.code() == Some(125) => {
+                End::Disable(format!("exited with status 125{when}{tail}"))
+            }
+            Some(s) => End::Crashed(format!("exited{when} ({s}){tail}")),
+            None => End::Crashed(format!("exited{when}{tail}")),
+        }
+    }
+
+    /// The graceful stop: `shutdown`, drain, close stdin, then signals.
+    async fn shutdown(&mut self, child: &mut PluginChild, ping: &mut Ping) -> End {
+        let drain = self.spec.limits.shutdown_drain;
+        child.send(encode(&DaemonMessage::Shutdown {
+            drain_ms: drain.as_millis() as u64,
+        }));
+        let until = Instant::now() + drain;
+        let hard = self.hard.clone();
+        while self.window.any_sent() {
+            tokio::select! {
+                biased;
+                _ = hard.cancelled() => {
+                    child.kill().await;
+                    return End::Stopped;
+                }
+                msg = child.incoming.recv() => match msg {
+                    Some(m) => {
+                        if self.on_incoming(m, ping).is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = sleep_until(until.into()) => {
+                    tracing::warn!(plugin = %self.spec.name, "plugin `{}` did not answer its events within {}; they will be delivered again", self.spec.name, humantime::format_duration(drain));
+                    break;
+                }
+            }
+        }
+        self.publish_cursor();
+        child.close_stdin();
+        self.stop_child(child).await;
+        End::Stopped
+    }
+
+    /// After stdin is closed: wait, SIGTERM the group, wait, SIGKILL.
+    async fn stop_child(&self, child: &mut PluginChild) {
+        let grace = self.spec.limits.stop_grace;
+        let hard = self.hard.clone();
+        for signal in [Some(Signal::SIGTERM), Some(Signal::SIGKILL), None] {
+            tokio::select! {
+                biased;
+                _ = hard.cancelled() => {
+                    child.kill().await;
+                    return;
+                }
+                _ = child.wait() => return,
+                _ = sleep(grace) => {}
+            }
+            match signal {
+                Some(Signal::SIGTERM) => {
+                    tracing::info!(plugin = %self.spec.name, "plugin `{}` did not exit when its stdin closed; sending SIGTERM", self.spec.name);
+                    child.signal(Signal::SIGTERM);
+                }
+                Some(_) => {
+                    tracing::warn!(plugin = %self.spec.name, "plugin `{}` ignored SIGTERM; killing it", self.spec.name);
+                    child.kill().await;
+                    return;
+                }
+                None => return,
+            }
+        }
+        let _ = self.name();
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}

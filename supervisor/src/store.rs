@@ -1,0 +1,1229 @@
+//! The state database: the one owner of the SQLite connection.
+//!
+//! A dedicated thread owns the [`rusqlite::Connection`]; everything else talks to it through a
+//! [`Store`] handle that sends commands over a channel. Reads are answered at once. Writes are
+//! **group-committed**: the thread opens a transaction on the first write, applies the writes that
+//! arrive within `commit_interval` (or until 512 of them), then commits them together, so that a
+//! busy plugin costs one `fsync` per group rather than one per answer. Cursor moves are coalesced
+//! per plugin within a group, since only the last one matters.
+//!
+//! **Invariant:** a plugin's cursor, its failed events and its retries change in the same
+//! transaction, so after any crash the database describes one consistent moment: every event at or
+//! below a cursor was finished, and nothing above it was skipped.
+//!
+//! The schema is public (documented in `docs/STATE.md`) and versioned with `PRAGMA user_version`.
+
+use std::collections::HashMap;
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::{StartAt, Synchronous};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The migrations, in order; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+
+/// How many writes one transaction takes at most.
+const MAX_GROUP: usize = 512;
+
+/// How often the journal is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The file name of the state database inside the state directory.
+pub const DB_FILE: &str = "state.db";
+
+/// A failure of the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file system said no.
+    #[error(
+        "cannot prepare the state directory `{path}`: {source}\nhint: check that the daemon's user may create and write it"
+    )]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer version.
+    #[error(
+        "the state database `{path}` has schema version {found}, newer than this sgevents knows ({SCHEMA_VERSION})\nhint: run the newer sgevents, or restore a backup taken before the upgrade"
+    )]
+    TooNew {
+        /// The database.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+    },
+    /// There is no database yet.
+    #[error(
+        "there is no state database at `{0}`\nhint: start the daemon once with `sgevents run` to create it"
+    )]
+    Missing(PathBuf),
+    /// The store thread stopped after an earlier error.
+    #[error("the state database is unavailable after an earlier error: {0}")]
+    Stopped(String),
+}
+
+/// One event to append to the journal.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The ShotGrid id.
+    pub event_id: i64,
+    /// `event_type`.
+    pub event_type: String,
+    /// `attribute_name`.
+    pub attribute_name: Option<String>,
+    /// The entity type used for matching.
+    pub entity_type: Option<String>,
+    /// The project id.
+    pub project_id: Option<i64>,
+    /// `meta.is_transient`.
+    pub is_transient: bool,
+    /// `created_at` as the source wrote it.
+    pub created_at: Option<String>,
+    /// The whole event as one line of JSON.
+    pub body: String,
+}
+
+/// One journaled event, as a plugin actor reads it.
+#[derive(Debug, Clone)]
+pub struct JournalRow {
+    /// The local sequence number.
+    pub seq: i64,
+    /// The ShotGrid id.
+    pub event_id: i64,
+    /// `event_type`.
+    pub event_type: String,
+    /// `attribute_name`.
+    pub attribute_name: Option<String>,
+    /// Entity type for matching.
+    pub entity_type: Option<String>,
+    /// Project id.
+    pub project_id: Option<i64>,
+    /// `meta.is_transient`.
+    pub is_transient: bool,
+    /// The whole event as one line of JSON.
+    pub body: String,
+}
+
+/// Where the source is, saved with each batch it appends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// The source's kind (`jsonl`).
+    pub kind: String,
+    /// What it reads (a file path).
+    pub location: String,
+    /// A byte offset or other resumable position.
+    pub offset: i64,
+    /// Lines read so far.
+    pub line: i64,
+    /// The newest event id journaled.
+    pub last_event_id: Option<i64>,
+    /// Malformed records seen, in all.
+    pub malformed: i64,
+    /// Records skipped because their id was not above the last one.
+    pub skipped: i64,
+    /// The last problem the source reported.
+    pub last_error: Option<String>,
+}
+
+/// A plugin's row, as the actor needs it at start.
+#[derive(Debug, Clone)]
+pub struct PluginRecord {
+    /// The cursor: every event with `seq <= cursor` is finished.
+    pub cursor: i64,
+    /// The recorded state.
+    pub state: String,
+    /// Why it is disabled, if it is.
+    pub disabled_reason: Option<String>,
+    /// Restarts so far.
+    pub restarts: i64,
+    /// The fingerprint recorded with the state.
+    pub fingerprint: Option<String>,
+    /// Deliveries recorded for events waiting for a retry: seq to attempts.
+    pub attempts: HashMap<i64, u32>,
+}
+
+/// The states a plugin can be in, as written in `plugins.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginState {
+    /// Being started, or in its handshake.
+    Starting,
+    /// Handshake done, receiving events.
+    Running,
+    /// Waiting before a restart.
+    Backoff,
+    /// Not started until an operator enables it.
+    Disabled,
+    /// Not running because the daemon is not (or is stopping it).
+    Stopped,
+}
+
+impl PluginState {
+    /// The word stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginState::Starting => "starting",
+            PluginState::Running => "running",
+            PluginState::Backoff => "backoff",
+            PluginState::Disabled => "disabled",
+            PluginState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A plugin's status fields, written whenever they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginStatus {
+    /// State.
+    pub state: PluginState,
+    /// The child's pid while it runs.
+    pub pid: Option<u32>,
+    /// Restarts in all.
+    pub restarts: i64,
+    /// Why it is disabled.
+    pub disabled_reason: Option<String>,
+    /// The last error it had.
+    pub last_error: Option<String>,
+    /// The fingerprint of its configuration.
+    pub fingerprint: String,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A reply that may only be sent once the transaction is committed.
+enum AfterCommit {
+    Append(Reply<i64>),
+    Flush(oneshot::Sender<()>),
+}
+
+enum Cmd {
+    ReadEvents {
+        after: i64,
+        limit: usize,
+        reply: Reply<Vec<JournalRow>>,
+    },
+    OpenPlugin {
+        name: String,
+        start: Option<StartAt>,
+        fingerprint: String,
+        reply: Reply<PluginRecord>,
+    },
+    SourcePosition {
+        reply: Reply<Option<SourcePosition>>,
+    },
+    Append {
+        events: Vec<NewEvent>,
+        position: SourcePosition,
+        reply: Reply<i64>,
+    },
+    SaveSource {
+        position: SourcePosition,
+    },
+    Cursor {
+        plugin: String,
+        cursor: i64,
+    },
+    Status {
+        plugin: String,
+        status: PluginStatus,
+    },
+    Subscriptions {
+        plugin: String,
+        json: String,
+    },
+    Retry {
+        plugin: String,
+        seq: i64,
+        event_id: i64,
+        attempts: u32,
+        delay: Duration,
+        error: String,
+    },
+    ClearRetry {
+        plugin: String,
+        seq: i64,
+    },
+    Failed {
+        plugin: String,
+        seq: i64,
+        event_id: i64,
+        attempts: u32,
+        error: String,
+    },
+    DaemonStarted {
+        pid: u32,
+    },
+    DaemonStopped,
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl Cmd {
+    fn is_write(&self) -> bool {
+        !matches!(self, Cmd::ReadEvents { .. } | Cmd::SourcePosition { .. })
+    }
+}
+
+/// A handle on the store thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Cmd>,
+    head: watch::Receiver<i64>,
+    failure: watch::Receiver<Option<String>>,
+}
+
+/// Settings of the store thread.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `synchronous`.
+    pub synchronous: Synchronous,
+    /// The longest a write waits for its group commit.
+    pub commit_interval: Duration,
+    /// How long finished events are kept.
+    pub retention: Duration,
+}
+
+/// The path of the state database in `state_dir`.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(DB_FILE)
+}
+
+impl Store {
+    /// Opens (creating if needed) the state database in `state_dir` and starts its thread.
+    pub fn open(
+        state_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<(Store, thread::JoinHandle<()>), StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::Dir {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+        let path = db_path(state_dir);
+        if !path.exists() {
+            create(&path)?;
+        }
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&conn, &path)?;
+        let head: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let (head_tx, head_rx) = watch::channel(head);
+        let (fail_tx, fail_rx) = watch::channel(None);
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker {
+            conn,
+            options,
+            head_tx,
+            fail_tx,
+            cursors: HashMap::new(),
+            statuses: HashMap::new(),
+            writes: 0,
+            failed: None,
+        };
+        let thread = thread::Builder::new()
+            .name("sgevents-store".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|source| StoreError::Dir {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+        Ok((
+            Store {
+                tx,
+                head: head_rx,
+                failure: fail_rx,
+            },
+            thread,
+        ))
+    }
+
+    fn send(&self, cmd: Cmd) {
+        // The thread outlives every handle; if it died, the failure watch says why.
+        let _ = self.tx.send(cmd);
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply));
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Stopped(
+                self.failure()
+                    .unwrap_or_else(|| "the store thread is gone".into()),
+            ))
+        })
+    }
+
+    /// The journal's head: the highest `seq` committed.
+    pub fn head(&self) -> watch::Receiver<i64> {
+        self.head.clone()
+    }
+
+    /// The error that stopped the store, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// A receiver that changes when the store fails.
+    pub fn failure_watch(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
+    }
+
+    /// Up to `limit` events with `seq > after`, in order.
+    pub async fn read_events(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<JournalRow>, StoreError> {
+        self.ask(|reply| Cmd::ReadEvents {
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// A plugin's row, created if it is new (see `docs/STATE.md` for where a new plugin starts).
+    pub async fn open_plugin(
+        &self,
+        name: &str,
+        start: Option<StartAt>,
+        fingerprint: &str,
+    ) -> Result<PluginRecord, StoreError> {
+        let (name, fingerprint) = (name.to_owned(), fingerprint.to_owned());
+        self.ask(|reply| Cmd::OpenPlugin {
+            name,
+            start,
+            fingerprint,
+            reply,
+        })
+        .await
+    }
+
+    /// The source's saved position.
+    pub async fn source_position(&self) -> Result<Option<SourcePosition>, StoreError> {
+        self.ask(|reply| Cmd::SourcePosition { reply }).await
+    }
+
+    /// Appends a batch to the journal with the source's new position, in one transaction, and
+    /// returns the new head once it is committed.
+    pub async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        position: SourcePosition,
+    ) -> Result<i64, StoreError> {
+        self.ask(|reply| Cmd::Append {
+            events,
+            position,
+            reply,
+        })
+        .await
+    }
+
+    /// Saves the source's position and counters without events.
+    pub fn save_source(&self, position: SourcePosition) {
+        self.send(Cmd::SaveSource { position });
+    }
+
+    /// Moves a plugin's cursor (group-committed).
+    pub fn set_cursor(&self, plugin: &str, cursor: i64) {
+        self.send(Cmd::Cursor {
+            plugin: plugin.to_owned(),
+            cursor,
+        });
+    }
+
+    /// Records a plugin's status (group-committed).
+    pub fn set_status(&self, plugin: &str, status: PluginStatus) {
+        self.send(Cmd::Status {
+            plugin: plugin.to_owned(),
+            status,
+        });
+    }
+
+    /// Records a plugin's registered subscriptions, as JSON.
+    pub fn set_subscriptions(&self, plugin: &str, json: String) {
+        self.send(Cmd::Subscriptions {
+            plugin: plugin.to_owned(),
+            json,
+        });
+    }
+
+    /// Records that an event waits for a retry.
+    pub fn retry(
+        &self,
+        plugin: &str,
+        seq: i64,
+        event_id: i64,
+        attempts: u32,
+        delay: Duration,
+        error: &str,
+    ) {
+        self.send(Cmd::Retry {
+            plugin: plugin.to_owned(),
+            seq,
+            event_id,
+            attempts,
+            delay,
+            error: error.to_owned(),
+        });
+    }
+
+    /// Forgets a retry: the event finished.
+    pub fn clear_retry(&self, plugin: &str, seq: i64) {
+        self.send(Cmd::ClearRetry {
+            plugin: plugin.to_owned(),
+            seq,
+        });
+    }
+
+    /// Records a failed event (and forgets its retry).
+    pub fn failed(&self, plugin: &str, seq: i64, event_id: i64, attempts: u32, error: &str) {
+        self.send(Cmd::Failed {
+            plugin: plugin.to_owned(),
+            seq,
+            event_id,
+            attempts,
+            error: error.to_owned(),
+        });
+    }
+
+    /// Records the daemon's start.
+    pub fn daemon_started(&self, pid: u32) {
+        self.send(Cmd::DaemonStarted { pid });
+    }
+
+    /// Records the daemon's clean stop.
+    pub fn daemon_stopped(&self) {
+        self.send(Cmd::DaemonStopped);
+    }
+
+    /// Commits everything sent so far, and waits for it.
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        self.send(Cmd::Flush { reply });
+        let _ = done.await;
+    }
+}
+
+/// Creates a new database at `path`, complete before it appears: built under a temporary name
+/// (private, in WAL mode, migrated), closed, then renamed into place. A reader such as
+/// `sqlite3 "file:state.db?mode=ro"` never sees a half-made file.
+fn create(path: &Path) -> Result<(), StoreError> {
+    let tmp = path.with_extension("db.new");
+    for leftover in [
+        tmp.clone(),
+        tmp.with_extension("new-wal"),
+        tmp.with_extension("new-shm"),
+    ] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    let dir_error = |source| StoreError::Dir {
+        path: path.to_path_buf(),
+        source,
+    };
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(dir_error)?;
+    let conn = Connection::open(&tmp)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    migrate(&conn, &tmp)?;
+    conn.close().map_err(|(_, e)| e)?;
+    std::fs::rename(&tmp, path).map_err(dir_error)?;
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN EXCLUSIVE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            from + 1
+        ))?;
+    }
+    Ok(())
+}
+
+/// Opens the state database read-only, for `status` and other readers. Never creates it.
+pub fn open_read_only(state_dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Err(StoreError::Missing(path));
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path,
+            found: version,
+        });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(StoreError::Missing(path));
+    }
+    Ok(conn)
+}
+
+struct Worker {
+    conn: Connection,
+    options: StoreOptions,
+    head_tx: watch::Sender<i64>,
+    fail_tx: watch::Sender<Option<String>>,
+    cursors: HashMap<String, i64>,
+    statuses: HashMap<String, PluginStatus>,
+    writes: usize,
+    failed: Option<String>,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let mut txn_started: Option<Instant> = None;
+        let mut last_prune = Instant::now();
+        loop {
+            let wait = match txn_started {
+                Some(t) => {
+                    (t + self.options.commit_interval).saturating_duration_since(Instant::now())
+                }
+                None => PRUNE_EVERY.saturating_sub(last_prune.elapsed()),
+            };
+            let cmd = match rx.recv_timeout(wait) {
+                Ok(cmd) => cmd,
+                Err(RecvTimeoutError::Timeout) => {
+                    if txn_started.take().is_some() {
+                        self.commit();
+                    } else if self.failed.is_none() {
+                        if let Err(e) = self.prune() {
+                            tracing::warn!(error = %e, "cannot prune the journal");
+                        }
+                        last_prune = Instant::now();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if txn_started.is_some() {
+                        self.commit();
+                    }
+                    return;
+                }
+            };
+            if self.failed.is_some() {
+                self.refuse(cmd);
+                continue;
+            }
+            if cmd.is_write() && txn_started.is_none() {
+                if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                    self.fail(e.into());
+                    self.refuse(cmd);
+                    continue;
+                }
+                txn_started = Some(Instant::now());
+            }
+            // Appends, flushes and the daemon's stop are committed at once, and answered after the
+            // commit: their callers rely on durability.
+            let (commit_now, after_commit) = match cmd {
+                Cmd::Append {
+                    events,
+                    position,
+                    reply,
+                } => {
+                    if let Err(e) = self.append(&events, &position) {
+                        let _ = reply.send(Err(StoreError::Stopped(e.to_string())));
+                        self.fail(e);
+                        txn_started = None;
+                        continue;
+                    }
+                    (true, Some(AfterCommit::Append(reply)))
+                }
+                Cmd::Flush { reply } => (true, Some(AfterCommit::Flush(reply))),
+                other => {
+                    let commit_now = matches!(other, Cmd::DaemonStopped);
+                    if let Err(e) = self.handle(other) {
+                        self.fail(e);
+                        txn_started = None;
+                        continue;
+                    }
+                    (commit_now, None)
+                }
+            };
+            self.writes += 1;
+            if txn_started.is_some() && (commit_now || self.writes >= MAX_GROUP) {
+                self.commit();
+                txn_started = None;
+            }
+            match after_commit {
+                Some(AfterCommit::Append(reply)) => {
+                    let result = match &self.failed {
+                        Some(e) => Err(StoreError::Stopped(e.clone())),
+                        None => self
+                            .conn
+                            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                            .map_err(StoreError::from),
+                    };
+                    if let Ok(head) = &result {
+                        self.head_tx.send_replace(*head);
+                    }
+                    let _ = reply.send(result);
+                }
+                Some(AfterCommit::Flush(reply)) => drop(reply.send(())),
+                None => {}
+            }
+        }
+    }
+
+    fn fail(&mut self, e: StoreError) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        let message = e.to_string();
+        tracing::error!(error = %message, "the state database failed; stopping");
+        self.failed = Some(message.clone());
+        self.fail_tx.send_replace(Some(message));
+    }
+
+    fn refuse(&self, cmd: Cmd) {
+        let err = || StoreError::Stopped(self.failed.clone().unwrap_or_default());
+        match cmd {
+            Cmd::ReadEvents { reply, .. } => drop(reply.send(Err(err()))),
+            Cmd::OpenPlugin { reply, .. } => drop(reply.send(Err(err()))),
+            Cmd::SourcePosition { reply } => drop(reply.send(Err(err()))),
+            Cmd::Append { reply, .. } => drop(reply.send(Err(err()))),
+            Cmd::Flush { reply } => drop(reply.send(())),
+            _ => {}
+        }
+    }
+
+    fn commit(&mut self) {
+        let result = self
+            .apply_coalesced()
+            .and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
+        self.writes = 0;
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    fn apply_coalesced(&mut self) -> Result<(), StoreError> {
+        for (plugin, cursor) in self.cursors.drain() {
+            self.conn
+                .prepare_cached(&format!(
+                    "UPDATE plugins SET cursor = ?2, \
+                     last_event_id = COALESCE((SELECT event_id FROM events WHERE seq <= ?2 ORDER BY seq DESC LIMIT 1), last_event_id), \
+                     updated_at = {NOW} WHERE name = ?1"
+                ))?
+                .execute(params![plugin, cursor])?;
+        }
+        for (plugin, s) in self.statuses.drain() {
+            self.conn
+                .prepare_cached(&format!(
+                    "UPDATE plugins SET state = ?2, pid = ?3, restarts = ?4, disabled_reason = ?5, last_error = ?6, \
+                     fingerprint = ?7, updated_at = {NOW} WHERE name = ?1"
+                ))?
+                .execute(params![plugin, s.state.as_str(), s.pid, s.restarts, s.disabled_reason, s.last_error, s.fingerprint])?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, cmd: Cmd) -> Result<(), StoreError> {
+        match cmd {
+            Cmd::ReadEvents {
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.read_events(after, limit));
+            }
+            Cmd::OpenPlugin {
+                name,
+                start,
+                fingerprint,
+                reply,
+            } => {
+                let result = self.open_plugin(&name, start, &fingerprint);
+                let _ = reply.send(result);
+            }
+            Cmd::SourcePosition { reply } => {
+                let _ = reply.send(self.source_position());
+            }
+            Cmd::SaveSource { position } => self.save_source(&position)?,
+            Cmd::Cursor { plugin, cursor } => {
+                self.cursors.insert(plugin, cursor);
+            }
+            Cmd::Status { plugin, status } => {
+                self.statuses.insert(plugin, status);
+            }
+            Cmd::Subscriptions { plugin, json } => {
+                self.conn
+                    .prepare_cached("UPDATE plugins SET subscriptions = ?2 WHERE name = ?1")?
+                    .execute(params![plugin, json])?;
+            }
+            Cmd::Retry {
+                plugin,
+                seq,
+                event_id,
+                attempts,
+                delay,
+                error,
+            } => {
+                let offset = format!("+{:.3} seconds", delay.as_secs_f64());
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO retries (plugin, seq, event_id, attempts, next_at, last_error, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ','now', ?5), ?6, {NOW}) \
+                         ON CONFLICT (plugin, seq) DO UPDATE SET attempts = excluded.attempts, next_at = excluded.next_at, \
+                         last_error = excluded.last_error, updated_at = excluded.updated_at"
+                    ))?
+                    .execute(params![plugin, seq, event_id, attempts, offset, error])?;
+            }
+            Cmd::ClearRetry { plugin, seq } => {
+                self.conn
+                    .prepare_cached("DELETE FROM retries WHERE plugin = ?1 AND seq = ?2")?
+                    .execute(params![plugin, seq])?;
+            }
+            Cmd::Failed {
+                plugin,
+                seq,
+                event_id,
+                attempts,
+                error,
+            } => {
+                self.conn
+                    .prepare_cached("DELETE FROM retries WHERE plugin = ?1 AND seq = ?2")?
+                    .execute(params![plugin, seq])?;
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO failed_events (plugin, event_id, seq, attempts, last_error, failed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, {NOW}) \
+                         ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, \
+                         last_error = excluded.last_error, failed_at = excluded.failed_at"
+                    ))?
+                    .execute(params![plugin, event_id, seq, attempts, error])?;
+            }
+            Cmd::DaemonStarted { pid } => {
+                self.conn.execute(
+                    &format!(
+                        "INSERT INTO daemon (id, pid, started_at, stopped_at, version) VALUES (1, ?1, {NOW}, NULL, ?2) \
+                         ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at, \
+                         stopped_at = NULL, version = excluded.version"
+                    ),
+                    params![pid, env!("CARGO_PKG_VERSION")],
+                )?;
+            }
+            Cmd::DaemonStopped => {
+                self.conn.execute(
+                    &format!("UPDATE daemon SET stopped_at = {NOW} WHERE id = 1"),
+                    [],
+                )?;
+            }
+            Cmd::Append { .. } | Cmd::Flush { .. } => unreachable!("handled by the commit loop"),
+        }
+        Ok(())
+    }
+
+    fn read_events(&self, after: i64, limit: usize) -> Result<Vec<JournalRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, body \
+             FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok(JournalRow {
+                seq: r.get(0)?,
+                event_id: r.get(1)?,
+                event_type: r.get(2)?,
+                attribute_name: r.get(3)?,
+                entity_type: r.get(4)?,
+                project_id: r.get(5)?,
+                is_transient: r.get(6)?,
+                body: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn open_plugin(
+        &self,
+        name: &str,
+        start: Option<StartAt>,
+        fingerprint: &str,
+    ) -> Result<PluginRecord, StoreError> {
+        let existing = self
+            .conn
+            .query_row(
+                "SELECT cursor, state, disabled_reason, restarts, fingerprint FROM plugins WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let (cursor, state, disabled_reason, restarts, fp) = match existing {
+            Some(row) => row,
+            None => {
+                let cursor = self.start_cursor(start)?;
+                self.conn.execute(
+                    &format!(
+                        "INSERT INTO plugins (name, state, cursor, last_event_id, restarts, fingerprint, created_at, updated_at) \
+                         VALUES (?1, 'stopped', ?2, (SELECT event_id FROM events WHERE seq <= ?2 ORDER BY seq DESC LIMIT 1), 0, ?3, {NOW}, {NOW})"
+                    ),
+                    params![name, cursor, fingerprint],
+                )?;
+                (
+                    cursor,
+                    "stopped".to_owned(),
+                    None,
+                    0,
+                    Some(fingerprint.to_owned()),
+                )
+            }
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, attempts FROM retries WHERE plugin = ?1 AND seq > ?2")?;
+        let attempts = stmt
+            .query_map(params![name, cursor], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
+            })?
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        Ok(PluginRecord {
+            cursor,
+            state,
+            disabled_reason,
+            restarts,
+            fingerprint: fp,
+            attempts,
+        })
+    }
+
+    /// Where a plugin new to this database starts: the head, unless its `start_at` says otherwise.
+    fn start_cursor(&self, start: Option<StartAt>) -> Result<i64, StoreError> {
+        let q = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<i64, StoreError> {
+            Ok(self.conn.query_row(sql, p, |r| r.get(0))?)
+        };
+        match start {
+            None | Some(StartAt::Latest) => q("SELECT COALESCE(MAX(seq), 0) FROM events", &[]),
+            Some(StartAt::Earliest) => q("SELECT COALESCE(MIN(seq) - 1, 0) FROM events", &[]),
+            Some(StartAt::EventId(id)) => q(
+                "SELECT COALESCE((SELECT MIN(seq) - 1 FROM events WHERE event_id >= ?1), (SELECT MAX(seq) FROM events), 0)",
+                &[&id],
+            ),
+        }
+    }
+
+    fn append(&self, events: &[NewEvent], position: &SourcePosition) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "INSERT INTO events (event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, journaled_at, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}, ?8)"
+        ))?;
+        for e in events {
+            stmt.execute(params![
+                e.event_id,
+                e.event_type,
+                e.attribute_name,
+                e.entity_type,
+                e.project_id,
+                e.is_transient,
+                e.created_at,
+                e.body
+            ])?;
+        }
+        self.save_source(position)
+    }
+
+    fn save_source(&self, p: &SourcePosition) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO source_state (id, kind, location, position, line, last_event_id, malformed, skipped, last_error, updated_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {NOW}) \
+                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, location = excluded.location, position = excluded.position, \
+                 line = excluded.line, last_event_id = excluded.last_event_id, malformed = excluded.malformed, \
+                 skipped = excluded.skipped, last_error = excluded.last_error, updated_at = excluded.updated_at"
+            ))?
+            .execute(params![p.kind, p.location, p.offset, p.line, p.last_event_id, p.malformed, p.skipped, p.last_error])?;
+        Ok(())
+    }
+
+    fn source_position(&self) -> Result<Option<SourcePosition>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT kind, location, position, line, last_event_id, malformed, skipped, last_error FROM source_state WHERE id = 1",
+                [],
+                |r| {
+                    Ok(SourcePosition {
+                        kind: r.get(0)?,
+                        location: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        offset: r.get(2)?,
+                        line: r.get(3)?,
+                        last_event_id: r.get(4)?,
+                        malformed: r.get(5)?,
+                        skipped: r.get(6)?,
+                        last_error: r.get(7)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Deletes journaled events that every known plugin is past and that are older than the
+    /// retention.
+    fn prune(&mut self) -> Result<(), StoreError> {
+        let deleted = prune_journal(&self.conn, self.options.retention)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "pruned the journal");
+        }
+        Ok(())
+    }
+}
+
+/// Deletes journaled events that every known plugin is past and that were journaled longer than
+/// `retention` ago; returns how many.
+fn prune_journal(conn: &Connection, retention: Duration) -> Result<usize, StoreError> {
+    let cutoff = format!("-{:.3} seconds", retention.as_secs_f64());
+    Ok(conn.execute(
+        "DELETE FROM events WHERE seq <= (SELECT COALESCE(MIN(cursor), 0) FROM plugins) \
+         AND journaled_at < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
+        params![cutoff],
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> StoreOptions {
+        StoreOptions {
+            synchronous: Synchronous::Normal,
+            commit_interval: Duration::from_millis(1),
+            retention: Duration::from_secs(3600),
+        }
+    }
+
+    fn event(id: i64) -> NewEvent {
+        NewEvent {
+            event_id: id,
+            event_type: "Shotgun_Task_Change".into(),
+            attribute_name: Some("sg_status_list".into()),
+            entity_type: Some("Task".into()),
+            project_id: Some(66),
+            is_transient: false,
+            created_at: Some("2026-11-02T10:00:00Z".into()),
+            body: format!("{{\"id\":{id}}}"),
+        }
+    }
+
+    fn position(last: i64) -> SourcePosition {
+        SourcePosition {
+            kind: "jsonl".into(),
+            location: "e.jsonl".into(),
+            offset: last * 10,
+            line: last,
+            last_event_id: Some(last),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn journal_cursor_failures_and_retries_persist() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, thread) = Store::open(dir.path(), options()).expect("open");
+        let rec = store.open_plugin("a", None, "fp").await.expect("plugin");
+        assert_eq!(
+            rec.cursor, 0,
+            "a new database starts plugins at the beginning"
+        );
+        let head = store
+            .append((101..=105).map(event).collect(), position(105))
+            .await
+            .expect("append");
+        assert_eq!(head, 5);
+        assert_eq!(*store.head().borrow(), 5);
+        let rows = store.read_events(2, 2).await.expect("read");
+        assert_eq!(
+            rows.iter().map(|r| (r.seq, r.event_id)).collect::<Vec<_>>(),
+            [(3, 103), (4, 104)]
+        );
+
+        store.set_cursor("a", 3);
+        store.failed("a", 2, 102, 10, "boom");
+        store.retry("a", 4, 104, 2, Duration::from_secs(5), "locked");
+        let late = store.open_plugin("late", None, "fp").await.expect("plugin");
+        assert_eq!(late.cursor, 5, "a plugin added later starts at the head");
+        let early = store
+            .open_plugin("early", Some(StartAt::Earliest), "fp")
+            .await
+            .expect("plugin");
+        assert_eq!(early.cursor, 0);
+        let from = store
+            .open_plugin("from", Some(StartAt::EventId(104)), "fp")
+            .await
+            .expect("plugin");
+        assert_eq!(from.cursor, 3, "starts with event 104 itself");
+        store.flush().await;
+        drop(store);
+        thread.join().expect("store thread");
+
+        let (store, thread) = Store::open(dir.path(), options()).expect("reopen");
+        let rec = store.open_plugin("a", None, "fp").await.expect("plugin");
+        assert_eq!(rec.cursor, 3);
+        assert_eq!(rec.attempts.get(&4), Some(&2));
+        assert_eq!(
+            store.source_position().await.expect("position"),
+            Some(position(105))
+        );
+        drop(store);
+        thread.join().expect("store thread");
+
+        let conn = open_read_only(dir.path()).expect("read-only");
+        let (last, lag): (i64, i64) = conn
+            .query_row(
+                "SELECT last_event_id, lag FROM plugin_lag WHERE name = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("view");
+        assert_eq!((last, lag), (103, 2));
+        let failed: (i64, String) = conn
+            .query_row(
+                "SELECT event_id, last_error FROM failed_events WHERE plugin = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("failed row");
+        assert_eq!(failed, (102, "boom".to_owned()));
+        let pending: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pending_events WHERE plugin = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("view");
+        assert_eq!(pending, 2);
+    }
+
+    #[test]
+    fn pruning_keeps_what_any_plugin_still_needs_and_what_is_recent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("t.db")).expect("open");
+        migrate(&conn, dir.path()).expect("migrate");
+        for id in 1..=10 {
+            let age = if id <= 8 { "-2 days" } else { "-1 minutes" };
+            conn.execute(
+                "INSERT INTO events (event_id, event_type, journaled_at, body) \
+                 VALUES (?1, 'T', strftime('%Y-%m-%dT%H:%M:%fZ','now', ?2), '{}')",
+                params![id, age],
+            )
+            .expect("insert");
+        }
+        for (name, cursor) in [("ahead", 10), ("behind", 5)] {
+            conn.execute(
+                "INSERT INTO plugins (name, state, cursor, created_at, updated_at) VALUES (?1, 'stopped', ?2, 'x', 'x')",
+                params![name, cursor],
+            )
+            .expect("plugin");
+        }
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            prune_journal(&conn, day).expect("prune"),
+            5,
+            "only what the slowest plugin is past"
+        );
+        conn.execute("UPDATE plugins SET cursor = 10 WHERE name = 'behind'", [])
+            .expect("advance");
+        assert_eq!(
+            prune_journal(&conn, day).expect("prune"),
+            3,
+            "events 9 and 10 are younger than the retention"
+        );
+        let left: Vec<i64> = conn
+            .prepare("SELECT event_id FROM events ORDER BY seq")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(left, [9, 10]);
+        conn.execute(
+            "INSERT INTO events (event_id, event_type, journaled_at, body) VALUES (11, 'T', 'x', '{}')",
+            [],
+        )
+        .expect("insert");
+        let seq: i64 = conn
+            .query_row("SELECT seq FROM events WHERE event_id = 11", [], |r| {
+                r.get(0)
+            })
+            .expect("seq");
+        assert_eq!(seq, 11, "sequence numbers are never reused after pruning");
+    }
+
+    #[test]
+    fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("var");
+        let (store, thread) = Store::open(&state, options()).expect("open");
+        drop(store);
+        thread.join().expect("store thread");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&db_path(&state)), 0o600);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(db_path(dir.path())).expect("create");
+        conn.pragma_update(None, "user_version", 99)
+            .expect("set version");
+        drop(conn);
+        let err = Store::open(dir.path(), options())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("schema version 99") && err.contains("hint:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn status_needs_an_existing_database() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = open_read_only(dir.path()).expect_err("missing").to_string();
+        assert!(err.starts_with("there is no state database at"), "{err}");
+        assert!(
+            !db_path(dir.path()).exists(),
+            "a reader never creates the database"
+        );
+    }
+}

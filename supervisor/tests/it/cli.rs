@@ -1,0 +1,241 @@
+//! The command line: configuration errors, `check`, `status`, and reading the state database with
+//! `sqlite3` while the daemon runs.
+
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+
+use crate::{Ctx, assert_success, root, signal, wait_for};
+
+fn stderr_of(ctx: &Ctx, args: &[&str]) -> (i32, String) {
+    let out = ctx.sgevents(args).output().expect("sgevents runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configurations_are_refused_with_a_clear_error_and_nothing_written() {
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    let (code, err) = stderr_of(&ctx, &["run"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: sgevents.toml: cannot read the configuration"),
+        "{err}"
+    );
+    assert!(err.contains("hint: pass the file with `-c PATH`"), "{err}");
+
+    let cases: &[(&str, &str)] = &[
+        (
+            "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n[plugins]\nack_timeuot = \"3s\"\n",
+            "unknown field `ack_timeuot`",
+        ),
+        (
+            "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n[plugins]\nack_timeout = \"3 parsecs\"\n",
+            "`plugins.ack_timeout` = `\"3 parsecs\"`: not a duration",
+        ),
+        (
+            "[daemon]\nstate_dir = \"var\"\n",
+            "there is no `[source]` table",
+        ),
+        (
+            "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n[plugin.ghost]\nconfig = { a = 1 }\n",
+            "`[plugin.ghost]` has no `command`",
+        ),
+        (
+            "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n[plugins]\npaths = [\"nowhere\"]\n",
+            "`plugins.paths` = `./nowhere`: cannot read the folder",
+        ),
+        (
+            "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n[plugin.x]\ncommand = [\"x\"]\nmax_attempts = -1\n",
+            "`plugin.x.max_attempts` = `-1`: out of range",
+        ),
+        ("this is not toml", "invalid configuration"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(ctx.path("sgevents.toml"), text).expect("write");
+        let (code, err) = stderr_of(&ctx, &["run"]);
+        assert_eq!(code, 1, "{text}");
+        assert!(err.contains(want), "expected `{want}` in:\n{err}");
+        assert!(
+            err.contains("hint: "),
+            "every error says what to do:\n{err}"
+        );
+        assert!(
+            !ctx.path("var").exists(),
+            "a refused configuration writes nothing"
+        );
+    }
+}
+
+#[test]
+fn check_reports_each_plugin_and_fails_on_any_problem() {
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    let good = ctx.test_plugin("good", r#"subscriptions = [{ name = "status", event_types = ["Shotgun_Task_Change"], attributes = ["sg_status_list"] }]"#);
+    let python = format!(
+        "\n[plugin.python]\ncommand = [\"python3\", {:?}]\n",
+        root()
+            .join("plugins/raw/count_events.py")
+            .display()
+            .to_string()
+    );
+    ctx.config(&[], &format!("{good}{python}"));
+    let out = ctx.sgevents(&["check"]).output().expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("plugin good: ok, protocol 1, max_in_flight 1"),
+        "{text}"
+    );
+    assert!(text.contains(r#"status: {"name":"status","event_types":["Shotgun_Task_Change"],"attributes":["sg_status_list"]}"#), "{text}");
+    assert!(text.contains("plugin python: ok"), "{text}");
+    assert!(
+        !ctx.path("var").exists(),
+        "check does not create the state database"
+    );
+
+    ctx.config(
+        &[],
+        &format!("{good}{}", ctx.test_plugin("old", "bad_register = true")),
+    );
+    let out = ctx.sgevents(&["check"]).output().expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("plugin old: error: the plugin chose protocol version `99`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn status_works_with_and_without_the_daemon() {
+    let ctx = Ctx::new();
+    ctx.events(1..=40);
+    ctx.config(
+        &[],
+        &format!(
+            "{}{}",
+            ctx.test_plugin("a", ""),
+            ctx.test_plugin("b", "term_at = 7")
+        ),
+    );
+    let (code, err) = stderr_of(&ctx, &["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("there is no state database at")
+            && err.contains("hint: start the daemon once"),
+        "{err}"
+    );
+
+    assert_success(&ctx.run());
+    let out = ctx.sgevents(&["status"]).output().expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.starts_with("daemon:  not running, stopped "), "{text}");
+    assert!(
+        text.contains("line 40, last event 40, 0 malformed, 0 skipped"),
+        "{text}"
+    );
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("PLUGIN"))
+        .expect("a table");
+    for column in [
+        "STATE",
+        "PID",
+        "LAST EVENT",
+        "LAG",
+        "RETRIES",
+        "FAILED",
+        "RESTARTS",
+        "LAST ERROR",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let b = text
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .expect("a row for b");
+    let cells: Vec<&str> = b.split_whitespace().collect();
+    assert_eq!(
+        &cells[..8],
+        ["b", "stopped", "-", "40", "0", "0", "1", "0"],
+        "{b}"
+    );
+
+    let out = ctx
+        .sgevents(&["status", "--json"])
+        .output()
+        .expect("status");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["plugins"][0]["name"], "a");
+    assert_eq!(v["plugins"][1]["failed"], 1);
+    assert_eq!(v["journal"]["head"], 40);
+
+    // While it runs: the daemon's pid and live plugin states.
+    ctx.config(
+        &[("exit_when_idle = true", "exit_when_idle = false")],
+        &ctx.test_plugin("a", ""),
+    );
+    let mut daemon = ctx.start();
+    wait_for("a running plugin in status", || {
+        let out = ctx
+            .sgevents(&["status", "--json"])
+            .output()
+            .expect("status");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["daemon"]["running"] == true
+            && v["plugins"][0]["state"] == "running"
+            && v["plugins"][0]["pid"].is_i64()
+    });
+    signal(&daemon, Signal::SIGTERM);
+    assert!(daemon.wait().expect("exit").success());
+}
+
+#[test]
+fn sqlite3_reads_the_state_while_the_daemon_runs() {
+    let ctx = Ctx::new();
+    ctx.events(1..=300);
+    ctx.config(
+        &[("exit_when_idle = true", "exit_when_idle = false")],
+        &ctx.test_plugin("p", ""),
+    );
+    let mut daemon = ctx.start();
+    wait_for("the state database", || ctx.path("var/state.db").exists());
+    // From the moment it exists, every read succeeds while the daemon writes.
+    wait_for("the journal and the cursor", || {
+        let out = Command::new("sqlite3")
+            .current_dir(ctx.path(""))
+            .args(["file:var/state.db?mode=ro", "SELECT (SELECT count(*) FROM events) || ' ' || last_event_id FROM plugins WHERE name = 'p'"])
+            .output()
+            .expect("the sqlite3 command line shell is installed");
+        assert!(
+            out.status.success(),
+            "sqlite3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim() == "300 300"
+    });
+    let out = Command::new("sqlite3")
+        .current_dir(ctx.path(""))
+        .args([
+            "-header",
+            "file:var/state.db?mode=ro",
+            "SELECT name, state, lag FROM plugin_lag",
+        ])
+        .output()
+        .expect("sqlite3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "name|state|lag\np|running|0\n"
+    );
+    signal(&daemon, Signal::SIGTERM);
+    assert!(daemon.wait().expect("exit").success());
+}
