@@ -60,6 +60,15 @@ pub async fn check(config: &Config) -> (String, bool) {
                 );
             }
         },
+        SourceConfig::Shotgrid(s) => match crate::source::shotgrid::check(s).await {
+            Ok(text) => {
+                let _ = writeln!(out, "source:        {text}");
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(out, "source:        error: {e}");
+            }
+        },
     }
     if config.plugins.is_empty() {
         let _ = writeln!(

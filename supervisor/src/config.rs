@@ -78,12 +78,24 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     kind: String,
+    start_at: Option<toml::Value>,
+    batch_size: Option<i64>,
+    // kind = "jsonl"
     path: Option<PathBuf>,
     follow: Option<bool>,
-    start_at: Option<toml::Value>,
     poll_interval: Option<String>,
-    batch_size: Option<i64>,
     site_url: Option<String>,
+    // kind = "shotgrid"
+    url: Option<String>,
+    script_name: Option<String>,
+    script_key_env: Option<String>,
+    script_key_file: Option<PathBuf>,
+    fetch_interval: Option<String>,
+    gap_timeout: Option<String>,
+    proxy: Option<String>,
+    ca_file: Option<PathBuf>,
+    request_timeout: Option<String>,
+    alert_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +188,8 @@ impl Synchronous {
 pub enum SourceConfig {
     /// A JSON-lines file of events.
     Jsonl(JsonlSource),
+    /// A ShotGrid site's event log, polled over REST API v1.
+    Shotgrid(ShotgridSource),
 }
 
 impl SourceConfig {
@@ -183,7 +197,57 @@ impl SourceConfig {
     pub fn site_url(&self) -> Option<&str> {
         match self {
             SourceConfig::Jsonl(s) => s.site_url.as_deref(),
+            SourceConfig::Shotgrid(s) => Some(&s.url),
         }
+    }
+}
+
+/// `kind = "shotgrid"`.
+#[derive(Debug, Clone)]
+pub struct ShotgridSource {
+    /// The site, without a trailing slash.
+    pub url: String,
+    /// The script (API user) the daemon reads the log as.
+    pub script_name: String,
+    /// Its key, from `script_key_env` or `script_key_file`.
+    pub script_key: Secret,
+    /// The wait between polls when the last batch was not full.
+    pub fetch_interval: Duration,
+    /// Events per request.
+    pub batch_size: usize,
+    /// How long a missing id is waited for.
+    pub gap_timeout: Duration,
+    /// Where a brand-new journal starts.
+    pub start_at: StartAt,
+    /// An HTTP(S) proxy for every request.
+    pub proxy: Option<String>,
+    /// A PEM file of extra trusted certificate authorities.
+    pub ca_file: Option<PathBuf>,
+    /// The longest one request may take.
+    pub request_timeout: Duration,
+    /// After failing this long, the source logs an error (what alerts hook onto).
+    pub alert_after: Duration,
+}
+
+/// A secret string: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -213,6 +277,8 @@ pub enum StartAt {
     Latest,
     /// From this event id on (the event itself included).
     EventId(i64),
+    /// From the first event created at or after this time (RFC 3339, UTC); ShotGrid source only.
+    Time(std::time::SystemTime),
 }
 
 /// One plugin.
@@ -496,12 +562,32 @@ impl Validator<'_> {
             toml::Value::String(s) if s == "earliest" => Ok(StartAt::Earliest),
             toml::Value::String(s) if s == "latest" => Ok(StartAt::Latest),
             toml::Value::Integer(id) if *id > 0 => Ok(StartAt::EventId(*id)),
+            toml::Value::String(s)
+                if key == "source.start_at" && humantime::parse_rfc3339_weak(s).is_ok() =>
+            {
+                Ok(StartAt::Time(
+                    humantime::parse_rfc3339_weak(s).expect("checked"),
+                ))
+            }
+            toml::Value::Datetime(d) if key == "source.start_at" => {
+                humantime::parse_rfc3339_weak(&d.to_string())
+                    .map(StartAt::Time)
+                    .map_err(|e| {
+                        ConfigError::at(
+                            self.file,
+                            key,
+                            d,
+                            format!("not a time ({e})"),
+                            "write a time such as \"2026-11-02T10:00:00Z\"",
+                        )
+                    })
+            }
             other => Err(ConfigError::at(
                 self.file,
                 key,
                 other,
                 "not a starting point",
-                "use \"earliest\", \"latest\" or an event id such as 2011531",
+                "use \"earliest\", \"latest\", an event id such as 2011531, or (for the ShotGrid source) a time such as \"2026-11-02T10:00:00Z\"",
             )),
         }
     }
@@ -509,6 +595,31 @@ impl Validator<'_> {
     fn source(&self, raw: RawSource) -> Result<SourceConfig, ConfigError> {
         match raw.kind.as_str() {
             "jsonl" => {
+                let foreign = [
+                    ("url", raw.url.is_some()),
+                    ("script_name", raw.script_name.is_some()),
+                    ("script_key_env", raw.script_key_env.is_some()),
+                    ("script_key_file", raw.script_key_file.is_some()),
+                    ("fetch_interval", raw.fetch_interval.is_some()),
+                    ("gap_timeout", raw.gap_timeout.is_some()),
+                    ("proxy", raw.proxy.is_some()),
+                    ("ca_file", raw.ca_file.is_some()),
+                    ("request_timeout", raw.request_timeout.is_some()),
+                    ("alert_after", raw.alert_after.is_some()),
+                ];
+                self.refuse_foreign("jsonl", &foreign)?;
+                if let Some(StartAt::Time(_)) = raw
+                    .start_at
+                    .as_ref()
+                    .map(|v| self.start_at("source.start_at", v))
+                    .transpose()?
+                {
+                    return Err(ConfigError::plain(
+                        self.file,
+                        "`source.start_at` is a time, which only the ShotGrid source understands",
+                        "use \"earliest\", \"latest\" or an event id",
+                    ));
+                }
                 let Some(path) = raw.path else {
                     return Err(ConfigError::plain(
                         self.file,
@@ -546,21 +657,190 @@ impl Validator<'_> {
                     site_url: raw.site_url,
                 }))
             }
-            "shotgrid" => Err(ConfigError::at(
-                self.file,
-                "source.kind",
-                "\"shotgrid\"",
-                "the ShotGrid source is not available in this version",
-                "use kind = \"jsonl\" for now",
-            )),
+            "shotgrid" => self.shotgrid(raw),
             other => Err(ConfigError::at(
                 self.file,
                 "source.kind",
                 format!("{other:?}"),
                 "unknown source kind",
-                "use \"jsonl\"",
+                "use \"shotgrid\" (a ShotGrid site) or \"jsonl\" (a file of events)",
             )),
         }
+    }
+
+    fn refuse_foreign(&self, kind: &str, keys: &[(&str, bool)]) -> Result<(), ConfigError> {
+        match keys.iter().find(|(_, present)| *present) {
+            Some((key, _)) => Err(ConfigError::plain(
+                self.file,
+                format!("`source.{key}` does not apply to kind = \"{kind}\""),
+                "remove it, or change `source.kind`; the README lists the keys of each kind",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn shotgrid(&self, raw: RawSource) -> Result<SourceConfig, ConfigError> {
+        let foreign = [
+            ("path", raw.path.is_some()),
+            ("follow", raw.follow.is_some()),
+            ("poll_interval", raw.poll_interval.is_some()),
+            ("site_url", raw.site_url.is_some()),
+        ];
+        self.refuse_foreign("shotgrid", &foreign)?;
+        let Some(url) = raw.url else {
+            return Err(ConfigError::plain(
+                self.file,
+                "`source.url` is missing",
+                "name the site, such as url = \"https://mystudio.shotgrid.autodesk.com\"",
+            ));
+        };
+        let url = url.trim_end_matches('/').to_owned();
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.len() <= "https://".len()
+        {
+            return Err(ConfigError::at(
+                self.file,
+                "source.url",
+                format!("{url:?}"),
+                "not an http(s) URL",
+                "write the site's address, such as \"https://mystudio.shotgrid.autodesk.com\"",
+            ));
+        }
+        let Some(script_name) = raw.script_name.filter(|n| !n.is_empty()) else {
+            return Err(ConfigError::plain(
+                self.file,
+                "`source.script_name` is missing",
+                "name the ShotGrid script (API user) the daemon reads the event log as",
+            ));
+        };
+        let script_key = match (raw.script_key_env, raw.script_key_file) {
+            (Some(var), None) => match std::env::var(&var) {
+                Ok(key) if !key.trim().is_empty() => Secret::new(key.trim()),
+                _ => {
+                    return Err(ConfigError::at(
+                        self.file,
+                        "source.script_key_env",
+                        format!("{var:?}"),
+                        "the environment variable is not set",
+                        "export it in the daemon's environment (or its service file); the key itself never goes in the configuration",
+                    ));
+                }
+            },
+            (None, Some(path)) => {
+                let path = self.resolve(&path);
+                match std::fs::read_to_string(&path) {
+                    Ok(key) if !key.trim().is_empty() => Secret::new(key.trim()),
+                    Ok(_) => {
+                        return Err(ConfigError::at(
+                            self.file,
+                            "source.script_key_file",
+                            path.display(),
+                            "the file is empty",
+                            "put the script's key in it, alone",
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::at(
+                            self.file,
+                            "source.script_key_file",
+                            path.display(),
+                            format!("cannot read it: {e}"),
+                            "check the path and that the daemon's user may read it (keep it mode 0600)",
+                        ));
+                    }
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    "both `source.script_key_env` and `source.script_key_file` are set",
+                    "keep one of them",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    "the script's key is missing",
+                    "set script_key_env = \"VARIABLE\" (an environment variable that holds it) or script_key_file = \"/etc/sgevents/key\"",
+                ));
+            }
+        };
+        let batch_size = match raw.batch_size {
+            None => 500,
+            Some(n) if (1..=5000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ConfigError::at(
+                    self.file,
+                    "source.batch_size",
+                    n,
+                    "out of range",
+                    "use 1 to 5000 (the site's largest page)",
+                ));
+            }
+        };
+        let start_at = match &raw.start_at {
+            Some(v) => self.start_at("source.start_at", v)?,
+            None => StartAt::Latest,
+        };
+        if let Some(proxy) = &raw.proxy {
+            if !(proxy.starts_with("http://")
+                || proxy.starts_with("https://")
+                || proxy.starts_with("socks5://"))
+            {
+                return Err(ConfigError::at(
+                    self.file,
+                    "source.proxy",
+                    format!("{proxy:?}"),
+                    "not a proxy URL",
+                    "write it like \"http://proxy.studio.lan:3128\"",
+                ));
+            }
+        }
+        let ca_file = match raw.ca_file {
+            None => None,
+            Some(path) => {
+                let path = self.resolve(&path);
+                if let Err(e) = std::fs::metadata(&path) {
+                    return Err(ConfigError::at(
+                        self.file,
+                        "source.ca_file",
+                        path.display(),
+                        format!("cannot read it: {e}"),
+                        "point it at a PEM file of certificate authorities",
+                    ));
+                }
+                Some(path)
+            }
+        };
+        Ok(SourceConfig::Shotgrid(ShotgridSource {
+            url,
+            script_name,
+            script_key,
+            fetch_interval: self.duration(
+                "source.fetch_interval",
+                &raw.fetch_interval,
+                Duration::from_secs(5),
+            )?,
+            batch_size,
+            gap_timeout: self.duration(
+                "source.gap_timeout",
+                &raw.gap_timeout,
+                Duration::from_secs(5 * 60),
+            )?,
+            start_at,
+            proxy: raw.proxy,
+            ca_file,
+            request_timeout: self.duration(
+                "source.request_timeout",
+                &raw.request_timeout,
+                Duration::from_secs(30),
+            )?,
+            alert_after: self.duration(
+                "source.alert_after",
+                &raw.alert_after,
+                Duration::from_secs(5 * 60),
+            )?,
+        }))
     }
 
     fn plugin_defaults(&self, raw: &RawPlugins) -> Result<PluginLimits, ConfigError> {
@@ -847,7 +1127,9 @@ mod tests {
             Duration::from_secs(7 * 24 * 3600)
         );
         assert!(!c.daemon.exit_when_idle);
-        let SourceConfig::Jsonl(s) = &c.source;
+        let SourceConfig::Jsonl(s) = &c.source else {
+            panic!("a jsonl source")
+        };
         assert_eq!(s.path, Path::new("/etc/sgevents/events.jsonl"));
         assert!(!s.follow);
         assert_eq!(s.start_at, StartAt::Earliest);
@@ -1046,5 +1328,96 @@ mod tests {
         ));
         assert_eq!(c.plugins[0].fingerprint(), c.plugins[0].fingerprint());
         assert_ne!(c.plugins[0].fingerprint(), d.plugins[0].fingerprint());
+    }
+
+    #[test]
+    fn a_shotgrid_source() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, "s3cret-key\n").expect("write key");
+        let text = format!(
+            "[source]\nkind = \"shotgrid\"\nurl = \"https://studio.example/\"\nscript_name = \"sgevents\"\n\
+             script_key_file = {:?}\nfetch_interval = \"1s\"\nstart_at = \"2026-11-02T10:00:00Z\"\nproxy = \"http://proxy:3128\"\n\
+             [plugin.x]\ncommand = [\"x\"]\n",
+            key.display().to_string()
+        );
+        let c = parse(&dir.path().join("sgevents.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::Shotgrid(s) = &c.source else {
+            panic!("a shotgrid source")
+        };
+        assert_eq!(
+            s.url, "https://studio.example",
+            "the trailing slash is dropped"
+        );
+        assert_eq!(s.script_key.expose(), "s3cret-key");
+        assert_eq!(
+            (s.fetch_interval, s.batch_size, s.gap_timeout),
+            (Duration::from_secs(1), 500, Duration::from_secs(300))
+        );
+        assert_eq!(
+            s.start_at,
+            StartAt::Time(humantime::parse_rfc3339("2026-11-02T10:00:00Z").expect("time"))
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret-key"),
+            "the key never shows in debug output"
+        );
+        assert_eq!(c.source.site_url(), Some("https://studio.example"));
+        let text = "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"n\"\nscript_key_file = \"k\"\n";
+        let err = parse(Path::new("/x/sgevents.toml"), text)
+            .expect_err("missing key file")
+            .to_string();
+        assert!(
+            err.contains("`source.script_key_file` = `/x/k`: cannot read it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shotgrid_source_errors() {
+        let base = "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"sgevents\"\n";
+        let err = parse_err(base);
+        assert!(err.contains("the script's key is missing"), "{err}");
+        let err = parse_err(&format!(
+            "{base}script_key_env = \"SGEVENTS_TEST_UNSET_KEY\"\n"
+        ));
+        assert!(err.contains("`source.script_key_env` = `\"SGEVENTS_TEST_UNSET_KEY\"`: the environment variable is not set"), "{err}");
+        let err = parse_err(&format!(
+            "{base}script_key_env = \"A\"\nscript_key_file = \"B\"\n"
+        ));
+        assert!(
+            err.contains("both `source.script_key_env` and `source.script_key_file`"),
+            "{err}"
+        );
+        let err =
+            parse_err("[source]\nkind = \"shotgrid\"\nurl = \"mystudio\"\nscript_name = \"n\"\n");
+        assert!(
+            err.contains("`source.url` = `\"mystudio\"`: not an http(s) URL"),
+            "{err}"
+        );
+        let err = parse_err(&format!("{base}path = \"events.jsonl\"\n"));
+        assert!(
+            err.contains("`source.path` does not apply to kind = \"shotgrid\""),
+            "{err}"
+        );
+        let err = parse_err("[source]\nkind = \"jsonl\"\npath = \"e\"\nurl = \"https://s\"\n");
+        assert!(
+            err.contains("`source.url` does not apply to kind = \"jsonl\""),
+            "{err}"
+        );
+        let err = parse_err(
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\nstart_at = \"2026-11-02T10:00:00Z\"\n",
+        );
+        assert!(
+            err.contains("only the ShotGrid source understands"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nstart_at = \"2026-11-02T10:00:00Z\"\n"
+        ));
+        assert!(
+            err.contains("`plugin.x.start_at`"),
+            "a plugin cannot start at a time: {err}"
+        );
     }
 }

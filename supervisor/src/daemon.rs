@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let cancel = cancel.child_token();
         match config.source.clone() {
             SourceConfig::Jsonl(src) => tokio::spawn(source::jsonl::run(src, store, cancel)),
+            SourceConfig::Shotgrid(src) => tokio::spawn(source::shotgrid::run(src, store, cancel)),
         }
     };
 

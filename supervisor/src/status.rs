@@ -67,6 +67,16 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
             }))
         })
         .optional()?;
+    let (gap_ranges, gap_ids): (i64, i64) = conn.query_row(
+        "SELECT count(*), COALESCE(SUM(last_id - first_id + 1), 0) FROM source_gaps",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let source = source.map(|mut s| {
+        s["gaps"] = json!(gap_ranges);
+        s["missing_ids"] = json!(gap_ids);
+        s
+    });
     let mut stmt = conn.prepare(
         "SELECT p.name, p.state, p.pid, p.last_event_id, l.lag, l.retries_pending, l.failed, p.restarts, \
          COALESCE(p.disabled_reason, p.last_error) FROM plugins p JOIN plugin_lag l ON l.name = p.name",
@@ -147,22 +157,28 @@ pub fn render(status: &Value) -> String {
     }
     match status["source"].as_object() {
         Some(s) => {
-            let _ = writeln!(
-                out,
-                "source:  {} {}: line {}, last event {}, {} malformed, {} skipped{}",
-                s["kind"].as_str().unwrap_or("?"),
-                s["location"].as_str().unwrap_or("?"),
-                s["line"],
-                s["last_event_id"]
-                    .as_i64()
-                    .map_or("-".to_owned(), |v| v.to_string()),
-                s["malformed"],
-                s["skipped"],
-                s["last_error"]
-                    .as_str()
-                    .map(|e| format!(" (last problem: {e})"))
-                    .unwrap_or_default()
-            );
+            let last = s["last_event_id"]
+                .as_i64()
+                .map_or("-".to_owned(), |v| v.to_string());
+            let problem = s["last_error"]
+                .as_str()
+                .map(|e| format!(" (last problem: {e})"))
+                .unwrap_or_default();
+            let kind = s["kind"].as_str().unwrap_or("?");
+            let location = s["location"].as_str().unwrap_or("?");
+            if kind == "shotgrid" {
+                let _ = writeln!(
+                    out,
+                    "source:  shotgrid {location}: last event {last}, {} gaps ({} ids) waited for{problem}",
+                    s["gaps"], s["missing_ids"]
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "source:  {kind} {location}: line {}, last event {last}, {} malformed, {} skipped{problem}",
+                    s["line"], s["malformed"], s["skipped"]
+                );
+            }
         }
         None => {
             let _ = writeln!(out, "source:  nothing read yet");

@@ -27,10 +27,10 @@ use tokio::sync::{oneshot, watch};
 use crate::config::{StartAt, Synchronous};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The migrations, in order; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// How many writes one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -140,6 +140,17 @@ pub struct SourcePosition {
     pub last_error: Option<String>,
 }
 
+/// A run of ids the source is waiting for, as saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapRow {
+    /// The first missing id.
+    pub first_id: i64,
+    /// The last missing id (inclusive).
+    pub last_id: i64,
+    /// When it was first missed, RFC 3339 (UTC).
+    pub first_seen: String,
+}
+
 /// A plugin's row, as the actor needs it at start.
 #[derive(Debug, Clone)]
 pub struct PluginRecord {
@@ -228,7 +239,11 @@ enum Cmd {
     Append {
         events: Vec<NewEvent>,
         position: SourcePosition,
+        gaps: Option<Vec<GapRow>>,
         reply: Reply<i64>,
+    },
+    SourceGaps {
+        reply: Reply<Vec<GapRow>>,
     },
     SaveSource {
         position: SourcePosition,
@@ -275,7 +290,10 @@ enum Cmd {
 
 impl Cmd {
     fn is_write(&self) -> bool {
-        !matches!(self, Cmd::ReadEvents { .. } | Cmd::SourcePosition { .. })
+        !matches!(
+            self,
+            Cmd::ReadEvents { .. } | Cmd::SourcePosition { .. } | Cmd::SourceGaps { .. }
+        )
     }
 }
 
@@ -436,9 +454,32 @@ impl Store {
         self.ask(|reply| Cmd::Append {
             events,
             position,
+            gaps: None,
             reply,
         })
         .await
+    }
+
+    /// Like [`Store::append`], also replacing the saved missing ids with `gaps`, in the same
+    /// transaction.
+    pub async fn append_with_gaps(
+        &self,
+        events: Vec<NewEvent>,
+        position: SourcePosition,
+        gaps: Vec<GapRow>,
+    ) -> Result<i64, StoreError> {
+        self.ask(|reply| Cmd::Append {
+            events,
+            position,
+            gaps: Some(gaps),
+            reply,
+        })
+        .await
+    }
+
+    /// The missing ids the source saved.
+    pub async fn source_gaps(&self) -> Result<Vec<GapRow>, StoreError> {
+        self.ask(|reply| Cmd::SourceGaps { reply }).await
     }
 
     /// Saves the source's position and counters without events.
@@ -660,9 +701,10 @@ impl Worker {
                 Cmd::Append {
                     events,
                     position,
+                    gaps,
                     reply,
                 } => {
-                    if let Err(e) = self.append(&events, &position) {
+                    if let Err(e) = self.append(&events, &position, gaps.as_deref()) {
                         let _ = reply.send(Err(StoreError::Stopped(e.to_string())));
                         self.fail(e);
                         txn_started = None;
@@ -720,6 +762,7 @@ impl Worker {
             Cmd::ReadEvents { reply, .. } => drop(reply.send(Err(err()))),
             Cmd::OpenPlugin { reply, .. } => drop(reply.send(Err(err()))),
             Cmd::SourcePosition { reply } => drop(reply.send(Err(err()))),
+            Cmd::SourceGaps { reply } => drop(reply.send(Err(err()))),
             Cmd::Append { reply, .. } => drop(reply.send(Err(err()))),
             Cmd::Flush { reply } => drop(reply.send(())),
             _ => {}
@@ -777,6 +820,9 @@ impl Worker {
             }
             Cmd::SourcePosition { reply } => {
                 let _ = reply.send(self.source_position());
+            }
+            Cmd::SourceGaps { reply } => {
+                let _ = reply.send(self.source_gaps());
             }
             Cmd::SaveSource { position } => self.save_source(&position)?,
             Cmd::Cursor { plugin, cursor } => {
@@ -931,7 +977,10 @@ impl Worker {
             Ok(self.conn.query_row(sql, p, |r| r.get(0))?)
         };
         match start {
-            None | Some(StartAt::Latest) => q("SELECT COALESCE(MAX(seq), 0) FROM events", &[]),
+            // The configuration allows a time only for the source, never for a plugin.
+            None | Some(StartAt::Latest) | Some(StartAt::Time(_)) => {
+                q("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+            }
             Some(StartAt::Earliest) => q("SELECT COALESCE(MIN(seq) - 1, 0) FROM events", &[]),
             Some(StartAt::EventId(id)) => q(
                 "SELECT COALESCE((SELECT MIN(seq) - 1 FROM events WHERE event_id >= ?1), (SELECT MAX(seq) FROM events), 0)",
@@ -940,13 +989,20 @@ impl Worker {
         }
     }
 
-    fn append(&self, events: &[NewEvent], position: &SourcePosition) -> Result<(), StoreError> {
+    fn append(
+        &self,
+        events: &[NewEvent],
+        position: &SourcePosition,
+        gaps: Option<&[GapRow]>,
+    ) -> Result<(), StoreError> {
+        // `OR IGNORE`: an id already journaled is never journaled twice. Sources do not send one;
+        // if one did, skipping it keeps "nothing delivered twice" without stopping the daemon.
         let mut stmt = self.conn.prepare_cached(&format!(
-            "INSERT INTO events (event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, journaled_at, body) \
+            "INSERT OR IGNORE INTO events (event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, journaled_at, body) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}, ?8)"
         ))?;
         for e in events {
-            stmt.execute(params![
+            let inserted = stmt.execute(params![
                 e.event_id,
                 e.event_type,
                 e.attribute_name,
@@ -956,8 +1012,38 @@ impl Worker {
                 e.created_at,
                 e.body
             ])?;
+            if inserted == 0 {
+                tracing::warn!(
+                    event_id = e.event_id,
+                    "event {} is already in the journal; not journaling it again",
+                    e.event_id
+                );
+            }
+        }
+        if let Some(gaps) = gaps {
+            self.conn.execute("DELETE FROM source_gaps", [])?;
+            let mut insert = self.conn.prepare_cached(
+                "INSERT INTO source_gaps (first_id, last_id, first_seen) VALUES (?1, ?2, ?3)",
+            )?;
+            for g in gaps {
+                insert.execute(params![g.first_id, g.last_id, g.first_seen])?;
+            }
         }
         self.save_source(position)
+    }
+
+    fn source_gaps(&self) -> Result<Vec<GapRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT first_id, last_id, first_seen FROM source_gaps ORDER BY first_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(GapRow {
+                first_id: r.get(0)?,
+                last_id: r.get(1)?,
+                first_seen: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn save_source(&self, p: &SourcePosition) -> Result<(), StoreError> {

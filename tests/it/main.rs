@@ -4,6 +4,7 @@
 
 mod conformance;
 mod examples;
+mod fake_site;
 mod python_sdk;
 mod tidy;
 

@@ -7,9 +7,11 @@
 //! to its end without `follow`), which `exit_when_idle` waits for. Plugins never talk to a source:
 //! they read the journal, so a slow or disabled plugin never holds the source back.
 //!
-//! Today there is [`jsonl`]; the ShotGrid poller plugs into the same seam.
+//! [`shotgrid`] polls a site's event log over REST; [`jsonl`] reads a file (the demo, tests,
+//! replays).
 
 pub(crate) mod jsonl;
+pub(crate) mod shotgrid;
 
 use sgevents_protocol::{Event, MatchFields};
 

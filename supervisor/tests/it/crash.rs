@@ -1,6 +1,7 @@
 //! The crash test: 20,000 events, the daemon `kill -9`-ed at random moments several times and
 //! restarted. Afterwards every plugin has seen every matching event; an event is delivered again
-//! only if it was in flight at a kill (above the committed cursor); cursors end at the last event.
+//! only if it was in flight at a kill, that is sent but not yet finished in a committed transaction
+//! (above the committed cursor); cursors end at the last event.
 
 use std::collections::BTreeSet;
 
@@ -90,11 +91,19 @@ fn kill_9_at_random_moments_loses_nothing() {
                 &repeated[..repeated.len().min(10)]
             );
         }
-        // Within one run, each event is delivered once: duplicates come only from kills.
-        let duplicates = ids.len() - seen.len();
-        assert!(
-            duplicates <= KILLS * 64,
-            "{name}: {duplicates} duplicates for {KILLS} kills"
-        );
+        // What is redelivered is what was answered but not yet committed at a kill: a few
+        // milliseconds of group commit. A cursor that is not committed would leave thousands.
+        for (k, &(lines, committed)) in marks[i].iter().enumerate() {
+            let uncommitted: BTreeSet<i64> = ids[..lines]
+                .iter()
+                .copied()
+                .filter(|&id| id > committed)
+                .collect();
+            assert!(
+                uncommitted.len() <= 5000,
+                "{name}: at kill {k}, {} delivered events were above the committed cursor ({committed})",
+                uncommitted.len()
+            );
+        }
     }
 }

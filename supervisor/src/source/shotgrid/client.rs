@@ -1,0 +1,506 @@
+//! A minimal client of ShotGrid's REST API v1, for reading the event log: client-credentials
+//! sign-in, a token refreshed before it expires and once more on a 401, and `_search` on
+//! `event_log_entries`, with answers turned into the flat shape `shotgun_api3` returns.
+//!
+//! Errors are classified for the poller (what to wait, whether a new sign-in can help) and say
+//! what an operator should check. The script key is sent in the sign-in request body only, and
+//! never appears in an error or a log.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::config::{Secret, ShotgridSource};
+
+/// The event fields asked for: everything the flat event shape needs.
+const FIELDS: &[&str] = &[
+    "event_type",
+    "attribute_name",
+    "meta",
+    "entity",
+    "user",
+    "project",
+    "session_uuid",
+    "created_at",
+    "description",
+];
+/// How much of an unexpected answer an error shows.
+const BODY_EXCERPT: usize = 200;
+
+/// What went wrong talking to the site.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ClientError {
+    /// No answer: DNS, refused connection, TLS, proxy, timeout.
+    #[error("cannot reach {url}: {detail}")]
+    Network {
+        /// The URL asked.
+        url: String,
+        /// The error chain.
+        detail: String,
+        /// Whether it looks like a certificate problem.
+        tls: bool,
+    },
+    /// An HTTP error status.
+    #[error("{what} answered HTTP {status}: {body}")]
+    Status {
+        /// The request, in words.
+        what: String,
+        /// The status.
+        status: u16,
+        /// The start of the body, or the error title.
+        body: String,
+        /// What `Retry-After` said.
+        retry_after: Option<Duration>,
+    },
+    /// The site refused the script's name and key, or a fresh token.
+    #[error("the site refused the script `{script}`: {detail}")]
+    Auth {
+        /// The script name.
+        script: String,
+        /// The site's words.
+        detail: String,
+    },
+    /// A 2xx answer that is not the expected JSON.
+    #[error(
+        "{what} answered something that is not the expected JSON ({error}); the answer began with: {body}"
+    )]
+    BadAnswer {
+        /// The request, in words.
+        what: String,
+        /// What was wrong with it.
+        error: String,
+        /// The start of the body.
+        body: String,
+    },
+}
+
+impl ClientError {
+    /// What an operator should check.
+    pub(crate) fn hint(&self, proxy: bool) -> &'static str {
+        match self {
+            ClientError::Network { tls: true, .. } => {
+                "the site's certificate is not trusted here: set `source.ca_file` to your certificate authorities (PEM), or check `source.url`"
+            }
+            ClientError::Network { .. } if proxy => {
+                "check `source.url`, the network, and that the proxy in `source.proxy` is up and allows the site"
+            }
+            ClientError::Network { .. } => {
+                "check `source.url` and the network (DNS, firewall); set `source.proxy` if the studio needs one"
+            }
+            ClientError::Auth { .. } => {
+                "check `source.script_name` and the key (`script_key_env` or `script_key_file`); the script must exist on the site and may read EventLogEntry"
+            }
+            ClientError::Status { status: 429, .. } => {
+                "the site is rate-limiting this client; it will be retried after the delay it asked for"
+            }
+            ClientError::Status { status, .. } if *status >= 500 => {
+                "the site is having trouble; it will be retried with backoff"
+            }
+            ClientError::Status { .. } => {
+                "check `source.url`: it must be the site's address, without a path"
+            }
+            ClientError::BadAnswer { .. } => {
+                "check `source.url` (a proxy or a login page may be answering instead of the site)"
+            }
+        }
+    }
+
+    /// The delay the site asked for (429 or 503 with `Retry-After`).
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+struct Token {
+    access: String,
+    refresh_at: Instant,
+}
+
+/// A signed-in (or about to be) client of one site.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    url: String,
+    script_name: String,
+    key: Secret,
+    token: Option<Token>,
+}
+
+impl Client {
+    /// A client for the configured site (nothing is sent yet).
+    pub(crate) fn new(config: &ShotgridSource) -> Result<Client, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("sgevents/", env!("CARGO_PKG_VERSION")));
+        if let Some(proxy) = &config.proxy {
+            builder = builder.proxy(
+                reqwest::Proxy::all(proxy)
+                    .map_err(|e| format!("bad `source.proxy` `{proxy}`: {e}"))?,
+            );
+        }
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read `source.ca_file` `{}`: {e}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!(
+                    "`source.ca_file` `{}` is not a PEM bundle: {e}",
+                    path.display()
+                )
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            url: config.url.clone(),
+            script_name: config.script_name.clone(),
+            key: config.script_key.clone(),
+            token: None,
+        })
+    }
+
+    /// Signs in with the script's name and key.
+    pub(crate) async fn sign_in(&mut self) -> Result<(), ClientError> {
+        let url = format!("{}/api/v1/auth/access_token", self.url);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.script_name.as_str()),
+            ("client_secret", self.key.expose()),
+        ];
+        let response = self
+            .http
+            .post(&url)
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| network(&url, &e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| network(&url, &e))?;
+        if status == StatusCode::BAD_REQUEST
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+        {
+            return Err(ClientError::Auth {
+                script: self.script_name.clone(),
+                detail: error_title(&body).unwrap_or_else(|| excerpt(&body)),
+            });
+        }
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                what: "the sign-in".into(),
+                status: status.as_u16(),
+                body: error_title(&body).unwrap_or_else(|| excerpt(&body)),
+                retry_after: None,
+            });
+        }
+        let answer: Value = serde_json::from_str(&body).map_err(|e| ClientError::BadAnswer {
+            what: "the sign-in".into(),
+            error: e.to_string(),
+            body: excerpt(&body),
+        })?;
+        let Some(access) = answer.get("access_token").and_then(Value::as_str) else {
+            return Err(ClientError::BadAnswer {
+                what: "the sign-in".into(),
+                error: "no `access_token`".into(),
+                body: excerpt(&body),
+            });
+        };
+        let lifetime = Duration::from_secs(
+            answer
+                .get("expires_in")
+                .and_then(Value::as_u64)
+                .unwrap_or(600),
+        );
+        // Refresh when four fifths of the lifetime are gone: early enough that a slow request
+        // started just before does not outlive the token.
+        self.token = Some(Token {
+            access: access.to_owned(),
+            refresh_at: Instant::now() + lifetime.mul_f64(0.8),
+        });
+        tracing::debug!(site = %self.url, lifetime = ?lifetime, "signed in");
+        Ok(())
+    }
+
+    async fn token(&mut self) -> Result<String, ClientError> {
+        if self
+            .token
+            .as_ref()
+            .is_none_or(|t| Instant::now() >= t.refresh_at)
+        {
+            self.sign_in().await?;
+        }
+        Ok(self.token.as_ref().expect("signed in").access.clone())
+    }
+
+    /// A `_search` on the event log, signing in again once if the token was refused.
+    async fn search(
+        &mut self,
+        what: &str,
+        body: Value,
+        hash: bool,
+    ) -> Result<Vec<Value>, ClientError> {
+        match self.search_once(what, &body, hash).await {
+            Err(ClientError::Status { status: 401, .. }) => {
+                tracing::info!(site = %self.url, "the site refused the token; signing in again");
+                self.token = None;
+                match self.search_once(what, &body, hash).await {
+                    Err(ClientError::Status {
+                        status: 401, body, ..
+                    }) => Err(ClientError::Auth {
+                        script: self.script_name.clone(),
+                        detail: format!("a fresh token was refused too (HTTP 401: {body})"),
+                    }),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn search_once(
+        &mut self,
+        what: &str,
+        body: &Value,
+        hash: bool,
+    ) -> Result<Vec<Value>, ClientError> {
+        let token = self.token().await?;
+        let url = format!("{}/api/v1/entity/event_log_entries/_search", self.url);
+        let content_type = if hash {
+            "application/vnd+shotgun.api3_hash+json"
+        } else {
+            "application/vnd+shotgun.api3_array+json"
+        };
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header("Accept", "application/json")
+            .header("Content-Type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| network(&url, &e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.map_err(|e| network(&url, &e))?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                what: what.to_owned(),
+                status: status.as_u16(),
+                body: error_title(&text).unwrap_or_else(|| excerpt(&text)),
+                retry_after,
+            });
+        }
+        let bad = |error: String| ClientError::BadAnswer {
+            what: what.to_owned(),
+            error,
+            body: excerpt(&text),
+        };
+        let answer: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let rows = answer
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no `data` list".into()))?;
+        rows.iter().map(|row| flatten(row).map_err(bad)).collect()
+    }
+
+    /// Up to `limit` events with an id above `after`, in id order.
+    pub(crate) async fn events_after(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Value>, ClientError> {
+        let body = json!({
+            "filters": [["id", "greater_than", after]],
+            "fields": FIELDS, "sort": "id", "page": {"size": limit, "number": 1},
+            "options": {"include_archived_projects": true},
+        });
+        self.search(&format!("the event log (ids above {after})"), body, false)
+            .await
+    }
+
+    /// The events that exist in any of the id ranges (inclusive), in id order.
+    pub(crate) async fn events_in(
+        &mut self,
+        ranges: &[(i64, i64)],
+        limit: usize,
+    ) -> Result<Vec<Value>, ClientError> {
+        let conditions: Vec<Value> = ranges
+            .iter()
+            .map(|(a, b)| json!(["id", "between", [a, b]]))
+            .collect();
+        let body = json!({
+            "filters": {"logical_operator": "or", "conditions": conditions},
+            "fields": FIELDS, "sort": "id", "page": {"size": limit, "number": 1},
+            "options": {"include_archived_projects": true},
+        });
+        self.search(
+            &format!("the event log ({} missing id ranges)", ranges.len()),
+            body,
+            true,
+        )
+        .await
+    }
+
+    /// The newest event's id, if the log has any.
+    pub(crate) async fn newest_id(&mut self) -> Result<Option<i64>, ClientError> {
+        let body = json!({"filters": [], "fields": ["id"], "sort": "-id", "page": {"size": 1, "number": 1}});
+        let rows = self
+            .search("the event log (newest event)", body, false)
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64))
+    }
+
+    /// The id of the first event created at or after `time` (RFC 3339), if there is one.
+    pub(crate) async fn first_id_since(&mut self, time: &str) -> Result<Option<i64>, ClientError> {
+        let body = json!({
+            "filters": [["created_at", "greater_than", time]],
+            "fields": ["id"], "sort": "id", "page": {"size": 1, "number": 1},
+        });
+        let rows = self
+            .search(
+                &format!("the event log (first event after {time})"),
+                body,
+                false,
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64))
+    }
+}
+
+/// Turns one JSON:API row into the flat `shotgun_api3` shape: `id` and `type`, the attributes as
+/// they are, and each relationship's `data` (a link or null) under its name.
+pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
+    let id = row
+        .get("id")
+        .and_then(Value::as_i64)
+        .ok_or("a row has no integer `id`")?;
+    let mut flat = Map::new();
+    flat.insert("id".into(), Value::from(id));
+    for name in FIELDS {
+        flat.insert((*name).into(), Value::Null);
+    }
+    if let Some(attributes) = row.get("attributes").and_then(Value::as_object) {
+        for (k, v) in attributes {
+            flat.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(relationships) = row.get("relationships").and_then(Value::as_object) {
+        for (k, v) in relationships {
+            flat.insert(k.clone(), v.get("data").cloned().unwrap_or(Value::Null));
+        }
+    }
+    Ok(Value::Object(flat))
+}
+
+fn network(url: &str, e: &reqwest::Error) -> ClientError {
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = detail.to_ascii_lowercase();
+    let tls =
+        lower.contains("certificate") || lower.contains("tls") || lower.contains("unknownissuer");
+    ClientError::Network {
+        url: url.to_owned(),
+        detail,
+        tls,
+    }
+}
+
+/// The `title` of the first error of an error body.
+fn error_title(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.get("errors")?
+        .get(0)?
+        .get("title")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn excerpt(body: &str) -> String {
+    sgevents_protocol::excerpt(body.as_bytes(), BODY_EXCERPT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_become_the_flat_shape() {
+        let row = json!({
+            "type": "EventLogEntry", "id": 42,
+            "attributes": {"event_type": "Shotgun_Shot_Change", "attribute_name": "sg_status_list",
+                           "meta": {"type": "attribute_change"}, "session_uuid": null, "created_at": "2026-01-21T19:47:33Z"},
+            "relationships": {
+                "entity": {"data": {"id": 1246, "name": "sh010", "type": "Shot"}, "links": {}},
+                "project": {"data": null, "links": {}}},
+            "links": {"self": "/api/v1/entity/event_log_entries/42"}});
+        let flat = flatten(&row).expect("a row");
+        assert_eq!(flat["id"], 42);
+        assert_eq!(flat["event_type"], "Shotgun_Shot_Change");
+        assert_eq!(
+            flat["entity"],
+            json!({"id": 1246, "name": "sh010", "type": "Shot"})
+        );
+        assert_eq!(flat["project"], Value::Null);
+        assert_eq!(
+            flat["user"],
+            Value::Null,
+            "fields not sent are null, as shotgun_api3 gives them"
+        );
+        assert!(flat.get("links").is_none());
+        let event: sgevents_protocol::Event =
+            serde_json::from_value(flat).expect("the protocol's event");
+        assert_eq!(event.entity_type(), Some("Shot"));
+    }
+
+    #[test]
+    fn rows_without_an_id_are_refused() {
+        assert!(flatten(&json!({"attributes": {}})).is_err());
+    }
+
+    #[test]
+    fn error_titles_and_hints() {
+        let body = r#"{"errors":[{"id":"x","status":400,"code":102,"title":"Can't authenticate script 'bot'","source":null,"detail":null,"meta":null}]}"#;
+        assert_eq!(
+            error_title(body).as_deref(),
+            Some("Can't authenticate script 'bot'")
+        );
+        assert_eq!(error_title("<html>"), None);
+        let tls = ClientError::Network {
+            url: "u".into(),
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+            tls: true,
+        };
+        assert!(tls.hint(false).contains("source.ca_file"));
+        let net = ClientError::Network {
+            url: "u".into(),
+            detail: "dns error".into(),
+            tls: false,
+        };
+        assert!(net.hint(true).contains("source.proxy"));
+    }
+}

@@ -1,0 +1,514 @@
+//! The ShotGrid source against the fake site (`sgevents_tests::fake_site`), a real HTTP server on
+//! 127.0.0.1 driven by each test: every event once and in order, late and never-filled gaps, the
+//! incumbent's two gap bugs, faults of every kind, `kill -9`, `start_at`, and `check`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions};
+
+use crate::{Ctx, alive, signal, wait_for};
+
+const KEY: &str = "fake-key";
+
+fn site() -> FakeSite {
+    FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("the fake site starts")
+}
+
+/// A configuration polling `site` quickly, with a test plugin recording to `p.rec`.
+fn config(ctx: &Ctx, site: &FakeSite, source_extra: &str, plugin_extra: &str) {
+    std::fs::write(ctx.path("key"), KEY).expect("key file");
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "var"
+commit_interval = "1ms"
+
+[source]
+kind = "shotgrid"
+url = "{url}"
+script_name = "sgevents"
+script_key_file = "key"
+fetch_interval = "50ms"
+request_timeout = "2s"
+start_at = "earliest"
+{source_extra}
+
+[plugins]
+stop_grace = "500ms"
+shutdown_drain = "2s"
+restart_delay = "20ms"
+{plugin}"#,
+        url = site.url(),
+        plugin = ctx.test_plugin("p", plugin_extra),
+    );
+    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+}
+
+/// The ids in the journal, in journal order.
+fn journal(ctx: &Ctx) -> Vec<i64> {
+    let db = ctx.db();
+    let mut stmt = db
+        .prepare("SELECT event_id FROM events ORDER BY seq")
+        .expect("query");
+    stmt.query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn stop(ctx: &Ctx, mut daemon: std::process::Child) {
+    signal(&daemon, Signal::SIGTERM);
+    let status = daemon.wait().expect("exit");
+    assert!(status.success(), "{}", ctx.log());
+}
+
+fn wait_delivered(ctx: &Ctx, ids: &[i64]) {
+    let want: BTreeSet<i64> = ids.iter().copied().collect();
+    let start = std::time::Instant::now();
+    while !want.is_subset(&ctx.ids("p").into_iter().collect()) {
+        if start.elapsed() > crate::GUARD {
+            let log = ctx.log();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!(
+                "timed out waiting for events {ids:?}; the daemon's log ends with:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_once_each(ctx: &Ctx, want: &[i64]) {
+    let got = ctx.ids("p");
+    let distinct: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(
+        got.len(),
+        distinct.len(),
+        "no event delivered twice: {got:?}"
+    );
+    assert_eq!(distinct, want.iter().copied().collect::<BTreeSet<_>>());
+    let journal = journal(ctx);
+    assert_eq!(
+        journal.len(),
+        journal.iter().copied().collect::<BTreeSet<_>>().len(),
+        "no event journaled twice"
+    );
+}
+
+#[test]
+fn every_event_once_and_in_order_through_full_batches() {
+    let site = site();
+    let ids = site.append(1234);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "batch_size = 500", "");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &ids);
+    let more = site.append(10);
+    wait_delivered(&ctx, &more);
+    stop(&ctx, daemon);
+    let all: Vec<i64> = ids.iter().chain(more.iter()).copied().collect();
+    assert_eq!(ctx.ids("p"), all, "in id order, each once");
+    assert_eq!(journal(&ctx), all);
+    let requests = site.stats().searches;
+    assert!(
+        requests < 60,
+        "one poller, batches of 500: {requests} requests for 1244 events"
+    );
+}
+
+#[test]
+fn late_events_are_delivered_once_after_what_plugins_have() {
+    let site = site();
+    let before = site.append(5);
+    let held = site.hold(2);
+    let after = site.append(5);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "gap_timeout = \"10m\"", "");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &after);
+    let gaps: i64 = ctx
+        .db()
+        .query_row("SELECT count(*) FROM source_gaps", [], |r| r.get(0))
+        .expect("gaps");
+    assert_eq!(gaps, 1, "the two held ids are one gap");
+    site.commit(&held);
+    wait_delivered(&ctx, &held);
+    stop(&ctx, daemon);
+    let expected: Vec<i64> = before
+        .iter()
+        .chain(after.iter())
+        .chain(held.iter())
+        .copied()
+        .collect();
+    assert_eq!(
+        ctx.ids("p"),
+        expected,
+        "the late ones come after what the plugin already had, once"
+    );
+    assert_eq!(journal(&ctx), expected);
+    assert!(
+        ctx.log()
+            .contains(&format!("event {} appeared late; journaling it", held[0])),
+        "{}",
+        ctx.log()
+    );
+    let gaps: i64 = ctx
+        .db()
+        .query_row("SELECT count(*) FROM source_gaps", [], |r| r.get(0))
+        .expect("gaps");
+    assert_eq!(gaps, 0);
+}
+
+/// The incumbent stalled on a gap followed by a full batch, re-reading the same batch until the
+/// gap expired; here the events after the gap flow while it is still open.
+#[test]
+fn a_gap_before_a_full_batch_does_not_stall_the_events_after_it() {
+    let site = site();
+    let first = site.append(1);
+    let held = site.hold(1);
+    let after = site.append(35);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "batch_size = 10\ngap_timeout = \"10m\"", "");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &after);
+    assert!(!ctx.ids("p").contains(&held[0]), "the gap is still open");
+    site.rollback(&held);
+    stop(&ctx, daemon);
+    let expected: Vec<i64> = first.iter().chain(after.iter()).copied().collect();
+    assert_once_each(&ctx, &expected);
+}
+
+#[test]
+fn gaps_that_never_fill_are_given_up_after_the_timeout() {
+    let site = site();
+    site.append(3);
+    let held = site.hold(3);
+    let after = site.append(3);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "gap_timeout = \"300ms\"", "");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &after);
+    site.rollback(&held);
+    wait_for("the gap given up", || {
+        ctx.log().contains(&format!(
+            "events {} to {} (3 ids) did not appear within 300ms; giving up on them",
+            held[0], held[2]
+        ))
+    });
+    wait_for("no gap left", || {
+        ctx.db()
+            .query_row("SELECT count(*) FROM source_gaps", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect("gaps")
+            == 0
+    });
+    stop(&ctx, daemon);
+    assert!(ctx.ids("p").iter().all(|id| !held.contains(id)));
+}
+
+#[test]
+fn a_gap_whose_next_event_is_old_by_the_sites_clock_is_given_up_at_once() {
+    let site = site();
+    let event = |created: &str| {
+        json!({"id": 0, "event_type": "Shotgun_Shot_New", "attribute_name": null, "meta": {"type": "new_entity"},
+               "entity": {"type": "Shot", "id": 1, "name": "010"}, "user": null, "project": {"type": "Project", "id": 66, "name": "p"},
+               "session_uuid": null, "created_at": created, "description": "created"})
+    };
+    site.append_events(vec![event("2026-11-02T08:00:00Z")]);
+    let held = site.hold(1);
+    site.append_events(vec![
+        event("2026-11-02T08:00:01Z"),
+        event("2026-11-02T12:00:00Z"),
+    ]);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "gap_timeout = \"10m\"", "");
+    let daemon = ctx.start();
+    wait_for("the gap given up at once", || {
+        ctx.log().contains(&format!(
+            "event {} did not appear within 10m; giving up on it (the event after them is older",
+            held[0]
+        ))
+    });
+    stop(&ctx, daemon);
+    let gaps: i64 = ctx
+        .db()
+        .query_row("SELECT count(*) FROM source_gaps", [], |r| r.get(0))
+        .expect("gaps");
+    assert_eq!(gaps, 0, "it was never waited for");
+}
+
+#[test]
+fn faults_of_every_kind_lose_nothing_and_duplicate_nothing() {
+    let site = site();
+    let mut all = site.append(20);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "batch_size = 7", "");
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        text.replace("request_timeout = \"2s\"", "request_timeout = \"300ms\""),
+    )
+    .expect("config");
+    site.fail_next(2, Fault::Status(503));
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &all);
+    for fault in [
+        Fault::Throttle { retry_after_s: 1 },
+        Fault::Hang(Duration::from_millis(1500)),
+        Fault::Garbage,
+        Fault::Unauthorized,
+        Fault::Status(500),
+    ] {
+        site.fail_next(1, fault);
+        all.extend(site.append(9));
+        wait_delivered(&ctx, &all);
+    }
+    site.expire_tokens();
+    all.extend(site.append(9));
+    wait_delivered(&ctx, &all);
+    stop(&ctx, daemon);
+    assert_once_each(&ctx, &all);
+    let log = ctx.log();
+    for words in [
+        "answered HTTP 503",
+        "answered HTTP 429",
+        "answered something that is not the expected JSON",
+        "operation timed out",
+        "the site refused the token; signing in again",
+        "the ShotGrid source is back after",
+    ] {
+        assert!(log.contains(words), "expected `{words}` in the log:\n{log}");
+    }
+    assert!(site.stats().sign_ins >= 3, "signed in again after the 401s");
+    assert!(!log.contains(KEY), "the key never reaches the log");
+}
+
+#[test]
+fn kill_9_while_polling_resumes_at_the_right_id() {
+    let site = site();
+    let mut all = site.append(200);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "batch_size = 20", "");
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..3 {
+        let daemon = ctx.start();
+        let target = ctx.ids("p").len() + rng.usize(5..40);
+        all.extend(site.append(rng.usize(20..60)));
+        wait_for("progress", || ctx.ids("p").len() >= target);
+        signal(&daemon, Signal::SIGKILL);
+        let _ = { daemon }.wait();
+        let pid: Option<i64> = ctx
+            .db()
+            .query_row("SELECT pid FROM plugins WHERE name = 'p'", [], |r| r.get(0))
+            .expect("pid");
+        wait_for("the orphaned plugin to exit", || {
+            pid.is_none_or(|p| !alive(p as i32))
+        });
+    }
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &all);
+    stop(&ctx, daemon);
+    let journal = journal(&ctx);
+    assert_eq!(
+        journal, all,
+        "the journal holds every event once, in order, across the kills"
+    );
+    let seen: BTreeSet<i64> = ctx.ids("p").into_iter().collect();
+    assert_eq!(
+        seen,
+        all.iter().copied().collect(),
+        "the plugin saw every event"
+    );
+}
+
+#[test]
+fn start_at_latest_an_id_and_a_time() {
+    let site = site();
+    let old = site.append(5);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "");
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        text.replace("start_at = \"earliest\"", "start_at = \"latest\""),
+    )
+    .expect("config");
+    let daemon = ctx.start();
+    wait_for("the journal to start", || {
+        ctx.plugin_if_known("p").is_some_and(|p| p.0 == "running")
+    });
+    wait_for("the start point", || {
+        ctx.log()
+            .contains(&format!("starting the journal after event {}", old[4]))
+    });
+    let new = site.append(3);
+    wait_delivered(&ctx, &new);
+    stop(&ctx, daemon);
+    assert_eq!(ctx.ids("p"), new, "latest: only what came after the start");
+
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "");
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        text.replace("start_at = \"earliest\"", &format!("start_at = {}", old[3])),
+    )
+    .expect("config");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &new);
+    stop(&ctx, daemon);
+    assert_eq!(
+        ctx.ids("p"),
+        [&[old[3], old[4]][..], &new[..]].concat(),
+        "an id: from that event on"
+    );
+
+    let site = self::site();
+    let event = |created: &str| {
+        json!({"id": 0, "event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list", "meta": {"type": "attribute_change"},
+               "entity": null, "user": null, "project": null, "session_uuid": null, "created_at": created, "description": "d"})
+    };
+    let ids = site.append_events(vec![
+        event("2026-11-02T08:00:00Z"),
+        event("2026-11-02T09:00:00Z"),
+        event("2026-11-02T10:00:00Z"),
+    ]);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "");
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        text.replace(
+            "start_at = \"earliest\"",
+            "start_at = \"2026-11-02T08:30:00Z\"",
+        ),
+    )
+    .expect("config");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &ids[1..]);
+    stop(&ctx, daemon);
+    assert_eq!(
+        ctx.ids("p"),
+        ids[1..],
+        "a time: from the first event created after it"
+    );
+}
+
+#[test]
+fn check_signs_in_and_explains_what_is_wrong() {
+    let site = site();
+    let ids = site.append(4);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "");
+    let out = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "shotgrid {}: signed in as script `sgevents`, newest event {}",
+            site.url(),
+            ids[3]
+        )),
+        "{text}"
+    );
+
+    std::fs::write(ctx.path("key"), "wrong-key").expect("key");
+    let out = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "the site refused the script `sgevents`: Can't authenticate script 'sgevents'"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: check `source.script_name` and the key"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-key"), "the key is never shown");
+
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+    // Port 9 (discard) on loopback: nothing listens there.
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        text.replace(&site.url(), "http://127.0.0.1:9"),
+    )
+    .expect("config");
+    let out = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot reach http://127.0.0.1:9/api/v1/auth/access_token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: check `source.url` and the network"),
+        "{text}"
+    );
+}
+
+/// `config/fake-site.toml`, the README's way to try sgevents without a real site, stays valid and
+/// its plugins start against the fake site.
+#[test]
+fn the_fake_site_example_configuration_checks_out() {
+    let site = site();
+    site.append(3);
+    let ctx = Ctx::new();
+    let root = crate::root();
+    let examples = crate::test_plugin()
+        .parent()
+        .expect("examples folder")
+        .to_path_buf();
+    let text =
+        std::fs::read_to_string(root.join("config/fake-site.toml")).expect("config/fake-site.toml");
+    let text = text
+        .replace("http://127.0.0.1:8089", &site.url())
+        .replace(
+            "\"../var/fake-site/task_status\"",
+            &format!("{:?}", ctx.path("task_status").display().to_string()),
+        )
+        .replace(
+            "\"../var/fake-site\"",
+            &format!("{:?}", ctx.path("var").display().to_string()),
+        )
+        .replace(
+            "\"../target/release/log-events\"",
+            &format!("{:?}", examples.join("log-events").display().to_string()),
+        )
+        .replace("\"../", &format!("\"{}/", root.display()));
+    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    let out = ctx
+        .sgevents(&["check"])
+        .env("SGEVENTS_SCRIPT_KEY", KEY)
+        .output()
+        .expect("check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["log-events", "task_status", "count_events"] {
+        assert!(report.contains(&format!("plugin {name}: ok")), "{report}");
+    }
+}
