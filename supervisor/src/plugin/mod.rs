@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use self::child::{Incoming, PluginChild, Stdin};
 use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy, retry_delay};
 use self::window::{Slot, SlotState, Window};
-use crate::config::PluginSpec;
+use crate::config::{PluginLimits, PluginSpec};
 use crate::store::{JournalRow, PluginState, PluginStatus, Store};
 
 /// How many journal rows an actor reads at once.
@@ -546,21 +546,8 @@ impl Actor {
 
     /// Sends `slot`'s event and records it as sent.
     fn deliver(&mut self, stdin: &Stdin, mut slot: Slot) {
-        let now = Instant::now();
-        let limits = self.spec.limits;
-        let names: Vec<&str> = slot.subscriptions.iter().map(String::as_str).collect();
-        stdin.send(encode_event_raw(
-            slot.row.event_id,
-            slot.attempt,
-            &names,
-            limits.ack_timeout.as_millis() as u64,
-            &slot.row.body,
-        ));
+        send_slot(stdin, &self.spec.limits, &mut slot);
         self.attempts.insert(slot.row.seq, slot.attempt);
-        slot.state = SlotState::Sent {
-            deadline: now + limits.ack_timeout,
-            cap: now + limits.progress_cap,
-        };
         tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, attempt = slot.attempt, "delivered");
         self.window.sent(slot);
     }
@@ -719,26 +706,13 @@ impl Actor {
                 )));
             }
         }
+        let limits = self.spec.limits;
         for seq in self.window.due_retries(now) {
-            if let Some(mut slot) = self.window.get_mut(seq).cloned() {
+            // Re-sent in place: the slot keeps its position in the window.
+            if let Some(slot) = self.window.get_mut(seq) {
                 slot.attempt += 1;
-                // Re-sent in place: the slot keeps its position in the window.
-                let limits = self.spec.limits;
-                let names: Vec<&str> = slot.subscriptions.iter().map(String::as_str).collect();
-                stdin.send(encode_event_raw(
-                    slot.row.event_id,
-                    slot.attempt,
-                    &names,
-                    limits.ack_timeout.as_millis() as u64,
-                    &slot.row.body,
-                ));
+                send_slot(stdin, &limits, slot);
                 self.attempts.insert(seq, slot.attempt);
-                let target = self.window.get_mut(seq).expect("present");
-                target.attempt = slot.attempt;
-                target.state = SlotState::Sent {
-                    deadline: now + limits.ack_timeout,
-                    cap: now + limits.progress_cap,
-                };
             }
         }
         if !self.window.any_sent() && ping.next <= now {
@@ -861,6 +835,23 @@ impl Actor {
         }
         let _ = self.name();
     }
+}
+
+/// Writes `slot`'s event to the plugin and marks it sent now.
+fn send_slot(stdin: &Stdin, limits: &PluginLimits, slot: &mut Slot) {
+    let now = Instant::now();
+    let names: Vec<&str> = slot.subscriptions.iter().map(String::as_str).collect();
+    stdin.send(encode_event_raw(
+        slot.row.event_id,
+        slot.attempt,
+        &names,
+        limits.ack_timeout.as_millis() as u64,
+        &slot.row.body,
+    ));
+    slot.state = SlotState::Sent {
+        deadline: now + limits.ack_timeout,
+        cap: now + limits.progress_cap,
+    };
 }
 
 fn first_line(text: &str) -> &str {

@@ -9,37 +9,8 @@ use crate::{Ctx, assert_success, root};
 #[test]
 fn the_demo_configuration_runs_to_completion() {
     let ctx = Ctx::new();
-    let examples = crate::test_plugin()
-        .parent()
-        .expect("examples folder")
-        .to_path_buf();
     let root = root();
-    let text = fs::read_to_string(root.join("config/demo.toml")).expect("config/demo.toml");
-    let rewritten = text
-        .replace(
-            "\"../var/demo/task_status\"",
-            &format!("{:?}", ctx.path("task_status").display().to_string()),
-        )
-        .replace(
-            "\"../var/demo\"",
-            &format!("{:?}", ctx.path("var").display().to_string()),
-        )
-        .replace(
-            "\"../target/release/log-events\"",
-            &format!("{:?}", examples.join("log-events").display().to_string()),
-        )
-        .replace(
-            "\"demo-events.jsonl\"",
-            &format!(
-                "{:?}",
-                root.join("config/demo-events.jsonl").display().to_string()
-            ),
-        )
-        .replace("\"../", &format!("\"{}/", root.display()));
-    assert!(
-        !rewritten.contains("\"../"),
-        "every relative path was redirected:\n{rewritten}"
-    );
+    let rewritten = crate::example_config(&ctx, "demo.toml", "demo");
     fs::write(ctx.path("sgevents.toml"), rewritten).expect("write config");
 
     let out = ctx.run();

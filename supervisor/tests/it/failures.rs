@@ -190,10 +190,9 @@ fn exit_status_125_and_failed_handshakes_disable_at_once() {
 fn a_hung_plugin_is_killed_and_the_event_redelivered() {
     let ctx = Ctx::new();
     ctx.events(1..=8);
-    ctx.config(
-        &[("ack_timeout = \"2s\"", "ack_timeout = \"300ms\"")],
-        &ctx.test_plugin("h", "hang_at = 4, hang_times = 1"),
-    );
+    // The plugin hangs for good, so any timeout shows it; a short one would also catch answers
+    // that are merely slow on a loaded machine.
+    ctx.config(&[], &ctx.test_plugin("h", "hang_at = 4, hang_times = 1"));
     let out = ctx.run();
     assert_success(&out);
     let fours: Vec<_> = ctx.records("h").into_iter().filter(|r| r.0 == 4).collect();
@@ -345,7 +344,7 @@ fn a_plugin_that_never_registers_is_restarted_then_disabled() {
     ctx.config(
         &[(
             "handshake_timeout = \"2s\"",
-            "handshake_timeout = \"100ms\"",
+            "handshake_timeout = \"500ms\"",
         )],
         &format!(
             "{}{}",
@@ -358,7 +357,7 @@ fn a_plugin_that_never_registers_is_restarted_then_disabled() {
     assert_eq!((state.as_str(), restarts), ("disabled", 10));
     let reason = reason.unwrap_or_default();
     assert!(
-        reason.contains("did not answer `hello` within 100ms"),
+        reason.contains("did not answer `hello` within 500ms"),
         "{reason}"
     );
     assert_eq!(ctx.ids("calm"), [1, 2, 3]);

@@ -100,7 +100,7 @@ path = "events.jsonl"
 [plugins]
 ack_timeout = "2s"
 handshake_timeout = "2s"
-ping_interval = "300ms"
+ping_interval = "1s"
 stop_grace = "500ms"
 shutdown_drain = "2s"
 restart_delay = "20ms"
@@ -255,6 +255,39 @@ impl Ctx {
             .map(Result::unwrap)
             .collect()
     }
+}
+
+/// An example configuration from `config/`, rewritten to run inside `ctx`: state and ledgers in the
+/// temporary folder, the Rust plugin from this build, every other relative path made absolute.
+fn example_config(ctx: &Ctx, file: &str, var: &str) -> String {
+    let root = root();
+    let examples = test_plugin()
+        .parent()
+        .expect("examples folder")
+        .to_path_buf();
+    let text =
+        fs::read_to_string(root.join("config").join(file)).expect("the example configuration");
+    let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
+    let rewritten = text
+        .replace(
+            &format!("\"../var/{var}/task_status\""),
+            &quoted(ctx.path("task_status")),
+        )
+        .replace(&format!("\"../var/{var}\""), &quoted(ctx.path("var")))
+        .replace(
+            "\"../target/release/log-events\"",
+            &quoted(examples.join("log-events")),
+        )
+        .replace(
+            "\"demo-events.jsonl\"",
+            &quoted(root.join("config/demo-events.jsonl")),
+        )
+        .replace("\"../", &format!("\"{}/", root.display()));
+    assert!(
+        !rewritten.contains("\"../"),
+        "every relative path was redirected:\n{rewritten}"
+    );
+    rewritten
 }
 
 /// Waits for a child to exit and collects its output; kills it after [`GUARD`]. Both pipes are

@@ -474,28 +474,8 @@ fn the_fake_site_example_configuration_checks_out() {
     let site = site();
     site.append(3);
     let ctx = Ctx::new();
-    let root = crate::root();
-    let examples = crate::test_plugin()
-        .parent()
-        .expect("examples folder")
-        .to_path_buf();
-    let text =
-        std::fs::read_to_string(root.join("config/fake-site.toml")).expect("config/fake-site.toml");
-    let text = text
-        .replace("http://127.0.0.1:8089", &site.url())
-        .replace(
-            "\"../var/fake-site/task_status\"",
-            &format!("{:?}", ctx.path("task_status").display().to_string()),
-        )
-        .replace(
-            "\"../var/fake-site\"",
-            &format!("{:?}", ctx.path("var").display().to_string()),
-        )
-        .replace(
-            "\"../target/release/log-events\"",
-            &format!("{:?}", examples.join("log-events").display().to_string()),
-        )
-        .replace("\"../", &format!("\"{}/", root.display()));
+    let text = crate::example_config(&ctx, "fake-site.toml", "fake-site")
+        .replace("http://127.0.0.1:8089", &site.url());
     std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
     let out = ctx
         .sgevents(&["check"])
