@@ -492,3 +492,93 @@ fn the_fake_site_example_configuration_checks_out() {
         assert!(report.contains(&format!("plugin {name}: ok")), "{report}");
     }
 }
+
+#[test]
+fn tokens_are_refreshed_before_they_expire() {
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        token_lifetime: Duration::from_secs(1),
+        ..SiteOptions::default()
+    })
+    .expect("the fake site starts");
+    let mut all = site.append(5);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &all);
+    // Keep polling across several token lifetimes.
+    wait_for("three sign-ins", || site.stats().sign_ins >= 3);
+    all.extend(site.append(5));
+    wait_delivered(&ctx, &all);
+    stop(&ctx, daemon);
+    assert_eq!(
+        site.stats().unauthorized,
+        0,
+        "no request was made with an expired token"
+    );
+    assert_once_each(&ctx, &all);
+}
+
+#[test]
+fn plugins_go_on_with_the_journal_while_the_site_is_down() {
+    let site = site();
+    let all = site.append(40);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "slow_ms = 25");
+    let daemon = ctx.start();
+    wait_for("the whole log journaled", || {
+        ctx.plugin_if_known("p").is_some() && journal(&ctx).len() == all.len()
+    });
+    assert!(
+        ctx.ids("p").len() < all.len(),
+        "the plugin is still working through the journal"
+    );
+    site.fail_next(1_000_000, Fault::Status(503));
+    wait_delivered(&ctx, &all);
+    assert!(
+        ctx.log().contains("answered HTTP 503"),
+        "the site was down meanwhile"
+    );
+    stop(&ctx, daemon);
+    assert_once_each(&ctx, &all);
+}
+
+#[test]
+fn check_explains_tls_and_proxy_failures() {
+    let site = site();
+    site.append(1);
+    let ctx = Ctx::new();
+    config(&ctx, &site, "", "");
+    let base = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+
+    // The fake site speaks plain HTTP: asking it for TLS fails the handshake.
+    let https = site.url().replace("http://", "https://");
+    std::fs::write(ctx.path("sgevents.toml"), base.replace(&site.url(), &https)).expect("config");
+    let out = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("cannot reach {https}/api/v1/auth/access_token")),
+        "{text}"
+    );
+    assert!(text.contains("hint: "), "{text}");
+
+    // A proxy that is not there.
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        base.replace(
+            "start_at = \"earliest\"",
+            "start_at = \"earliest\"\nproxy = \"http://127.0.0.1:9\"",
+        ),
+    )
+    .expect("config");
+    let out = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "hint: check `source.url`, the network, and that the proxy in `source.proxy` is up"
+        ),
+        "{text}"
+    );
+}
