@@ -1,0 +1,337 @@
+//! Benchmarks of the ShotGrid source against the fake site (`sgevents_tests::fake_site`), on
+//! 127.0.0.1: how fast `sgevents` journals a site's event log with `batch_size = 500`, how many
+//! requests that takes per 1,000 events, and the time from an event appearing on the site to its
+//! delivery to a plugin with `fetch_interval = "1s"`.
+//!
+//! The baseline, measured in the same run, is the site itself: a plain HTTP client in this process
+//! that signs in and pages through the same events with the same requests, as fast as it can.
+//!
+//! Run with `cargo bench -p sgevents --bench shotgrid`; it prints a Markdown table.
+
+// A benchmark's job is to print its results.
+#![allow(clippy::print_stdout)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sgevents_tests::fake_site::{FakeSite, SiteOptions};
+
+const EVENTS: usize = 50_000;
+const RUNS: usize = 3;
+const LATENCY_SAMPLES: usize = 40;
+const KEY: &str = "bench-key";
+
+fn main() {
+    let sgevents = build();
+    let mut rows = Vec::new();
+
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    let ids = site.append(EVENTS);
+    let newest = *ids.last().expect("events");
+
+    let mut baseline = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let fetched = bare_fetch(&site.url(), newest);
+        assert_eq!(fetched, EVENTS, "the baseline read every event");
+        baseline.push(EVENTS as f64 / start.elapsed().as_secs_f64());
+    }
+    let base = median(&mut baseline);
+
+    let mut ingest = Vec::new();
+    let mut per_thousand = Vec::new();
+    for run in 0..RUNS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        config(dir.path(), &site.url(), "1s", "");
+        let before = site.stats().searches;
+        let start = Instant::now();
+        let daemon = spawn(&sgevents, dir.path());
+        wait(&format!("ingest run {run}"), || {
+            journal_count(dir.path()) >= EVENTS as i64
+        });
+        let elapsed = start.elapsed();
+        stop(daemon);
+        ingest.push(EVENTS as f64 / elapsed.as_secs_f64());
+        per_thousand.push((site.stats().searches - before) as f64 * 1000.0 / EVENTS as f64);
+    }
+    let ingest_median = median(&mut ingest);
+    rows.push(format!(
+        "| bare fetch of the site (baseline) | {base:.0} events/s | {:.1} requests per 1,000 events | 1.00 |",
+        1000.0 / 500.0
+    ));
+    rows.push(format!(
+        "| `sgevents` journaling, batch_size 500, durable commits | {ingest_median:.0} events/s | {:.1} requests per 1,000 events | {:.2} |",
+        median(&mut per_thousand),
+        ingest_median / base
+    ));
+
+    // Latency: one event at a time on a quiet site, to a plugin that notes when it got it.
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    site.append(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let arrivals = dir.path().join("arrivals");
+    let plugin = dir.path().join("arrival.py");
+    std::fs::write(&plugin, ARRIVAL_PLUGIN).expect("plugin");
+    let table = format!(
+        "[plugin.arrival]\ncommand = [\"python3\", {:?}]\nconfig = {{ out = {:?} }}\n",
+        plugin.display().to_string(),
+        arrivals.display().to_string()
+    );
+    config(dir.path(), &site.url(), "1s", &table);
+    let daemon = spawn(&sgevents, dir.path());
+    wait("the plugin to run", || {
+        std::fs::read_to_string(&arrivals).is_ok_and(|t| !t.is_empty())
+    });
+    let mut latencies = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..LATENCY_SAMPLES {
+        // A random moment within the poll cycle, as real changes are.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..1000)));
+        let appeared = now_ns();
+        let id = site.append(1)[0];
+        let arrived = wait_arrival(&arrivals, id);
+        latencies.push((arrived - appeared) as f64 / 1e6);
+    }
+    stop(daemon);
+    let p50 = median(&mut latencies);
+    let p95 = percentile(&latencies, 0.95);
+    rows.push(format!(
+        "| event appears on the site → delivered to a plugin, fetch_interval 1s ({LATENCY_SAMPLES} samples) | median {p50:.0} ms | p95 {p95:.0} ms | |"
+    ));
+
+    println!("| measurement | result | | ratio to baseline |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}
+
+/// A plugin with no SDK that appends `event_id nanoseconds` for each event it gets.
+const ARRIVAL_PLUGIN: &str = r#"import json, sys, time
+out = None
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["type"] == "hello":
+        out = open(m["config"]["out"], "a", buffering=1)
+        print(json.dumps({"type": "register", "protocol": 1, "subscriptions": [{"name": "all", "event_types": ["*"]}]}), flush=True)
+    elif m["type"] == "event":
+        out.write("%d %d\n" % (m["event_id"], time.time_ns()))
+        print(json.dumps({"type": "ack", "event_id": m["event_id"]}), flush=True)
+    elif m["type"] == "ping":
+        print(json.dumps({"type": "pong", "nonce": m["nonce"]}), flush=True)
+"#;
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos()
+}
+
+fn wait_arrival(file: &Path, id: i64) -> u128 {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(ns) = text.lines().find_map(|l| {
+            let (i, t) = l.split_once(' ')?;
+            (i.parse::<i64>().ok()? == id).then(|| t.parse::<u128>().ok())?
+        }) {
+            return ns;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "event {id} was not delivered"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Builds the release binary and returns its path.
+fn build() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sgevents",
+            "--bin",
+            "sgevents",
+        ])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build failed");
+    let exe = std::env::current_exe().expect("bench executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/release")
+        .join("sgevents")
+}
+
+fn config(dir: &Path, url: &str, fetch_interval: &str, plugins: &str) {
+    std::fs::write(dir.join("key"), KEY).expect("key");
+    let text = format!(
+        "[daemon]\nstate_dir = \"var\"\n\n[source]\nkind = \"shotgrid\"\nurl = \"{url}\"\nscript_name = \"sgevents\"\n\
+         script_key_file = \"key\"\nbatch_size = 500\nfetch_interval = \"{fetch_interval}\"\nstart_at = \"earliest\"\n\n{plugins}"
+    );
+    std::fs::write(dir.join("sgevents.toml"), text).expect("config");
+}
+
+fn spawn(sgevents: &Path, dir: &Path) -> Child {
+    Command::new(sgevents)
+        .args(["-c", "sgevents.toml", "run"])
+        .current_dir(dir)
+        .env("SGEVENTS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sgevents starts")
+}
+
+fn stop(mut daemon: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+}
+
+fn journal_count(dir: &Path) -> i64 {
+    let path = dir.join("var/state.db");
+    let Ok(db) =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    db.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The same work as the daemon's poller, with nothing else: sign in, then page through every
+/// event above 0 in batches of 500. Returns how many events it read.
+fn bare_fetch(url: &str, newest: i64) -> usize {
+    let addr = url.trim_start_matches("http://");
+    let form = format!("grant_type=client_credentials&client_id=sgevents&client_secret={KEY}");
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/api/v1/auth/access_token",
+        "application/x-www-form-urlencoded",
+        None,
+        &form,
+    );
+    let token: serde_json::Value = serde_json::from_str(&body).expect("a token");
+    let token = token["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let mut high = 0i64;
+    let mut read = 0;
+    while high < newest {
+        let query = serde_json::json!({
+            "filters": [["id", "greater_than", high]],
+            "fields": ["event_type", "attribute_name", "meta", "entity", "user", "project", "session_uuid", "created_at", "description"],
+            "sort": "id", "page": {"size": 500, "number": 1},
+        });
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/v1/entity/event_log_entries/_search",
+            "application/vnd+shotgun.api3_array+json",
+            Some(&token),
+            &query.to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).expect("a page");
+        let rows = page["data"].as_array().expect("data");
+        read += rows.len();
+        high = rows.last().and_then(|r| r["id"].as_i64()).expect("rows");
+    }
+    read
+}
+
+/// One HTTP/1.1 request on a new connection; returns the status and the body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nAccept: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    v[v.len() / 2]
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
