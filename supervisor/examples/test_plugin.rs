@@ -4,7 +4,8 @@
 //!
 //! Keys (all optional): `record` (a file to append `event_id attempt` lines to, one per delivery),
 //! `subscriptions` (subscription objects; default every event), `max_in_flight`, `slow_ms` (work
-//! per event), `pid_file` (written at start), and per-event behaviours keyed by event id:
+//! per event), `pid_file` (written at start), `env_dump` (a file to write the `SGEVENTS_*` variables
+//! and `STUDIO_ROOT` to at `hello`), and per-event behaviours keyed by event id:
 //! `crash_at` (exit 3), `hang_at` (stop answering, keep running), `garbage_at`, `oversize_at`
 //! (write a 17 MiB line), each with an optional `<behaviour>_times` (only that many times in all,
 //! counted in `<record>.<behaviour>` across restarts); `nack_at` (with `nack_times`: nack until
@@ -32,6 +33,26 @@ fn main() {
         match msg {
             DaemonMessage::Hello(hello) => {
                 config = hello.config;
+                if let Some(path) = config.get("env_dump").and_then(Value::as_str) {
+                    let vars = [
+                        "SGEVENTS_PROTOCOL",
+                        "SGEVENTS_PLUGIN",
+                        "SGEVENTS_SITE_URL",
+                        "SGEVENTS_SCRIPT_NAME",
+                        "SGEVENTS_SCRIPT_KEY",
+                        "STUDIO_ROOT",
+                    ];
+                    let text: String = vars
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "{v}={}\n",
+                                std::env::var(v).unwrap_or_else(|_| "<unset>".into())
+                            )
+                        })
+                        .collect();
+                    std::fs::write(path, text).expect("env dump");
+                }
                 if let Some(path) = config.get("pid_file").and_then(Value::as_str) {
                     std::fs::write(path, std::process::id().to_string()).expect("pid file");
                 }

@@ -315,25 +315,15 @@ pub enum Origin {
     Command,
 }
 
-/// A plugin's ShotGrid credentials.
-#[derive(Clone, PartialEq, Eq)]
+/// A plugin's ShotGrid credentials. The key is a [`Secret`]: `Debug` never shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The site.
     pub site_url: String,
     /// The script (API user) name.
     pub script_name: String,
     /// The script key, read from the environment variable `script_key_env` names.
-    pub script_key: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("site_url", &self.site_url)
-            .field("script_name", &self.script_name)
-            .field("script_key", &"<redacted>")
-            .finish()
-    }
+    pub script_key: Secret,
 }
 
 /// Timeouts and limits of one plugin.
@@ -1010,7 +1000,7 @@ impl Validator<'_> {
                 Some(Credentials {
                     site_url: site_url.to_owned(),
                     script_name,
-                    script_key,
+                    script_key: Secret::new(script_key),
                 })
             }
             _ => {
@@ -1245,7 +1235,7 @@ mod tests {
         let c = Credentials {
             site_url: "https://s".into(),
             script_name: "bot".into(),
-            script_key: "s3cret".into(),
+            script_key: Secret::new("s3cret"),
         };
         let shown = format!("{c:?}");
         assert!(

@@ -80,7 +80,7 @@ impl PluginChild {
         if let Some(c) = &spec.credentials {
             cmd.env("SGEVENTS_SITE_URL", &c.site_url)
                 .env("SGEVENTS_SCRIPT_NAME", &c.script_name)
-                .env("SGEVENTS_SCRIPT_KEY", &c.script_key);
+                .env("SGEVENTS_SCRIPT_KEY", c.script_key.expose());
         }
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);

@@ -154,3 +154,51 @@ fn bad_lines_in_the_source_are_counted_and_skipped() {
         (Some(1), Some(1))
     );
 }
+
+#[test]
+fn plugins_get_their_environment_and_only_their_own_credentials() {
+    let ctx = Ctx::new();
+    ctx.events(1..=2);
+    let dump = |name: &str| {
+        format!(
+            "env_dump = {:?}",
+            ctx.path(&format!("{name}.env")).display().to_string()
+        )
+    };
+    let with = ctx.test_plugin("with", &dump("with")).replace(
+        "\nconfig",
+        "\nscript_name = \"task_bot\"\nscript_key_env = \"SGEVENTS_TEST_PLUGIN_KEY\"\nenv = { STUDIO_ROOT = \"/mnt/projects\" }\nconfig",
+    );
+    let without = ctx.test_plugin("without", &dump("without"));
+    ctx.config(
+        &[(
+            "path = \"events.jsonl\"",
+            "path = \"events.jsonl\"\nsite_url = \"https://studio.example\"",
+        )],
+        &format!("{with}{without}"),
+    );
+    let out = ctx
+        .sgevents(&["run"])
+        .env("SGEVENTS_TEST_PLUGIN_KEY", "k3y")
+        // The daemon's own environment must not leak a key into a plugin without credentials.
+        .env("SGEVENTS_SCRIPT_KEY", "the-daemons-own")
+        .output()
+        .expect("sgevents runs");
+    assert_success(&out);
+    let read =
+        |name: &str| std::fs::read_to_string(ctx.path(&format!("{name}.env"))).expect("env dump");
+    assert_eq!(
+        read("with"),
+        "SGEVENTS_PROTOCOL=1\nSGEVENTS_PLUGIN=with\nSGEVENTS_SITE_URL=https://studio.example\nSGEVENTS_SCRIPT_NAME=task_bot\n\
+         SGEVENTS_SCRIPT_KEY=k3y\nSTUDIO_ROOT=/mnt/projects\n"
+    );
+    assert_eq!(
+        read("without"),
+        "SGEVENTS_PROTOCOL=1\nSGEVENTS_PLUGIN=without\nSGEVENTS_SITE_URL=<unset>\nSGEVENTS_SCRIPT_NAME=<unset>\n\
+         SGEVENTS_SCRIPT_KEY=<unset>\nSTUDIO_ROOT=<unset>\n"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("k3y"),
+        "the key is never logged"
+    );
+}
