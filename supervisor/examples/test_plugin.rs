@@ -4,7 +4,7 @@
 //!
 //! Keys (all optional): `record` (a file to append `event_id attempt` lines to, one per delivery),
 //! `subscriptions` (subscription objects; default every event), `max_in_flight`, `slow_ms` (work
-//! per event), `pid_file` (written at start), `env_dump` (a file to write the `SGEVENTS_*` variables
+//! per event), `pid_file` (written at start), `progress_every_ms` (with `slow_ms`: send `progress` this often), `env_dump` (a file to write the `SGEVENTS_*` variables
 //! and `STUDIO_ROOT` to at `hello`), and per-event behaviours keyed by event id:
 //! `crash_at` (exit 3), `hang_at` (stop answering, keep running), `garbage_at`, `oversize_at`
 //! (write a 17 MiB line), each with an optional `<behaviour>_times` (only that many times in all,
@@ -116,7 +116,21 @@ fn main() {
                     continue;
                 }
                 if let Some(ms) = config.get("slow_ms").and_then(Value::as_u64) {
-                    std::thread::sleep(Duration::from_millis(ms));
+                    // With `progress_every_ms`, the work is done in steps with a `progress` after each.
+                    match config.get("progress_every_ms").and_then(Value::as_u64) {
+                        Some(step) if step > 0 => {
+                            let mut left = ms;
+                            while left > 0 {
+                                std::thread::sleep(Duration::from_millis(step.min(left)));
+                                left = left.saturating_sub(step);
+                                send_raw(
+                                    &mut out,
+                                    &encode(&PluginMessage::Progress { event_id: id }),
+                                );
+                            }
+                        }
+                        _ => std::thread::sleep(Duration::from_millis(ms)),
+                    }
                 }
                 let nack_times = config
                     .get("nack_times")

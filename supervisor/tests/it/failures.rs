@@ -391,3 +391,22 @@ fn a_stuck_plugin_never_holds_back_another() {
     signal(&daemon, Signal::SIGTERM);
     assert!(daemon.wait().expect("exit").success());
 }
+
+#[test]
+fn progress_keeps_slow_work_alive_past_the_ack_timeout() {
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    // Each event takes 3 s, well past the 2 s ack_timeout, with a progress every 400 ms.
+    ctx.config(
+        &[],
+        &ctx.test_plugin("slow", "slow_ms = 3000, progress_every_ms = 400"),
+    );
+    let out = ctx.run();
+    assert_success(&out);
+    assert_eq!(
+        ctx.records("slow"),
+        [(1, 1), (2, 1), (3, 1)],
+        "each event delivered once"
+    );
+    assert_eq!(ctx.plugin("slow").2, 0, "never killed as hung");
+}

@@ -524,7 +524,7 @@ fn plugins_go_on_with_the_journal_while_the_site_is_down() {
     let site = site();
     let all = site.append(40);
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "slow_ms = 25");
+    config(&ctx, &site, "alert_after = \"800ms\"", "slow_ms = 25");
     let daemon = ctx.start();
     wait_for("the whole log journaled", || {
         ctx.plugin_if_known("p").is_some() && journal(&ctx).len() == all.len()
