@@ -415,8 +415,26 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     parse(file, &text)
 }
 
+/// Reads and validates the configuration, except the secrets: script keys are not read (they are
+/// left empty), so that commands which only read the state database, such as `status`, work in a
+/// shell that does not have the daemon's keys.
+pub fn load_without_secrets(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::plain(
+            file,
+            format!("cannot read the configuration: {e}"),
+            "pass the file with `-c PATH`, set $SGEVENTS_CONFIG, or create sgevents.toml in the working directory",
+        )
+    })?;
+    parse_with(file, &text, true)
+}
+
 /// Validates the configuration `text`, read from `file`.
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(file, text, false)
+}
+
+fn parse_with(file: &Path, text: &str, skip_secrets: bool) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         ConfigError::plain(
             file,
@@ -438,6 +456,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let v = Validator {
         file,
         base_dir: &base_dir,
+        skip_secrets,
     };
     v.config(raw)
 }
@@ -445,6 +464,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
 struct Validator<'a> {
     file: &'a Path,
     base_dir: &'a Path,
+    /// Do not read keys (see [`load_without_secrets`]).
+    skip_secrets: bool,
 }
 
 impl Validator<'_> {
@@ -704,6 +725,7 @@ impl Validator<'_> {
             ));
         };
         let script_key = match (raw.script_key_env, raw.script_key_file) {
+            (Some(_), None) | (None, Some(_)) if self.skip_secrets => Secret::new(""),
             (Some(var), None) => match std::env::var(&var) {
                 Ok(key) if !key.trim().is_empty() => Secret::new(key.trim()),
                 _ => {
@@ -994,9 +1016,13 @@ impl Validator<'_> {
                         "set `site_url` in [source] so plugins know which site their script key belongs to",
                     ));
                 };
-                let script_key = std::env::var(&var).map_err(|_| {
+                let script_key = if self.skip_secrets {
+                    String::new()
+                } else {
+                    std::env::var(&var).map_err(|_| {
                     ConfigError::at(self.file, &key("script_key_env"), format!("{var:?}"), "the environment variable is not set", "export it in the daemon's environment (or its service file); the key itself never goes in the configuration")
-                })?;
+                })?
+                };
                 Some(Credentials {
                     site_url: site_url.to_owned(),
                     script_name,

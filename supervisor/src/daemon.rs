@@ -92,6 +92,9 @@ async fn supervise(
 ) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    // SIGHUP would end the daemon at once by default; until configuration reload exists, it is
+    // received and ignored, so that a `reload` of the service never stops it.
+    let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut failure = store.failure_watch();
     let mut head = store.head();
     // The source's task ends by itself only when the source is exhausted.
@@ -129,6 +132,9 @@ async fn supervise(
                     }
                 });
                 return Ok(());
+            }
+            _ = sighup.recv() => {
+                tracing::warn!("SIGHUP: reloading the configuration is not supported yet; ignoring it\nhint: restart the daemon to apply a new configuration");
             }
             _ = failure.changed() => {
                 let e = store.failure().unwrap_or_default();

@@ -53,7 +53,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let config = config::load(&file)?;
+    // `status` only reads the state database: it must work in a shell without the daemon's keys.
+    let config = match cli.command {
+        Command::Status { .. } => config::load_without_secrets(&file)?,
+        _ => config::load(&file)?,
+    };
     init_logging(&config.daemon.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

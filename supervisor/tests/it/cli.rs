@@ -239,3 +239,56 @@ fn sqlite3_reads_the_state_while_the_daemon_runs() {
     signal(&daemon, Signal::SIGTERM);
     assert!(daemon.wait().expect("exit").success());
 }
+
+#[test]
+fn status_works_without_the_daemons_keys_in_the_environment() {
+    let ctx = Ctx::new();
+    ctx.events(1..=2);
+    ctx.config(&[], &ctx.test_plugin("p", ""));
+    assert_success(&ctx.run());
+    // The same state, now configured with a ShotGrid source whose key lives in a variable that
+    // this shell does not have, as on an operator's login.
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        "[daemon]\nstate_dir = \"var\"\n[source]\nkind = \"shotgrid\"\nurl = \"https://studio.example\"\n\
+         script_name = \"sgevents\"\nscript_key_env = \"SGEVENTS_TEST_ABSENT_KEY\"\n",
+    )
+    .expect("config");
+    let out = ctx
+        .sgevents(&["status"])
+        .env_remove("SGEVENTS_TEST_ABSENT_KEY")
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PLUGIN"));
+    let (code, err) = stderr_of(&ctx, &["check"]);
+    assert_eq!(code, 1, "commands that use the key still require it");
+    assert!(err.contains("SGEVENTS_TEST_ABSENT_KEY"), "{err}");
+}
+
+#[test]
+fn sighup_is_ignored_until_reload_exists() {
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    ctx.config(
+        &[("exit_when_idle = true", "exit_when_idle = false")],
+        &ctx.test_plugin("p", ""),
+    );
+    let mut daemon = ctx.start();
+    wait_for("the events", || ctx.ids("p").len() == 3);
+    signal(&daemon, Signal::SIGHUP);
+    wait_for("the SIGHUP to be logged", || {
+        ctx.log()
+            .contains("SIGHUP: reloading the configuration is not supported yet")
+    });
+    assert!(
+        daemon.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    signal(&daemon, Signal::SIGTERM);
+    assert!(daemon.wait().expect("exit").success());
+}
