@@ -27,6 +27,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         commit_interval: config.daemon.commit_interval,
         retention: config.daemon.journal_retention,
     };
+    // Held until this function returns: one daemon per state directory.
+    let _lock = crate::lock::StateLock::acquire(&config.daemon.state_dir)?;
     let (store, store_thread) = Store::open(&config.daemon.state_dir, options)?;
     store.daemon_started(std::process::id());
     tracing::info!(

@@ -24,6 +24,7 @@
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod lock;
 pub(crate) mod plugin;
 pub(crate) mod source;
 pub mod status;

@@ -292,3 +292,36 @@ fn sighup_is_ignored_until_reload_exists() {
     signal(&daemon, Signal::SIGTERM);
     assert!(daemon.wait().expect("exit").success());
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused_and_a_killed_one_does_not_block() {
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    ctx.config(
+        &[("exit_when_idle = true", "exit_when_idle = false")],
+        &ctx.test_plugin("p", ""),
+    );
+    let first = ctx.start();
+    wait_for("the first daemon", || ctx.ids("p").len() == 3);
+    let (code, err) = stderr_of(&ctx, &["run"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "another sgevents (pid {}) is using the state directory",
+            first.id()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: stop it first"), "{err}");
+
+    signal(&first, Signal::SIGKILL);
+    let _ = { first }.wait();
+    ctx.append_events(4..=5);
+    let mut second = ctx.start();
+    wait_for(
+        "the next daemon, despite the lock file left by kill -9",
+        || ctx.ids("p").contains(&5),
+    );
+    signal(&second, Signal::SIGTERM);
+    assert!(second.wait().expect("exit").success());
+}

@@ -1,0 +1,107 @@
+//! The single-instance lock of a state directory: two daemons on one state database would deliver
+//! every event twice, so the second one refuses to start.
+//!
+//! The lock is an exclusive `flock` on `<state_dir>/sgevents.lock`, which also holds the pid of the
+//! daemon that has it. The kernel drops an `flock` when its process ends, however it ends, so a
+//! lock left by a `kill -9` never blocks the next start.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = "sgevents.lock";
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another daemon holds it.
+    #[error("another sgevents{} is using the state directory `{}`\nhint: stop it first, or give this configuration its own `state_dir`", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), .dir.display())]
+    Busy {
+        /// The state directory.
+        dir: PathBuf,
+        /// The pid written in the lock file, if readable.
+        pid: Option<u32>,
+    },
+    /// The file system said no.
+    #[error("cannot lock the state directory `{}`: {source}\nhint: check that the daemon's user may create and write files there", .dir.display())]
+    Io {
+        /// The state directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The held lock; released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: Flock<File>,
+}
+
+impl StateLock {
+    /// Takes the lock of `state_dir` (creating the directory, mode 0700, if needed).
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
+        let io = |source| LockError::Io {
+            dir: state_dir.to_path_buf(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(state_dir.join(LOCK_FILE))
+            .map_err(io)?;
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::Busy {
+                    dir: state_dir.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+        };
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_and_a_dropped_one_frees_the_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("var");
+        let first = StateLock::acquire(&state).expect("the first lock");
+        let err = StateLock::acquire(&state).expect_err("held").to_string();
+        assert!(
+            err.starts_with(&format!(
+                "another sgevents (pid {}) is using the state directory",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+        drop(first);
+        StateLock::acquire(&state).expect("free again");
+    }
+}
