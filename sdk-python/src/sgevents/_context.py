@@ -135,6 +135,7 @@ class Context:
         credentials: Optional[Credentials],
         progress: Callable[[], None],
         connections: ShotgunConnections,
+        log: Optional[logging.Logger] = None,
     ) -> None:
         self.plugin_name = plugin_name
         self.config = config
@@ -143,7 +144,9 @@ class Context:
         self.deadline_ms = deadline_ms
         self.subscription = subscription
         self.credentials = credentials
-        self.log = logging.getLogger(f"plugin.{plugin_name}.{subscription}")
+        # `log` is the very logger `logging.getLogger` returns for this name, looked up once per
+        # subscription by the session instead of once per call.
+        self.log = log if log is not None else logging.getLogger(f"plugin.{plugin_name}.{subscription}")
         self._progress = progress
         self._connections = connections
 

@@ -73,7 +73,7 @@ def decode_daemon_line(line: bytes) -> Dict[str, Any]:
     except UnicodeDecodeError as err:
         raise DecodeError(f"line is not valid UTF-8 (bad byte after {err.start} bytes)") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as err:
         raise DecodeError(f"line is not JSON: {err}") from None
     if not isinstance(value, dict):
@@ -92,6 +92,10 @@ def decode_daemon_line(line: bytes) -> Dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"`{name}` is not valid JSON")
+
+
+# What `json.loads(text, parse_constant=_reject_constant)` builds on every call, built once.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _field(obj: Mapping[str, Any], key: str) -> Any:
@@ -151,7 +155,64 @@ def _check_link(event: Mapping[str, Any], key: str) -> None:
     _optional_str(link, "name")
 
 
+def _event_is_plainly_valid(msg: Mapping[str, Any]) -> bool:
+    """True when the event passes every check of `_check_event`, tested inline for speed.
+
+    Any doubt (a missing key, another type, a value out of range) gives False, and then
+    `_check_event` runs the checks one by one to find the error to report. `type(x) is int` rules
+    out `bool` as `_is_int` does; JSON decoding makes no other subclass of int or str.
+    """
+    try:
+        event = msg["event"]
+        event_id = msg["event_id"]
+        attempt = msg["attempt"]
+        deadline = msg["deadline_ms"]
+        subscriptions = msg["subscriptions"]
+        if not (
+            type(event_id) is int
+            and _I64_MIN <= event_id <= _I64_MAX
+            and type(attempt) is int
+            and 0 <= attempt <= _U32_MAX
+            and type(deadline) is int
+            and 0 <= deadline <= _U64_MAX
+            and type(subscriptions) is list
+            and type(event) is dict
+        ):
+            return False
+        for name in subscriptions:
+            if type(name) is not str:
+                return False
+        event_get = event.get
+        ident = event["id"]
+        if not (type(ident) is int and _I64_MIN <= ident <= _I64_MAX):
+            return False
+        for key in ("event_type", "attribute_name", "session_uuid", "created_at", "description"):
+            value = event_get(key)
+            if value is not None and type(value) is not str:
+                return False
+        for key in ("entity", "user", "project"):
+            link = event_get(key)
+            if link is None:
+                continue
+            if type(link) is not dict:
+                return False
+            ident = link["id"]
+            name = link.get("name")
+            if not (
+                type(link["type"]) is str
+                and type(ident) is int
+                and _I64_MIN <= ident <= _I64_MAX
+                and (name is None or type(name) is str)
+            ):
+                return False
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
 def _check_event(msg: Mapping[str, Any]) -> None:
+    if _event_is_plainly_valid(msg):
+        return
     _i64(msg, "event_id")
     _u32(msg, "attempt")
     subscriptions = _field(msg, "subscriptions")

@@ -7,7 +7,7 @@ drives the very same `serve` over in-memory streams.
 Shape of a session:
 
 - The calling thread reads stdin line by line and does everything cheap itself: the handshake,
-  `pong`, `shutdown`, and refusing events after shutdown. Events go on a queue served by
+  `pong`, `shutdown`, and refusing events after shutdown. Events go to a pool of at most
   `max_in_flight` worker threads, so a ping is answered while callbacks run.
 - Every line written, by the loop or a worker, goes through `Output`: one lock, whole line, flushed.
 - `fatal` is written under that lock, which is then never released for another line: in a real
@@ -21,13 +21,13 @@ Shape of a session:
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Protocol, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, NoReturn, Optional, Protocol, Tuple
 
 from ._context import Context, ShotgunConnections, read_credentials
 from ._errors import CallbackError, Retry
@@ -65,32 +65,57 @@ class LineSink(Protocol):
 
 class Output:
     """The protocol side of stdout: every message one whole line, written and flushed under one
-    lock, so lines from the loop and the workers never interleave."""
+    lock, so lines from the loop and the workers never interleave.
+
+    A sender queues its line, then takes the lock; whoever holds the lock writes every line queued
+    so far with one `write` and one `flush`. So when several answers are ready at once they go out
+    together, and a line is never delayed: `send` returns only once its line is written (by itself
+    or by the thread that held the lock before it).
+    """
 
     def __init__(self, stream: LineSink, on_gone: Callable[[BaseException], None]) -> None:
         self._stream = stream
         self._on_gone = on_gone
         self._lock = threading.Lock()
         self._closed = False
+        self._queued: List[bytes] = []
 
     def send(self, message: Mapping[str, Any]) -> bool:
         """Writes one message; False when stdout is closed (or the session has ended)."""
-        data = encode(message)
+        return self.send_line(encode(message))
+
+    def send_line(self, data: bytes) -> bool:
+        """Writes one already encoded line (newline included); False when stdout is closed."""
+        self._queued.append(data)
         with self._lock:
-            return self._write(data)
+            return self._write_queued()
 
     def send_last(self, message: Mapping[str, Any], then: Callable[[], None]) -> None:
         """Writes one message, closes the output for good and calls `then` still holding the lock,
         so nothing can be written after this message."""
         data = encode(message)
         with self._lock:
-            self._write(data)
+            self._queued.append(data)
+            self._write_queued()
             self._closed = True
             then()
 
-    def _write(self, data: bytes) -> bool:
+    def _write_queued(self) -> bool:
+        # Called with the lock held. Senders only ever append to this one list (atomic under the
+        # GIL); the holder of the lock takes the first `count` lines and deletes exactly those, so
+        # a line appended meanwhile stays for the next holder (its own sender, at the latest).
+        queued = self._queued
         if self._closed:
+            queued.clear()
             return False
+        count = len(queued)
+        if count == 0:
+            return True
+        if count == 1:
+            data = queued[0]
+        else:
+            data = b"".join(queued[:count])
+        del queued[:count]
         try:
             self._stream.write(data)
             self._stream.flush()
@@ -101,21 +126,36 @@ class Output:
         return True
 
 
+class _Worker:
+    """One worker thread's hand-off slot: the pool puts a delivery here and releases `wake`."""
+
+    __slots__ = ("wake", "delivery")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.delivery: Optional[Dict[str, Any]] = None
+
+
 class _Pool:
-    """`size` worker threads taking deliveries from one queue, in arrival order."""
+    """Up to `size` worker threads running deliveries, started in arrival order.
+
+    Threads start lazily, one more only when an event arrives and every started thread is busy,
+    so a session never has more threads than events it had in flight at once. An event goes
+    straight to one idle worker (waking only that one); when all `size` are busy it waits in a
+    backlog that the workers empty in arrival order before going idle.
+    """
 
     def __init__(self, size: int, handle: Callable[[Dict[str, Any]], None], stop: threading.Event) -> None:
-        self._queue: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
+        self._size = size
         self._handle = handle
         self._stop = stop
         self._lock = threading.Lock()
         self._pending = 0
-        self._threads = [
-            threading.Thread(target=self._work, name=f"sgevents-worker-{i + 1}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._backlog: Deque[Dict[str, Any]] = collections.deque()
+        self._idle: List[_Worker] = []
+        self._threads: List[threading.Thread] = []
+        self._closing = False
 
     @property
     def pending(self) -> int:
@@ -126,28 +166,67 @@ class _Pool:
     def submit(self, delivery: Dict[str, Any]) -> None:
         with self._lock:
             self._pending += 1
-        self._queue.put(delivery)
+            if self._idle:
+                worker = self._idle.pop()
+                worker.delivery = delivery
+                worker.wake.release()
+                return
+            if len(self._threads) >= self._size:
+                self._backlog.append(delivery)
+                return
+            thread = threading.Thread(
+                target=self._work,
+                args=(_Worker(), delivery),
+                name=f"sgevents-worker-{len(self._threads) + 1}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+        try:
+            thread.start()
+        except RuntimeError:
+            # Out of threads: the ones already running take the event from the backlog.
+            with self._lock:
+                self._threads.remove(thread)
+                if not self._threads:
+                    self._pending -= 1
+                    raise
+                self._backlog.append(delivery)
+            _log.warning("cannot start another worker thread; running with %d", len(self._threads))
 
     def close(self) -> None:
         """Lets every queued event run (unless the session stopped), then joins the workers."""
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
+        with self._lock:
+            self._closing = True
+            idle, self._idle = self._idle, []
+            threads = list(self._threads)
+        for worker in idle:
+            worker.delivery = None
+            worker.wake.release()
+        for thread in threads:
             thread.join()
 
-    def _work(self) -> None:
-        while True:
-            delivery = self._queue.get()
-            if delivery is None:
-                return
+    def _work(self, worker: _Worker, delivery: Optional[Dict[str, Any]]) -> None:
+        handle = self._handle
+        stop = self._stop
+        lock = self._lock
+        backlog = self._backlog
+        while delivery is not None:
             try:
-                if not self._stop.is_set():
-                    self._handle(delivery)
+                if not stop.is_set():
+                    handle(delivery)
             except Exception:
                 _log.exception("event %s: the sgevents SDK failed (a bug in the SDK)", delivery.get("event_id"))
-            finally:
-                with self._lock:
-                    self._pending -= 1
+            with lock:
+                self._pending -= 1
+                if backlog:
+                    delivery = backlog.popleft()
+                    continue
+                if self._closing:
+                    return
+                self._idle.append(worker)
+            worker.wake.acquire()
+            delivery = worker.delivery
+            worker.delivery = None
 
 
 class Session:
@@ -175,6 +254,7 @@ class Session:
         self._shutting_down = False
         self._pool: Optional[_Pool] = None
         self._callbacks: Dict[str, Callback] = {}
+        self._loggers: Dict[str, logging.Logger] = {}
         self._plugin_name = ""
         self._config: Dict[str, Any] = {}
         self._connections = ShotgunConnections("", None, [])
@@ -260,6 +340,9 @@ class Session:
         if problem is not None:
             return self._refuse(problem)
         self._callbacks = {sub.name: callback for sub, callback in subscriptions}
+        self._loggers = {
+            sub.name: logging.getLogger(f"plugin.{self._plugin_name}.{sub.name}") for sub, _ in subscriptions
+        }
         self._connections = ShotgunConnections(
             self._plugin_name, self._credentials, self._missing_credentials, self._shotgun
         )
@@ -336,7 +419,8 @@ class Session:
                 )
                 self._output.send({"type": "nack", "event_id": event_id, "error": error})
                 return
-        self._output.send({"type": "ack", "event_id": event_id})
+        # The bytes `encode({"type": "ack", "event_id": event_id})` gives, without the JSON encoder.
+        self._output.send_line(b'{"type":"ack","event_id":%d}\n' % event_id)
 
     def _answer_error(self, delivery: Dict[str, Any], name: str, err: CallbackError) -> None:
         event_id: int = delivery["event_id"]
@@ -370,6 +454,7 @@ class Session:
             attempt=delivery["attempt"],
             deadline_ms=delivery["deadline_ms"],
             subscription=name,
+            log=self._loggers.get(name),
             credentials=self._credentials,
             progress=lambda: self._progress(event_id),
             connections=self._connections,
@@ -436,6 +521,9 @@ class _FdWriter:
         pass
 
 
+_STDIN_BUFFER = 256 * 1024
+
+
 def _claim_stdio() -> Tuple[LineSource, LineSink]:
     """Takes the process's stdin and stdout for the protocol, out of user code's reach.
 
@@ -459,7 +547,9 @@ def _claim_stdio() -> Tuple[LineSource, LineSink]:
         os.dup2(2, 1)
     except OSError:
         pass
-    return os.fdopen(proto_in, "rb"), _FdWriter(proto_out)
+    # A large read buffer: one `read` takes in every line the daemon has written so far (a pipe
+    # read returns what is there; it never waits to fill the buffer).
+    return os.fdopen(proto_in, "rb", buffering=_STDIN_BUFFER), _FdWriter(proto_out)
 
 
 def run_process(plugin: Plugin) -> NoReturn:
