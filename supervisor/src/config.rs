@@ -405,28 +405,24 @@ impl PluginSpec {
 
 /// Reads and validates the configuration file at `file`.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        ConfigError::plain(
-            file,
-            format!("cannot read the configuration: {e}"),
-            "pass the file with `-c PATH`, set $SGEVENTS_CONFIG, or create sgevents.toml in the working directory",
-        )
-    })?;
-    parse(file, &text)
+    parse(file, &read(file)?)
 }
 
 /// Reads and validates the configuration, except the secrets: script keys are not read (they are
 /// left empty), so that commands which only read the state database, such as `status`, work in a
 /// shell that does not have the daemon's keys.
 pub fn load_without_secrets(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    parse_with(file, &read(file)?, true)
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| {
         ConfigError::plain(
             file,
             format!("cannot read the configuration: {e}"),
             "pass the file with `-c PATH`, set $SGEVENTS_CONFIG, or create sgevents.toml in the working directory",
         )
-    })?;
-    parse_with(file, &text, true)
+    })
 }
 
 /// Validates the configuration `text`, read from `file`.

@@ -140,10 +140,6 @@ impl Actor {
         }
     }
 
-    fn name(&self) -> &str {
-        &self.spec.name
-    }
-
     /// Runs the plugin until the daemon stops it.
     pub(crate) async fn run(mut self) {
         let record = match self
@@ -401,7 +397,10 @@ impl Actor {
                 End::Stopped
             }
             Step::Shutdown => self.shutdown(child, &mut ping).await,
-            Step::Kill(end) => self.abort(child, end).await,
+            Step::Kill(end) => {
+                child.kill().await;
+                end
+            }
             Step::StdoutClosed => {
                 let status = self.wait_exit(child).await;
                 self.exit_end(status, child, "").await
@@ -732,12 +731,6 @@ impl Actor {
         Ok(())
     }
 
-    /// Kills the child after a crash-like end and reaps it.
-    async fn abort(&mut self, child: &mut PluginChild, end: End) -> End {
-        child.kill().await;
-        end
-    }
-
     /// Waits for an exit after stdout closed; kills a child that closed stdout but stays.
     async fn wait_exit(&self, child: &mut PluginChild) -> Option<ExitStatus> {
         match timeout(self.spec.limits.stop_grace, child.wait()).await {
@@ -808,32 +801,30 @@ impl Actor {
 
     /// After stdin is closed: wait, SIGTERM the group, wait, SIGKILL.
     async fn stop_child(&self, child: &mut PluginChild) {
-        let grace = self.spec.limits.stop_grace;
-        let hard = self.hard.clone();
-        for signal in [Some(Signal::SIGTERM), Some(Signal::SIGKILL), None] {
-            tokio::select! {
-                biased;
-                _ = hard.cancelled() => {
-                    child.kill().await;
-                    return;
-                }
-                _ = child.wait() => return,
-                _ = sleep(grace) => {}
-            }
-            match signal {
-                Some(Signal::SIGTERM) => {
-                    tracing::info!(plugin = %self.spec.name, "plugin `{}` did not exit when its stdin closed; sending SIGTERM", self.spec.name);
-                    child.signal(Signal::SIGTERM);
-                }
-                Some(_) => {
-                    tracing::warn!(plugin = %self.spec.name, "plugin `{}` ignored SIGTERM; killing it", self.spec.name);
-                    child.kill().await;
-                    return;
-                }
-                None => return,
-            }
+        if self.exits_within_grace(child).await {
+            return;
         }
-        let _ = self.name();
+        tracing::info!(plugin = %self.spec.name, "plugin `{}` did not exit when its stdin closed; sending SIGTERM", self.spec.name);
+        child.signal(Signal::SIGTERM);
+        if self.exits_within_grace(child).await {
+            return;
+        }
+        tracing::warn!(plugin = %self.spec.name, "plugin `{}` ignored SIGTERM; killing it", self.spec.name);
+        child.kill().await;
+    }
+
+    /// Waits up to `stop_grace` for the child to exit; true when it did, or when a hard stop
+    /// killed it meanwhile.
+    async fn exits_within_grace(&self, child: &mut PluginChild) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.hard.cancelled() => {
+                child.kill().await;
+                true
+            }
+            _ = child.wait() => true,
+            _ = sleep(self.spec.limits.stop_grace) => false,
+        }
     }
 }
 

@@ -226,16 +226,11 @@ impl Ctx {
 
     /// A plugin's row: (state, last_event_id, restarts, disabled_reason).
     fn plugin(&self, name: &str) -> (String, Option<i64>, i64, Option<String>) {
-        self.db()
-            .query_row(
-                "SELECT state, last_event_id, restarts, disabled_reason FROM plugins WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap_or_else(|e| panic!("no row for plugin `{name}`: {e}"))
+        self.plugin_if_known(name)
+            .unwrap_or_else(|| panic!("no row for plugin `{name}` in var/state.db"))
     }
 
-    /// Like [`Ctx::plugin`], but `None` while there is no database or row yet.
+    /// A plugin's row, or `None` while there is no database or row yet.
     fn plugin_if_known(&self, name: &str) -> Option<(String, Option<i64>, i64, Option<String>)> {
         let path = self.path("var/state.db");
         let db = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
