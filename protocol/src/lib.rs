@@ -31,7 +31,8 @@ pub use codec::{
 };
 pub use event::{EntityLink, Event};
 pub use message::{
-    CURRENT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES, DaemonMessage, EventDelivery, Hello,
+    AlertRecipients, CURRENT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES, DaemonMessage,
+    EventDelivery, Hello,
     MAX_IN_FLIGHT_LIMIT, PROTOCOL_V1, PluginMessage, Register, SUPPORTED, choose_version,
 };
 pub use subscription::{

@@ -142,6 +142,20 @@ pub struct Register {
     /// How many events the daemon may send before the first is answered (1 to 64).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
+    /// Who is mailed about this plugin's alerts (disabled, crash loop, failed events): `true` or
+    /// absent for the daemon's configured recipients, `false` for nobody, or a list of addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertRecipients>,
+}
+
+/// The `alerts` field of `register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AlertRecipients {
+    /// `true`: the configured recipients; `false`: nobody.
+    Default(bool),
+    /// These addresses instead of the configured ones.
+    To(Vec<String>),
 }
 
 fn default_max_in_flight() -> u32 {

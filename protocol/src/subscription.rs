@@ -362,6 +362,7 @@ mod tests {
             protocol: 1,
             subscriptions: subs,
             max_in_flight: window,
+            alerts: None,
         }
     }
 

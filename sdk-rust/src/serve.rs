@@ -211,6 +211,7 @@ fn handshake(
         protocol,
         subscriptions: handlers.iter().map(|h| h.subscription.clone()).collect(),
         max_in_flight,
+        alerts: None,
     };
     register
         .validate(&hello.protocols)

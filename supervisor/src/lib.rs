@@ -21,6 +21,7 @@
 //! **Invariant:** only the store thread touches the read-write SQLite connection, and only actors
 //! touch their children.
 
+pub mod alerts;
 pub mod check;
 pub mod config;
 pub mod daemon;
