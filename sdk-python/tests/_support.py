@@ -103,13 +103,16 @@ def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 class Child:
     """A plugin process with piped stdio; every wait is bounded by GUARD."""
 
-    def __init__(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
+    ) -> None:
         self.proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=child_env() if env is None else env,
+            cwd=cwd,
         )
         self._lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
         self._stderr: List[bytes] = []

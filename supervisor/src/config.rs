@@ -61,6 +61,7 @@ struct RawConfig {
     plugins: RawPlugins,
     #[serde(default)]
     plugin: BTreeMap<String, RawPlugin>,
+    alerts: Option<RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +73,11 @@ struct RawDaemon {
     exit_when_idle: Option<bool>,
     commit_interval: Option<String>,
     log_level: Option<String>,
+    log_dir: Option<PathBuf>,
+    log_retention: Option<i64>,
+    log_per_plugin: Option<bool>,
+    log_format: Option<String>,
+    timing_log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +109,12 @@ struct RawSource {
 struct RawPlugins {
     #[serde(default)]
     paths: Vec<PathBuf>,
+    #[serde(default)]
+    legacy_paths: Vec<PathBuf>,
+    legacy_command: Option<Vec<String>>,
+    #[serde(default)]
+    legacy_env: BTreeMap<String, String>,
+    use_session_uuid: Option<bool>,
     ack_timeout: Option<String>,
     max_attempts: Option<i64>,
     handshake_timeout: Option<String>,
@@ -126,6 +138,24 @@ struct RawPlugin {
     script_key_env: Option<String>,
     ack_timeout: Option<String>,
     max_attempts: Option<i64>,
+    alert_to: Option<Vec<String>>,
+    #[serde(default)]
+    after: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    smtp_host: Option<String>,
+    smtp_port: Option<i64>,
+    tls: Option<String>,
+    username_env: Option<String>,
+    password_env: Option<String>,
+    from: Option<String>,
+    to: Option<Vec<String>>,
+    subject_prefix: Option<String>,
+    rate_limit: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,6 +174,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// Every plugin, in start order (see [`discover`]).
     pub plugins: Vec<PluginSpec>,
+    /// `[alerts]`: email alerts, when configured.
+    pub alerts: Option<AlertsConfig>,
 }
 
 /// `[daemon]`.
@@ -161,6 +193,23 @@ pub struct DaemonConfig {
     pub commit_interval: Duration,
     /// The default log filter, overridden by `$SGEVENTS_LOG`.
     pub log_level: String,
+    /// `log_dir`, `log_retention`, `log_per_plugin`, `log_format`, `timing_log`.
+    pub logs: LogConfig,
+}
+
+/// The log settings of `[daemon]` (see [`crate::logging`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `log_dir`: where the log files go; `None`: stderr only.
+    pub dir: Option<PathBuf>,
+    /// `log_retention`: how many daily files of each log are kept, the current one included.
+    pub retention: u32,
+    /// `log_per_plugin`: one more file per plugin, `plugins/<name>.log`.
+    pub per_plugin: bool,
+    /// `log_format`: on stderr and in the files; the `--log-format` flag overrides it.
+    pub format: crate::logging::LogFormat,
+    /// `timing_log`: `timing.log`, one line per answered delivery.
+    pub timing: bool,
 }
 
 /// SQLite's `synchronous` pragma, as far as it is safe to choose.
@@ -281,8 +330,52 @@ pub enum StartAt {
     Time(std::time::SystemTime),
 }
 
-/// One plugin.
+/// `[alerts]`: mail to operators when something needs a person (see [`crate::alerts`]).
 #[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// The mail server's host name or address.
+    pub smtp_host: String,
+    /// Its port: 587 for STARTTLS, 465 for implicit TLS, 25 without TLS, unless set.
+    pub smtp_port: u16,
+    /// How the connection is secured.
+    pub tls: SmtpTls,
+    /// The login, read from the environment variables `username_env` and `password_env` name.
+    pub credentials: Option<SmtpCredentials>,
+    /// The sender: an address, or `Name <address>`.
+    pub from: String,
+    /// Who gets the alerts that no plugin setting (`alert_to`, `register`) directs elsewhere.
+    pub to: Vec<String>,
+    /// What every subject starts with.
+    pub subject_prefix: String,
+    /// After a mail to some recipients, what comes for them within this long goes out as one digest
+    /// when it ends.
+    pub rate_limit: Duration,
+    /// A PEM file of extra certificate authorities (a mail server with a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the connection to the mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain TCP upgraded with `STARTTLS`, which the server must offer (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// No encryption (port 25): only for a relay on the same machine or a trusted network.
+    None,
+}
+
+/// The mail server login. The password is a [`Secret`]: `Debug` never shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     /// Its name: the file stem of a discovered executable, or the `[plugin.NAME]` key.
     pub name: String,
@@ -304,6 +397,10 @@ pub struct PluginSpec {
     pub limits: PluginLimits,
     /// Where it came from, for messages.
     pub origin: Origin,
+    /// `alert_to`: who gets this plugin's alerts instead of `alerts.to` (empty: nobody).
+    pub alert_to: Option<Vec<String>>,
+    /// `after`: the plugins that must finish an event before this one gets it.
+    pub after: Vec<String>,
 }
 
 /// Where a plugin came from.
@@ -313,6 +410,9 @@ pub enum Origin {
     Discovered(PathBuf),
     /// A `[plugin.NAME]` table with a `command`.
     Command,
+    /// A shotgunEvents plugin file found in a `plugins.legacy_paths` folder, run by the Python
+    /// SDK's legacy host.
+    Legacy(PathBuf),
 }
 
 /// A plugin's ShotGrid credentials. The key is a [`Secret`]: `Debug` never shows it.
@@ -393,6 +493,9 @@ impl PluginSpec {
     /// The executable the command runs, when it is a path (not a program found on `PATH`) or a
     /// script given to an interpreter.
     pub fn executable(&self) -> Option<PathBuf> {
+        if let Origin::Legacy(file) = &self.origin {
+            return Some(file.clone());
+        }
         // `python3 plugin.py`: the script is the executable that matters; `./plugin`: itself.
         self.command
             .iter()
@@ -479,13 +582,27 @@ impl Validator<'_> {
         };
         let defaults = self.plugin_defaults(&raw.plugins)?;
         let paths: Vec<PathBuf> = raw.plugins.paths.iter().map(|p| self.resolve(p)).collect();
-        let plugins = self.plugins(&paths, raw.plugin, defaults, source.site_url())?;
+        let legacy = self.legacy(&raw.plugins, &source)?;
+        let plugins = self.plugins(&paths, &legacy, raw.plugin, defaults, source.site_url())?;
+        self.check_after(&plugins)?;
+        let alerts = raw.alerts.map(|a| self.alerts(a)).transpose()?;
+        if let (None, Some(p)) = (&alerts, plugins.iter().find(|p| p.alert_to.is_some())) {
+            return Err(ConfigError::plain(
+                self.file,
+                format!(
+                    "`plugin.{}.alert_to` is set, but there is no `[alerts]` table",
+                    p.name
+                ),
+                "add an [alerts] table naming the mail server (see the README), or remove `alert_to`",
+            ));
+        }
         Ok(Config {
             file: self.file.to_path_buf(),
             base_dir: self.base_dir.to_path_buf(),
             daemon,
             source,
             plugins,
+            alerts,
         })
     }
 
@@ -546,6 +663,7 @@ impl Validator<'_> {
                 ));
             }
         };
+        let logs = self.logs(&raw)?;
         Ok(DaemonConfig {
             state_dir: self.resolve(raw.state_dir.as_deref().unwrap_or(Path::new("var"))),
             synchronous,
@@ -561,6 +679,69 @@ impl Validator<'_> {
                 Duration::from_millis(5),
             )?,
             log_level: raw.log_level.unwrap_or_else(|| "info".to_owned()),
+            logs,
+        })
+    }
+
+    fn logs(&self, raw: &RawDaemon) -> Result<LogConfig, ConfigError> {
+        let dir = match &raw.log_dir {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(ConfigError::at(
+                    self.file,
+                    "daemon.log_dir",
+                    "\"\"",
+                    "an empty path",
+                    "name a folder, such as log_dir = \"/var/log/sgevents\", or remove the key to log to stderr only",
+                ));
+            }
+            Some(p) => Some(self.resolve(p)),
+            None => None,
+        };
+        let retention = match raw.log_retention {
+            None => 14,
+            Some(n) if (1..=3650).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(ConfigError::at(
+                    self.file,
+                    "daemon.log_retention",
+                    n,
+                    "out of range",
+                    "use 1 to 3650: how many daily files of each log are kept, today's included",
+                ));
+            }
+        };
+        let format = match &raw.log_format {
+            None => crate::logging::LogFormat::Text,
+            Some(text) => crate::logging::LogFormat::parse(text).ok_or_else(|| {
+                ConfigError::at(
+                    self.file,
+                    "daemon.log_format",
+                    format!("{text:?}"),
+                    "unknown log format",
+                    "use \"text\" (the default: one line per record, for people) or \"json\" (one JSON object per line, for log shippers)",
+                )
+            })?,
+        };
+        for (key, value) in [
+            ("log_per_plugin", raw.log_per_plugin),
+            ("timing_log", raw.timing_log),
+        ] {
+            if value == Some(true) && dir.is_none() {
+                return Err(ConfigError::at(
+                    self.file,
+                    &format!("daemon.{key}"),
+                    "true",
+                    "there is no `daemon.log_dir` to write it in",
+                    "set log_dir = \"logs\" (a folder, relative to this file), or remove the key",
+                ));
+            }
+        }
+        Ok(LogConfig {
+            per_plugin: raw.log_per_plugin.unwrap_or(false),
+            timing: raw.timing_log.unwrap_or(dir.is_some()),
+            dir,
+            retention,
+            format,
         })
     }
 
@@ -851,6 +1032,194 @@ impl Validator<'_> {
         }))
     }
 
+    fn alerts(&self, raw: RawAlerts) -> Result<AlertsConfig, ConfigError> {
+        let Some(smtp_host) = raw.smtp_host else {
+            return Err(ConfigError::plain(
+                self.file,
+                "`alerts.smtp_host` is missing",
+                "name the mail server, such as smtp_host = \"smtp.studio.lan\"",
+            ));
+        };
+        if smtp_host.is_empty()
+            || smtp_host.contains(|c: char| c.is_whitespace() || c == '/')
+            || (smtp_host.contains(':') && smtp_host.parse::<std::net::Ipv6Addr>().is_err())
+        {
+            return Err(ConfigError::at(
+                self.file,
+                "alerts.smtp_host",
+                format!("{smtp_host:?}"),
+                "not a host name",
+                "write the server's name or address alone, such as \"smtp.studio.lan\"; the port goes in `smtp_port`",
+            ));
+        }
+        let tls = match raw.tls.as_deref() {
+            None | Some("starttls") => SmtpTls::StartTls,
+            Some("implicit") => SmtpTls::Implicit,
+            Some("none") => SmtpTls::None,
+            Some(other) => {
+                return Err(ConfigError::at(
+                    self.file,
+                    "alerts.tls",
+                    format!("{other:?}"),
+                    "unknown setting",
+                    "use \"starttls\" (the default, port 587), \"implicit\" (TLS from the start, port 465) or \"none\" (port 25, unencrypted: a relay on this machine or a trusted network only)",
+                ));
+            }
+        };
+        let smtp_port = match raw.smtp_port {
+            None => match tls {
+                SmtpTls::StartTls => 587,
+                SmtpTls::Implicit => 465,
+                SmtpTls::None => 25,
+            },
+            Some(n) if (1..=65535).contains(&n) => n as u16,
+            Some(n) => {
+                return Err(ConfigError::at(
+                    self.file,
+                    "alerts.smtp_port",
+                    n,
+                    "out of range",
+                    "use the mail server's port: usually 587 (starttls), 465 (implicit) or 25 (none)",
+                ));
+            }
+        };
+        let credentials = match (raw.username_env, raw.password_env) {
+            (None, None) => None,
+            (Some(user_var), Some(pass_var)) => {
+                if tls == SmtpTls::None {
+                    return Err(ConfigError::plain(
+                        self.file,
+                        "`alerts.username_env` is set with tls = \"none\": the password would cross the network unencrypted",
+                        "use tls = \"starttls\" or \"implicit\", or drop the credentials for a relay that needs none",
+                    ));
+                }
+                let read = |key: &str, var: &str| {
+                    if self.skip_secrets {
+                        return Ok(String::new());
+                    }
+                    match std::env::var(var) {
+                        Ok(value) if !value.is_empty() => Ok(value),
+                        _ => Err(ConfigError::at(
+                            self.file,
+                            key,
+                            format!("{var:?}"),
+                            "the environment variable is not set",
+                            "export it in the daemon's environment (or its service file); credentials never go in the configuration",
+                        )),
+                    }
+                };
+                Some(SmtpCredentials {
+                    username: read("alerts.username_env", &user_var)?,
+                    password: Secret::new(read("alerts.password_env", &pass_var)?),
+                })
+            }
+            _ => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    "`[alerts]` sets only one of `username_env` and `password_env`",
+                    "set both: the environment variables that hold the mail server's user name and password",
+                ));
+            }
+        };
+        let Some(from) = raw.from else {
+            return Err(ConfigError::plain(
+                self.file,
+                "`alerts.from` is missing",
+                "give the sender, such as from = \"sgevents <sgevents@studio.example>\"",
+            ));
+        };
+        let from = self.mailbox("alerts.from", from)?;
+        let to = match raw.to {
+            Some(to) if !to.is_empty() => to
+                .into_iter()
+                .map(|a| self.mailbox("alerts.to", a))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    "`alerts.to` is missing or empty",
+                    "list who gets the alerts, such as to = [\"pipeline@studio.example\"]",
+                ));
+            }
+        };
+        let subject_prefix = raw
+            .subject_prefix
+            .unwrap_or_else(|| "[sgevents]".to_owned());
+        if subject_prefix.contains(['\r', '\n']) {
+            return Err(ConfigError::at(
+                self.file,
+                "alerts.subject_prefix",
+                format!("{subject_prefix:?}"),
+                "contains a line break",
+                "keep it on one line, such as \"[sgevents]\"",
+            ));
+        }
+        let ca_file = match raw.ca_file {
+            None => None,
+            Some(_) if tls == SmtpTls::None => {
+                return Err(ConfigError::plain(
+                    self.file,
+                    "`alerts.ca_file` does not apply to tls = \"none\"",
+                    "remove it, or use tls = \"starttls\" or \"implicit\"",
+                ));
+            }
+            Some(path) => {
+                let path = self.resolve(&path);
+                let problem = match std::fs::read(&path) {
+                    Err(e) => Some(format!("cannot read it: {e}")),
+                    Ok(pem)
+                        if !String::from_utf8_lossy(&pem)
+                            .contains("-----BEGIN CERTIFICATE-----")
+                            || lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                                .is_err() =>
+                    {
+                        Some("holds no PEM certificate".to_owned())
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(problem) = problem {
+                    return Err(ConfigError::at(
+                        self.file,
+                        "alerts.ca_file",
+                        path.display(),
+                        problem,
+                        "point it at a PEM file of the certificate authorities that signed the mail server's certificate",
+                    ));
+                }
+                Some(path)
+            }
+        };
+        Ok(AlertsConfig {
+            smtp_host,
+            smtp_port,
+            tls,
+            credentials,
+            from,
+            to,
+            subject_prefix,
+            rate_limit: self.duration(
+                "alerts.rate_limit",
+                &raw.rate_limit,
+                Duration::from_secs(10 * 60),
+            )?,
+            ca_file,
+        })
+    }
+
+    /// Checks an email address (`a@b.example` or `Name <a@b.example>`).
+    fn mailbox(&self, key: &str, value: String) -> Result<String, ConfigError> {
+        match value.parse::<lettre::message::Mailbox>() {
+            Ok(_) => Ok(value),
+            Err(e) => Err(ConfigError::at(
+                self.file,
+                key,
+                format!("{value:?}"),
+                format!("not an email address ({e})"),
+                "write it as \"someone@studio.example\" or \"Someone <someone@studio.example>\"",
+            )),
+        }
+    }
+
     fn plugin_defaults(&self, raw: &RawPlugins) -> Result<PluginLimits, ConfigError> {
         let d = PluginLimits::default();
         Ok(PluginLimits {
@@ -904,9 +1273,117 @@ impl Validator<'_> {
         }
     }
 
+    /// The settings of `plugins.legacy_paths`.
+    fn legacy(&self, raw: &RawPlugins, source: &SourceConfig) -> Result<Legacy, ConfigError> {
+        let command = raw.legacy_command.clone().unwrap_or_else(|| {
+            ["python3", "-m", "sgevents.legacy"]
+                .map(String::from)
+                .to_vec()
+        });
+        if command.is_empty() || command[0].is_empty() {
+            return Err(ConfigError::at(
+                self.file,
+                "plugins.legacy_command",
+                "[]",
+                "empty command",
+                "leave it out for [\"python3\", \"-m\", \"sgevents.legacy\"], or give the program and its arguments",
+            ));
+        }
+        let mut hello = Map::new();
+        let (proxy, ca) = match source {
+            SourceConfig::Shotgrid(s) => (s.proxy.clone(), s.ca_file.clone()),
+            SourceConfig::Jsonl(_) => (None, None),
+        };
+        hello.insert("site_url".into(), source.site_url().map(Value::from).unwrap_or(Value::Null));
+        hello.insert("proxy".into(), proxy.map(Value::from).unwrap_or(Value::Null));
+        hello.insert(
+            "ca_certs".into(),
+            ca.map(|p| Value::from(p.display().to_string())).unwrap_or(Value::Null),
+        );
+        hello.insert(
+            "use_session_uuid".into(),
+            Value::from(raw.use_session_uuid.unwrap_or(false)),
+        );
+        Ok(Legacy {
+            paths: raw.legacy_paths.iter().map(|p| self.resolve(p)).collect(),
+            command,
+            env: raw.legacy_env.clone(),
+            hello,
+        })
+    }
+
+    /// `after` names configured plugins and makes no cycle.
+    fn check_after(&self, plugins: &[PluginSpec]) -> Result<(), ConfigError> {
+        let names: BTreeSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        for p in plugins {
+            for a in &p.after {
+                if !names.contains(a.as_str()) {
+                    return Err(ConfigError::at(
+                        self.file,
+                        &format!("plugin.{}.after", p.name),
+                        format!("{a:?}"),
+                        "no plugin has that name",
+                        &format!(
+                            "name configured plugins: {}",
+                            names.iter().copied().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                if a == &p.name {
+                    return Err(ConfigError::at(
+                        self.file,
+                        &format!("plugin.{}.after", p.name),
+                        format!("{a:?}"),
+                        "a plugin cannot wait for itself",
+                        "remove it from the list",
+                    ));
+                }
+            }
+        }
+        // Depth-first search for a cycle, reporting it in full.
+        let after: BTreeMap<&str, &[String]> =
+            plugins.iter().map(|p| (p.name.as_str(), p.after.as_slice())).collect();
+        fn visit<'a>(
+            n: &'a str,
+            after: &BTreeMap<&'a str, &'a [String]>,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Option<Vec<&'a str>> {
+            if let Some(i) = path.iter().position(|p| *p == n) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push(n);
+                return Some(cycle);
+            }
+            if done.contains(n) {
+                return None;
+            }
+            path.push(n);
+            for a in after.get(n).copied().unwrap_or_default() {
+                if let Some(c) = visit(a, after, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            done.insert(n);
+            None
+        }
+        let mut done = BTreeSet::new();
+        for p in plugins {
+            if let Some(cycle) = visit(&p.name, &after, &mut Vec::new(), &mut done) {
+                return Err(ConfigError::plain(
+                    self.file,
+                    format!("`after` makes a cycle: {}", cycle.join(" waits for ")),
+                    "a plugin can only wait for plugins that do not wait for it; remove one `after` entry",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn plugins(
         &self,
         paths: &[PathBuf],
+        legacy: &Legacy,
         mut tables: BTreeMap<String, RawPlugin>,
         defaults: PluginLimits,
         site_url: Option<&str>,
@@ -946,6 +1423,55 @@ impl Validator<'_> {
                 defaults,
                 site_url,
             )?);
+        }
+        // shotgunEvents plugin files, each run by the legacy host, after the executables.
+        let files = discover_legacy(&legacy.paths).map_err(|(dir, e)| {
+            ConfigError::at(
+                self.file,
+                "plugins.legacy_paths",
+                dir.display(),
+                format!("cannot read the folder: {e}"),
+                "create it, or remove it from `plugins.legacy_paths`",
+            )
+        })?;
+        for file in files {
+            let name = plugin_name(&file);
+            if let Some(first) = seen.get(&name) {
+                return Err(ConfigError::plain(
+                    self.file,
+                    format!(
+                        "two plugins are named `{name}`: `{}` and `{}`",
+                        first.display(),
+                        file.display()
+                    ),
+                    "plugin names come from file stems and must be unique across `plugins.paths` and `plugins.legacy_paths`; rename one",
+                ));
+            }
+            seen.insert(name.clone(), file.clone());
+            let mut table = tables.remove(&name).unwrap_or_default();
+            if table.command.is_some() {
+                return Err(ConfigError::plain(
+                    self.file,
+                    format!("`[plugin.{name}]` sets a `command`, but `{name}` is a shotgunEvents plugin found in `plugins.legacy_paths`"),
+                    "remove `command` (the legacy host runs it), or rename one of them",
+                ));
+            }
+            let mut command = legacy.command.clone();
+            command.push(file.display().to_string());
+            let mut env = legacy.env.clone();
+            env.append(&mut table.env);
+            table.env = env;
+            let mut spec =
+                self.plugin(name, table, Some(command), Origin::Legacy(file.clone()), defaults, site_url)?;
+            for (k, v) in &legacy.hello {
+                spec.config.insert(k.clone(), v.clone());
+            }
+            spec.config
+                .insert("legacy_path".into(), Value::from(file.display().to_string()));
+            if let Some(dir) = file.parent() {
+                spec.cwd = dir.to_path_buf();
+            }
+            specs.push(spec);
         }
         // Plugins added by a table with a command start after the discovered ones, by name.
         for (name, table) in tables {
@@ -1045,6 +1571,14 @@ impl Validator<'_> {
             raw.max_attempts,
             defaults.max_attempts,
         )?;
+        let alert_to = match raw.alert_to {
+            None => None,
+            Some(list) => Some(
+                list.into_iter()
+                    .map(|a| self.mailbox(&key("alert_to"), a))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
         Ok(PluginSpec {
             name,
             command,
@@ -1056,6 +1590,8 @@ impl Validator<'_> {
             cwd: self.base_dir.to_path_buf(),
             limits,
             origin,
+            alert_to,
+            after: raw.after,
         })
     }
 }
@@ -1113,6 +1649,40 @@ pub fn discover(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::
     Ok(found)
 }
 
+/// The settings shared by every shotgunEvents plugin.
+struct Legacy {
+    paths: Vec<PathBuf>,
+    command: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// What every legacy plugin's `hello.config` holds: site, proxy, CA file, session uuid option.
+    hello: Map<String, Value>,
+}
+
+/// The shotgunEvents plugin files in `folders`: every `*.py` that is not hidden, not in a
+/// subfolder, in ascending name order per folder, folders in the order given.
+pub fn discover_legacy(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut found = Vec::new();
+    let mut seen_folders = BTreeSet::new();
+    for folder in folders {
+        if !seen_folders.insert(folder.clone()) {
+            continue;
+        }
+        let entries = std::fs::read_dir(folder).map_err(|e| (folder.clone(), e))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name.starts_with('.') && name.ends_with(".py") && name.len() > 3
+            })
+            .map(|e| e.path())
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .collect();
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        found.extend(files);
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1146,6 +1716,74 @@ mod tests {
         assert!(!s.follow);
         assert_eq!(s.start_at, StartAt::Earliest);
         assert!(c.plugins.is_empty());
+    }
+
+    #[test]
+    fn log_settings() {
+        let c = parse_ok(MINIMAL);
+        assert_eq!(
+            c.daemon.logs,
+            LogConfig {
+                dir: None,
+                retention: 14,
+                per_plugin: false,
+                format: crate::logging::LogFormat::Text,
+                timing: false,
+            },
+            "stderr only by default"
+        );
+        let c = parse_ok(&format!("[daemon]\nlog_dir = \"logs\"\n{MINIMAL}"));
+        assert_eq!(
+            c.daemon.logs.dir.as_deref(),
+            Some(Path::new("/etc/sgevents/logs"))
+        );
+        assert!(
+            c.daemon.logs.timing,
+            "the timing log is on when there are files"
+        );
+        let c = parse_ok(&format!(
+            "[daemon]\nlog_dir = \"/var/log/sgevents\"\nlog_retention = 30\nlog_per_plugin = true\n\
+             log_format = \"JSON\"\ntiming_log = false\n{MINIMAL}"
+        ));
+        assert_eq!(
+            c.daemon.logs,
+            LogConfig {
+                dir: Some(PathBuf::from("/var/log/sgevents")),
+                retention: 30,
+                per_plugin: true,
+                format: crate::logging::LogFormat::Json,
+                timing: false,
+            }
+        );
+        for (bad, expected) in [
+            (
+                "log_retention = 0",
+                "`daemon.log_retention` = `0`: out of range",
+            ),
+            (
+                "log_retention = 5000",
+                "`daemon.log_retention` = `5000`: out of range",
+            ),
+            (
+                "log_format = \"xml\"",
+                "`daemon.log_format` = `\"xml\"`: unknown log format",
+            ),
+            ("log_dir = \"\"", "`daemon.log_dir` = `\"\"`: an empty path"),
+            (
+                "log_per_plugin = true",
+                "`daemon.log_per_plugin` = `true`: there is no `daemon.log_dir`",
+            ),
+            (
+                "timing_log = true",
+                "`daemon.timing_log` = `true`: there is no `daemon.log_dir`",
+            ),
+            ("log_retention = \"14\"", "invalid configuration"),
+            ("log_rotation = \"daily\"", "log_rotation"),
+        ] {
+            let err = parse_err(&format!("[daemon]\n{bad}\n{MINIMAL}"));
+            assert!(err.contains(expected), "{bad}: {err}");
+            assert!(err.contains("\nhint: "), "{bad}: {err}");
+        }
     }
 
     #[test]

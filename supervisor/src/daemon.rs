@@ -1,24 +1,39 @@
-//! The daemon's core: opens the store, starts the source and one actor per plugin, and stops them
-//! all in order.
+//! The daemon's core: opens the store, starts the source and one keeper per plugin, answers the
+//! control socket, applies new configurations, and stops everything in order.
 //!
 //! Shutdown is decide, tell, wait. *Decide*: SIGTERM or SIGINT, `exit_when_idle` once the source is
 //! exhausted and every plugin has caught up, or a failure of the state database. *Tell*: a
-//! [`CancellationToken`] that every actor and the source watch; a second SIGINT cancels the `hard`
-//! token too, and actors then kill their children at once. *Wait*: every task ends, then the store
-//! commits what was answered and the daemon exits.
+//! [`CancellationToken`] that every keeper, actor and the source watch; a second SIGINT cancels the
+//! `hard` token too, and actors then kill their children at once. *Wait*: every task ends, then the
+//! store commits what was answered and the daemon exits.
+//!
+//! Live changes go through one loop ([`Daemon::supervise`]), which never waits for a plugin:
+//! requests for one plugin go to its keeper ([`crate::plugin::keeper`]) and are answered from a
+//! task of their own. A new configuration (SIGHUP, `sgevents reload`, or a plugin file that
+//! changed) is compared plugin by plugin, and only the plugins whose settings or executables
+//! changed are restarted.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig};
-use crate::plugin::{Actor, ActorReport};
+use crate::alerts::Alerts;
+use crate::config::{self, Config, SourceConfig};
+use crate::control::server::{self, Envelope};
+use crate::control::{ControlError, Request, Response, client, ops};
+use crate::plugin::keeper::{self, Command, KeeperHandle, Shared};
 use crate::source;
 use crate::store::{Store, StoreOptions};
+
+/// How long the watcher waits for quiet before it reports changed plugin files.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Runs the daemon until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -30,6 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Held until this function returns: one daemon per state directory.
     let _lock = crate::lock::StateLock::acquire(&config.daemon.state_dir)?;
     let (store, store_thread) = Store::open(&config.daemon.state_dir, options)?;
+    let (listener, socket) = server::bind(&config.daemon.state_dir)?;
     store.daemon_started(std::process::id());
     tracing::info!(
         config = %config.file.display(),
@@ -41,39 +57,57 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let hard = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-
-    let mut reports = Vec::new();
-    for spec in config.plugins.clone() {
-        let (tx, rx) = watch::channel(ActorReport::default());
-        reports.push((spec.name.clone(), rx));
-        let actor = Actor::new(spec, store.clone(), tx, cancel.child_token(), hard.clone());
-        tasks.spawn(actor.run());
-    }
-
-    let source_task = {
-        let store = store.clone();
-        let cancel = cancel.child_token();
-        match config.source.clone() {
-            SourceConfig::Jsonl(src) => tokio::spawn(source::jsonl::run(src, store, cancel)),
-            SourceConfig::Shotgrid(src) => tokio::spawn(source::shotgrid::run(src, store, cancel)),
-        }
+    let alerts = Alerts::none();
+    let shared = Shared {
+        store: store.clone(),
+        alerts: alerts.clone(),
+        cancel: cancel.clone(),
+        hard: hard.clone(),
     };
+    let (requests_tx, requests) = mpsc::channel::<Envelope>(64);
+    let server_task = tokio::spawn(server::serve(
+        listener,
+        socket,
+        requests_tx.clone(),
+        cancel.clone(),
+    ));
 
-    let outcome = supervise(&config, &store, &cancel, &hard, reports, source_task).await;
+    let mut daemon = Daemon {
+        source: None,
+        config,
+        shared,
+        keepers: BTreeMap::new(),
+        requests_tx,
+    };
+    for spec in daemon.config.plugins.clone() {
+        daemon.add(spec);
+    }
+    daemon.start_source();
+
+    let outcome = daemon.supervise(requests).await;
 
     cancel.cancel();
-    let stop = async { while tasks.join_next().await.is_some() {} };
+    let keepers: Vec<KeeperHandle> = std::mem::take(&mut daemon.keepers).into_values().collect();
+    let stop = async {
+        for k in keepers {
+            let _ = k.task.await;
+        }
+        if let Some(s) = daemon.source.take() {
+            let _ = s.task.await;
+        }
+    };
     tokio::select! {
         _ = stop => {}
         _ = hard.cancelled() => {
             // A second SIGINT: actors are killing their children; give them a moment to reap.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
+    let _ = server_task.await;
     store.daemon_stopped();
     store.flush().await;
     let failure = store.failure();
+    drop(daemon);
     drop(store);
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     if let Some(e) = failure {
@@ -83,85 +117,410 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     outcome
 }
 
-/// Waits for a reason to stop; returns how the daemon should end.
-async fn supervise(
-    config: &Config,
-    store: &Store,
-    cancel: &CancellationToken,
-    hard: &CancellationToken,
-    mut reports: Vec<(String, watch::Receiver<ActorReport>)>,
-    mut source_task: tokio::task::JoinHandle<anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    // SIGHUP would end the daemon at once by default; until configuration reload exists, it is
-    // received and ignored, so that a `reload` of the service never stops it.
-    let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut failure = store.failure_watch();
-    let mut head = store.head();
-    // The source's task ends by itself only when the source is exhausted.
-    let mut source_done = false;
-    let (any_report_tx, mut any_report) = watch::channel(());
-    for (_, rx) in &reports {
-        let mut rx = rx.clone();
-        let tx = any_report_tx.clone();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                tx.send_replace(());
-            }
-        });
+struct SourceRun {
+    cancel: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+struct Daemon {
+    config: Config,
+    shared: Shared,
+    keepers: BTreeMap<String, KeeperHandle>,
+    source: Option<SourceRun>,
+    requests_tx: mpsc::Sender<Envelope>,
+}
+
+impl Daemon {
+    /// Starts a keeper for `spec`, gated by the plugins it runs `after`.
+    fn add(&mut self, spec: config::PluginSpec) {
+        let gate = if spec.after.is_empty() {
+            None
+        } else {
+            let inputs: Vec<watch::Receiver<i64>> = spec
+                .after
+                .iter()
+                .filter_map(|a| self.keepers.get(a).map(|k| k.progress.clone()))
+                .collect();
+            Some(lowest_of(inputs))
+        };
+        let name = spec.name.clone();
+        let handle = keeper::spawn(spec, self.shared.clone(), gate);
+        self.keepers.insert(name, handle);
     }
-    loop {
-        if config.daemon.exit_when_idle && source_done && all_idle(&mut reports, *head.borrow()) {
-            tracing::info!(
-                "the source is exhausted and every plugin has caught up; exiting (exit_when_idle)"
-            );
-            return Ok(());
-        }
-        tokio::select! {
-            _ = sigterm.recv() => {
-                tracing::info!("SIGTERM: stopping gracefully");
+
+    fn start_source(&mut self) {
+        let store = self.shared.store.clone();
+        let cancel = self.shared.cancel.child_token();
+        let task = match self.config.source.clone() {
+            SourceConfig::Jsonl(src) => tokio::spawn(source::jsonl::run(src, store, cancel.clone())),
+            SourceConfig::Shotgrid(src) => {
+                tokio::spawn(source::shotgrid::run(src, store, cancel.clone(), self.shared.alerts.clone()))
+            }
+        };
+        self.source = Some(SourceRun { cancel, task });
+    }
+
+    /// Waits for a reason to stop, doing what is asked meanwhile; returns how the daemon ends.
+    async fn supervise(&mut self, mut requests: mpsc::Receiver<Envelope>) -> anyhow::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        let store = self.shared.store.clone();
+        let mut failure = store.failure_watch();
+        let mut head = store.head();
+        let mut source_done = false;
+        let reports = Arc::new(Notify::new());
+        let mut watched: BTreeSet<String> = BTreeSet::new();
+        loop {
+            self.watch_reports(&mut watched, &reports);
+            if self.config.daemon.exit_when_idle && source_done && self.all_idle(*head.borrow()) {
+                tracing::info!(
+                    "the source is exhausted and every plugin has caught up; exiting (exit_when_idle)"
+                );
                 return Ok(());
             }
-            _ = sigint.recv() => {
-                tracing::info!("SIGINT: stopping gracefully; press Ctrl-C again to stop at once");
-                let hard = hard.clone();
+            let source_task = async {
+                match &mut self.source {
+                    Some(s) => (&mut s.task).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sigterm.recv() => {
+                    tracing::info!("SIGTERM: stopping gracefully");
+                    return Ok(());
+                }
+                _ = sigint.recv() => {
+                    tracing::info!("SIGINT: stopping gracefully; press Ctrl-C again to stop at once");
+                    let hard = self.shared.hard.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut again) = signal(SignalKind::interrupt()) {
+                            again.recv().await;
+                            tracing::warn!("second SIGINT: stopping at once");
+                            hard.cancel();
+                        }
+                    });
+                    return Ok(());
+                }
+                _ = sighup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let (reply, answer) = oneshot::channel();
+                    self.reload(reply);
+                    tokio::spawn(async move {
+                        if let Ok(r) = answer.await {
+                            if !r.ok {
+                                tracing::error!("{}", r.message);
+                            }
+                        }
+                    });
+                }
+                _ = failure.changed() => {
+                    let e = store.failure().unwrap_or_default();
+                    anyhow::bail!("the state database failed: {e}");
+                }
+                result = source_task, if !source_done => {
+                    source_done = true;
+                    self.source = None;
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e.context("the event source stopped")),
+                        Err(e) => anyhow::bail!("the event source crashed: {e}"),
+                    }
+                }
+                Some((request, reply)) = requests.recv() => self.handle(request, reply),
+                _ = reports.notified() => {}
+                _ = head.changed() => {}
+            }
+        }
+    }
+
+    /// Makes `reports` fire whenever a keeper's report changes (keepers come and go on reload).
+    fn watch_reports(&self, watched: &mut BTreeSet<String>, reports: &Arc<Notify>) {
+        for (name, k) in &self.keepers {
+            if watched.insert(name.clone()) {
+                let mut rx = k.report.clone();
+                let notify = reports.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut again) = signal(SignalKind::interrupt()) {
-                        again.recv().await;
-                        tracing::warn!("second SIGINT: stopping at once");
-                        hard.cancel();
+                    while rx.changed().await.is_ok() {
+                        notify.notify_one();
                     }
                 });
-                return Ok(());
             }
-            _ = sighup.recv() => {
-                tracing::warn!("SIGHUP: reloading the configuration is not supported yet; ignoring it\nhint: restart the daemon to apply a new configuration");
-            }
-            _ = failure.changed() => {
-                let e = store.failure().unwrap_or_default();
-                anyhow::bail!("the state database failed: {e}");
-            }
-            result = &mut source_task, if !source_done => {
-                source_done = true;
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        cancel.cancel();
-                        return Err(e.context("the event source stopped"));
+        }
+        watched.retain(|n| self.keepers.contains_key(n));
+    }
+
+    fn all_idle(&self, head: i64) -> bool {
+        self.keepers.values().all(|k| {
+            let r = *k.report.borrow();
+            r.disabled || r.caught_up_to.is_some_and(|seq| seq >= head)
+        })
+    }
+
+    /// Answers one control request; anything slow runs in a task of its own.
+    fn handle(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        let plugin_command = |r: &Request| -> Option<(String, Command)> {
+            Some(match r.clone() {
+                Request::PluginRestart { plugin } => (plugin, Command::Restart),
+                Request::PluginStop { plugin } => (plugin, Command::Stop),
+                Request::PluginStart { plugin } => (plugin, Command::Start),
+                Request::PluginEnable { plugin } => (plugin, Command::Enable),
+                Request::PluginDisable { plugin } => (plugin, Command::Disable),
+                Request::PluginRewind {
+                    plugin,
+                    to,
+                    dry_run,
+                } => (plugin, Command::Rewind { to, dry_run }),
+                Request::FailedRetry { plugin, event } => (plugin, Command::FailedRetry { event }),
+                Request::FailedDrop { plugin, event } => (plugin, Command::FailedDrop { event }),
+                Request::PluginList | Request::FailedList { .. } | Request::Reload => return None,
+            })
+        };
+        match plugin_command(&request) {
+            Some((name, command)) => match self.keepers.get(&name) {
+                Some(k) => forward(k.ask(command), reply),
+                // Known to the database but not configured: what only changes the database
+                // still works on it.
+                None if request.works_offline() => {
+                    let store = self.shared.store.clone();
+                    tokio::spawn(async move {
+                        let r = store
+                            .control(move |conn| client::direct(conn, &request))
+                            .await;
+                        let _ = reply.send(respond(r));
+                    });
+                }
+                None => {
+                    let known: Vec<String> = self.keepers.keys().cloned().collect();
+                    let e = ControlError::UnknownPlugin { name, known };
+                    let _ = reply.send(Response::error(format!(
+                        "{e}\n(only configured plugins can be restarted, stopped or started)"
+                    )));
+                }
+            },
+            None => match request {
+                Request::Reload => self.reload(reply),
+                Request::FailedList { plugin } => {
+                    let store = self.shared.store.clone();
+                    tokio::spawn(async move {
+                        let r = store
+                            .control(move |conn| client::failed_list(conn, plugin.as_deref()))
+                            .await;
+                        let _ = reply.send(respond(r));
+                    });
+                }
+                Request::PluginList => self.list(reply),
+                _ => unreachable!("plugin commands are handled above"),
+            },
+        }
+    }
+
+    fn list(&self, reply: oneshot::Sender<Response>) {
+        let store = self.shared.store.clone();
+        let configured: BTreeMap<String, Vec<String>> = self
+            .config
+            .plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.after.clone()))
+            .collect();
+        tokio::spawn(async move {
+            let rows = store
+                .control(|conn| ops::plugin_rows(conn).map_err(ControlError::from))
+                .await;
+            let rows = match rows {
+                Ok(Ok(rows)) => rows,
+                other => {
+                    let _ = reply.send(respond(other.map(|r| r.map(|_| Response::done("", json!(null))))));
+                    return;
+                }
+            };
+            let mut notes = serde_json::Map::new();
+            let by_name: BTreeMap<&str, &ops::PluginRow> =
+                rows.iter().map(|r| (r.name.as_str(), r)).collect();
+            for r in &rows {
+                match configured.get(&r.name) {
+                    None => {
+                        notes.insert(r.name.clone(), json!("not configured (state kept)"));
                     }
-                    Err(e) => anyhow::bail!("the event source crashed: {e}"),
+                    Some(after) => {
+                        let held: Vec<String> = after
+                            .iter()
+                            .filter(|a| {
+                                by_name
+                                    .get(a.as_str())
+                                    .is_some_and(|d| d.state == "disabled" || d.state == "stopped")
+                            })
+                            .map(|a| format!("`{a}` ({})", by_name[a.as_str()].state))
+                            .collect();
+                        if !held.is_empty() {
+                            notes.insert(
+                                r.name.clone(),
+                                json!(format!("held back: waits for {}", held.join(", "))),
+                            );
+                        }
+                    }
                 }
             }
-            _ = any_report.changed() => {}
-            _ = head.changed() => {}
+            let n = rows.len();
+            let _ = reply.send(Response::done(
+                format!("{n} plugin{}", if n == 1 { "" } else { "s" }),
+                json!({"plugins": rows, "notes": notes}),
+            ));
+        });
+    }
+
+    /// Re-reads the configuration file and applies it; answers with what changed. An invalid
+    /// file changes nothing.
+    fn reload(&mut self, reply: oneshot::Sender<Response>) {
+        let new = match config::load(&self.config.file) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Response::error(format!(
+                    "the new configuration is invalid; the running one stays\n{e}"
+                )));
+                return;
+            }
+        };
+        self.apply(new, reply);
+    }
+
+    /// Applies `new` with the fewest restarts: only the plugins whose settings or executables
+    /// changed restart; new ones start; gone ones stop, keeping their state.
+    fn apply(&mut self, new: Config, reply: oneshot::Sender<Response>) {
+        let mut notes: Vec<String> = Vec::new();
+        if new.daemon.state_dir != self.config.daemon.state_dir {
+            notes.push("`daemon.state_dir` changed: it takes effect at the next start".into());
         }
+        let mut waits: Vec<(String, oneshot::Receiver<Response>)> = Vec::new();
+        let old: BTreeMap<String, config::PluginSpec> = self
+            .config
+            .plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        let new_names: BTreeSet<&str> = new.plugins.iter().map(|p| p.name.as_str()).collect();
+        // Gone plugins first, and plugins whose `after` changed (their gate is rebuilt).
+        for (name, spec) in &old {
+            let gone = !new_names.contains(name.as_str());
+            let regated = new
+                .plugins
+                .iter()
+                .any(|p| &p.name == name && p.after != spec.after);
+            if gone || regated {
+                if let Some(k) = self.keepers.remove(name) {
+                    waits.push((name.clone(), k.ask(Command::Remove)));
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for spec in &new.plugins {
+            match self.keepers.get(&spec.name) {
+                Some(k) => waits.push((spec.name.clone(), k.ask(Command::Update(Box::new(spec.clone()))))),
+                None => added.push(spec.clone()),
+            }
+        }
+        let source_changed = !same_source(&self.config.source, &new.source);
+        self.config = new;
+        for spec in added {
+            notes.push(format!("started plugin `{}`", spec.name));
+            self.add(spec);
+        }
+        if source_changed {
+            if let Some(s) = self.source.take() {
+                s.cancel.cancel();
+                s.task.abort();
+            }
+            self.start_source();
+            notes.push("the source changed: restarted it".into());
+        }
+        tokio::spawn(async move {
+            let mut lines = notes;
+            let mut changed = Vec::new();
+            for (name, answer) in waits {
+                match answer.await {
+                    Ok(r) if r.data["action"] == "unchanged" => {}
+                    Ok(r) => {
+                        changed.push(name);
+                        lines.push(r.message);
+                    }
+                    Err(_) => lines.push(format!("plugin `{name}`: its keeper stopped")),
+                }
+            }
+            let message = if lines.is_empty() {
+                "reloaded the configuration: nothing changed".to_owned()
+            } else {
+                format!("reloaded the configuration:\n  {}", lines.join("\n  "))
+            };
+            tracing::info!("{message}");
+            let _ = reply.send(Response::done(message, json!({"changes": lines})));
+        });
     }
 }
 
-fn all_idle(reports: &mut [(String, watch::Receiver<ActorReport>)], head: i64) -> bool {
-    reports.iter_mut().all(|(_, rx)| {
-        let r = *rx.borrow();
-        r.disabled || r.caught_up_to.is_some_and(|seq| seq >= head)
-    })
+/// Whether the source's settings are the same (comparing what the operator wrote).
+fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// Passes a keeper's answer on.
+fn forward(answer: oneshot::Receiver<Response>, reply: oneshot::Sender<Response>) {
+    tokio::spawn(async move {
+        let r = answer
+            .await
+            .unwrap_or_else(|_| Response::error("the plugin's keeper stopped"));
+        let _ = reply.send(r);
+    });
+}
+
+fn respond(
+    r: Result<Result<Response, ControlError>, crate::store::StoreError>,
+) -> Response {
+    match r {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Response::error(e.to_string()),
+        Err(e) => Response::error(e.to_string()),
+    }
+}
+
+/// A watch of the lowest of `inputs`: how far a plugin that runs `after` them may go.
+fn lowest_of(inputs: Vec<watch::Receiver<i64>>) -> watch::Receiver<i64> {
+    let lowest = |inputs: &[watch::Receiver<i64>]| inputs.iter().map(|r| *r.borrow()).min().unwrap_or(0);
+    let (tx, rx) = watch::channel(lowest(&inputs));
+    let moved = Arc::new(Notify::new());
+    let done = CancellationToken::new();
+    for input in &inputs {
+        let mut input = input.clone();
+        let moved = moved.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    changed = input.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        moved.notify_one();
+                    }
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                _ = moved.notified() => {
+                    let value = lowest(&inputs);
+                    tx.send_if_modified(|v| {
+                        let changed = *v != value;
+                        *v = value;
+                        changed
+                    });
+                }
+            }
+        }
+        done.cancel();
+    });
+    rx
 }

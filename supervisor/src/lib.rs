@@ -23,10 +23,14 @@
 
 pub mod alerts;
 pub mod check;
+pub mod control;
 pub mod config;
 pub mod daemon;
 pub mod lock;
+pub mod logging;
+pub mod notify;
 pub(crate) mod plugin;
 pub(crate) mod source;
 pub mod status;
 pub mod store;
+pub(crate) mod watch;

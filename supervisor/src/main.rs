@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sgevents::config::{self, DEFAULT_CONFIG};
-use tracing_subscriber::EnvFilter;
+use sgevents::control::{Request, RewindTarget, client};
+use sgevents::logging::{LogFormat, LogGuard, LogOptions};
 
 /// sgevents: a ShotGrid event daemon that hands each event to plugin processes.
 #[derive(Debug, Parser)]
@@ -22,6 +23,15 @@ struct Cli {
         value_name = "PATH"
     )]
     config: Option<PathBuf>,
+    /// Log as text lines or as JSON objects (one per line) [default: `daemon.log_format`, else text]
+    #[arg(
+        long,
+        global = true,
+        env = "SGEVENTS_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum
+    )]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +48,142 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Control one plugin of the running daemon (some work without it)
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+        /// Print JSON, for scripts
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// List, retry or drop the events plugins gave up on
+    Failed {
+        #[command(subcommand)]
+        action: FailedAction,
+        /// Print JSON, for scripts
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Make the running daemon re-read its configuration (as SIGHUP does)
+    Reload {
+        /// Print JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum PluginAction {
+    /// Every plugin: state, pid, position, lag, failures, durations
+    List,
+    /// Stop then start one plugin; the others are not touched
+    Restart { name: String },
+    /// Stop one plugin until `plugin start` or the daemon's next start
+    Stop { name: String },
+    /// Start a plugin stopped with `plugin stop`
+    Start { name: String },
+    /// Enable a disabled plugin (and start it when the daemon runs)
+    Enable { name: String },
+    /// Stop a plugin and keep it disabled, across restarts, until `plugin enable`
+    Disable { name: String },
+    /// Move a plugin's position: replay from an event, or skip its backlog
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to_event", "to_latest"])))]
+    Rewind {
+        name: String,
+        /// Deliver this event id next (and everything journaled after it)
+        #[arg(long, value_name = "ID")]
+        to_event: Option<i64>,
+        /// Skip every journaled event: deliver only what comes next
+        #[arg(long)]
+        to_latest: bool,
+        /// Only say how many events that means
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum FailedAction {
+    /// The failed events of one plugin, or of all
+    List { name: Option<String> },
+    /// Deliver a plugin's failed events (or one) again
+    Retry {
+        name: String,
+        /// Only this event
+        #[arg(long, value_name = "ID")]
+        event: Option<i64>,
+    },
+    /// Forget a plugin's failed events (or one)
+    Drop {
+        name: String,
+        /// Only this event
+        #[arg(long, value_name = "ID")]
+        event: Option<i64>,
+    },
+}
+
+/// The control request a `plugin`, `failed` or `reload` command makes, and whether to print JSON.
+fn control_request(command: &Command) -> Option<(Request, bool)> {
+    Some(match command {
+        Command::Plugin { action, json } => (
+            match action.clone() {
+                PluginAction::List => Request::PluginList,
+                PluginAction::Restart { name } => Request::PluginRestart { plugin: name },
+                PluginAction::Stop { name } => Request::PluginStop { plugin: name },
+                PluginAction::Start { name } => Request::PluginStart { plugin: name },
+                PluginAction::Enable { name } => Request::PluginEnable { plugin: name },
+                PluginAction::Disable { name } => Request::PluginDisable { plugin: name },
+                PluginAction::Rewind {
+                    name,
+                    to_event,
+                    to_latest: _,
+                    dry_run,
+                } => Request::PluginRewind {
+                    plugin: name,
+                    to: to_event.map_or(RewindTarget::Latest, RewindTarget::Event),
+                    dry_run,
+                },
+            },
+            *json,
+        ),
+        Command::Failed { action, json } => (
+            match action.clone() {
+                FailedAction::List { name } => Request::FailedList { plugin: name },
+                FailedAction::Retry { name, event } => Request::FailedRetry {
+                    plugin: name,
+                    event,
+                },
+                FailedAction::Drop { name, event } => Request::FailedDrop {
+                    plugin: name,
+                    event,
+                },
+            },
+            *json,
+        ),
+        Command::Reload { json } => (Request::Reload, *json),
+        _ => return None,
+    })
+}
+
+/// Runs a control command: prints what was done (or JSON), fails with the daemon's error.
+fn control(state_dir: &std::path::Path, request: &Request, json: bool) -> anyhow::Result<ExitCode> {
+    match client::execute(state_dir, request) {
+        Ok(response) if json => {
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&response)?))?;
+            Ok(if response.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Ok(response) if response.ok => {
+            write_stdout(&client::render(request, &response))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(response) => anyhow::bail!("{}", response.message),
+        Err(e) if json => {
+            let response = sgevents::control::Response::error(e.to_string());
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&response)?))?;
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -53,12 +199,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    // `status` only reads the state database: it must work in a shell without the daemon's keys.
+    // `status` and the control commands only need the state directory: they must work in a shell
+    // without the daemon's keys.
+    if let Some((request, json)) = control_request(&cli.command) {
+        let config = config::load_without_secrets(&file)?;
+        return control(&config.daemon.state_dir, &request, json);
+    }
     let config = match cli.command {
         Command::Status { .. } => config::load_without_secrets(&file)?,
         _ => config::load(&file)?,
     };
-    init_logging(&config.daemon.log_level);
+    // Held to the end: dropping it writes out the log files' queue.
+    let _log = init_logging(&config, cli.log_format, matches!(cli.command, Command::Run))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,6 +239,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { .. } | Command::Failed { .. } | Command::Reload { .. } => {
+            unreachable!("control commands return before the configuration is loaded in full")
+        }
     }
 }
 
@@ -99,15 +254,12 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Logs go to stderr; `$SGEVENTS_LOG` (an `EnvFilter` directive) overrides `daemon.log_level`.
-fn init_logging(default: &str) {
-    let filter =
-        EnvFilter::try_from_env("SGEVENTS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+/// Logs go to stderr, and for `run` to the files of `daemon.log_dir` (see `sgevents::logging`).
+fn init_logging(
+    config: &config::Config,
+    format: Option<LogFormat>,
+    files: bool,
+) -> anyhow::Result<LogGuard> {
+    let options = LogOptions::from_config(&config.daemon, format, files);
+    Ok(sgevents::logging::init(&options)?)
 }

@@ -119,6 +119,8 @@ pub struct JournalRow {
     pub project_id: Option<i64>,
     /// `meta.is_transient`.
     pub is_transient: bool,
+    /// `created_at` as the source wrote it.
+    pub created_at: Option<String>,
     /// The whole event as one line of JSON.
     pub body: String,
 }
@@ -170,6 +172,25 @@ pub struct PluginRecord {
     pub fingerprint: Option<String>,
     /// Deliveries recorded for events waiting for a retry: seq to attempts.
     pub attempts: HashMap<i64, u32>,
+    /// Where a plugin migrated from shotgunEvents resumes (`plugin_resume`).
+    pub resume: Option<Resume>,
+}
+
+/// Events a plugin migrated from shotgunEvents already processed: every id at or below
+/// `last_event_id` except those in `backlog`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The incumbent's last processed id.
+    pub last_event_id: i64,
+    /// Ids below it the incumbent was still waiting for.
+    pub backlog: std::collections::HashSet<i64>,
+}
+
+impl Resume {
+    /// Whether the incumbent already processed `event_id`.
+    pub fn done(&self, event_id: i64) -> bool {
+        event_id <= self.last_event_id && !self.backlog.contains(&event_id)
+    }
 }
 
 /// The states a plugin can be in, as written in `plugins.state`.
@@ -219,10 +240,17 @@ pub struct PluginStatus {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// An operator's change, run inside the current transaction; it returns whether it succeeded (if
+/// not, its writes are rolled back) and what answers the caller once the transaction is committed
+/// (`Err` with the reason when the commit failed).
+type ControlOp = Box<dyn FnOnce(&Connection) -> (bool, ControlAnswer) + Send>;
+type ControlAnswer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// A reply that may only be sent once the transaction is committed.
 enum AfterCommit {
     Append(Reply<i64>),
     Flush(oneshot::Sender<()>),
+    Control(ControlAnswer),
 }
 
 enum Cmd {
@@ -287,6 +315,17 @@ enum Cmd {
         pid: u32,
     },
     DaemonStopped,
+    Control {
+        op: ControlOp,
+    },
+    Timings {
+        plugin: String,
+        json: String,
+    },
+    ResolveFailed {
+        plugin: String,
+        event_id: i64,
+    },
     Flush {
         reply: oneshot::Sender<()>,
     },
@@ -554,6 +593,46 @@ impl Store {
         });
     }
 
+    /// Runs an operator's change inside the store's transaction (after every write sent before
+    /// it), commits, and returns its result.
+    pub async fn control<T: Send + 'static, E: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<Result<T, E>, StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<Result<T, E>, StoreError>>();
+        let op: ControlOp = Box::new(move |conn| {
+            let value = f(conn);
+            let ok = value.is_ok();
+            let answer: ControlAnswer = Box::new(move |committed: Result<(), String>| {
+                let _ = tx.send(committed.map(|()| value).map_err(StoreError::Stopped));
+            });
+            (ok, answer)
+        });
+        self.send(Cmd::Control { op });
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Stopped(
+                self.failure()
+                    .unwrap_or_else(|| "the store thread is gone".into()),
+            ))
+        })
+    }
+
+    /// Records a plugin's delivery-duration summary (JSON).
+    pub fn set_timings(&self, plugin: &str, json: String) {
+        self.send(Cmd::Timings {
+            plugin: plugin.to_owned(),
+            json,
+        });
+    }
+
+    /// A retried failed event was finished: it is failed no more.
+    pub fn resolve_failed(&self, plugin: &str, event_id: i64) {
+        self.send(Cmd::ResolveFailed {
+            plugin: plugin.to_owned(),
+            event_id,
+        });
+    }
+
     /// Records the daemon's start.
     pub fn daemon_started(&self, pid: u32) {
         self.send(Cmd::DaemonStarted { pid });
@@ -617,6 +696,21 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         ))?;
     }
     Ok(())
+}
+
+/// Opens an existing state database read-write without the store thread, migrating it to this
+/// version's schema: for the CLI's changes while the daemon is not running. The caller must hold
+/// the state directory's lock ([`crate::lock::StateLock`]).
+pub fn open_offline(state_dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Err(StoreError::Missing(path));
+    }
+    let conn = Connection::open(&path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn, &path)?;
+    Ok(conn)
 }
 
 /// Opens the state database read-only, for `status` and other readers. Never creates it.
@@ -717,6 +811,22 @@ impl Worker {
                     (true, Some(AfterCommit::Append(reply)))
                 }
                 Cmd::Flush { reply } => (true, Some(AfterCommit::Flush(reply))),
+                Cmd::Control { op } => {
+                    // The actors' coalesced cursor moves first: the operator's change must see,
+                    // and win over, everything sent before it.
+                    if let Err(e) = self.apply_coalesced() {
+                        self.fail(e);
+                        txn_started = None;
+                        continue;
+                    }
+                    let _ = self.conn.execute_batch("SAVEPOINT control");
+                    let (ok, answer) = op(&self.conn);
+                    if !ok {
+                        let _ = self.conn.execute_batch("ROLLBACK TO control");
+                    }
+                    let _ = self.conn.execute_batch("RELEASE control");
+                    (true, Some(AfterCommit::Control(answer)))
+                }
                 other => {
                     let commit_now = matches!(other, Cmd::DaemonStopped);
                     if let Err(e) = self.handle(other) {
@@ -747,6 +857,10 @@ impl Worker {
                     let _ = reply.send(result);
                 }
                 Some(AfterCommit::Flush(reply)) => drop(reply.send(())),
+                Some(AfterCommit::Control(answer)) => answer(match &self.failed {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(()),
+                }),
                 None => {}
             }
         }
@@ -769,6 +883,7 @@ impl Worker {
             Cmd::SourceGaps { reply } => drop(reply.send(Err(err()))),
             Cmd::Append { reply, .. } => drop(reply.send(Err(err()))),
             Cmd::Flush { reply } => drop(reply.send(())),
+            Cmd::Control { op } => op(&self.conn).1(Err(self.failed.clone().unwrap_or_default())),
             _ => {}
         }
     }
@@ -819,6 +934,8 @@ impl Worker {
                 fingerprint,
                 reply,
             } => {
+                // A restarted actor must read the cursor its predecessor last sent.
+                self.apply_coalesced()?;
                 let result = self.open_plugin(&name, start, &fingerprint);
                 let _ = reply.send(result);
             }
@@ -878,7 +995,7 @@ impl Worker {
                         "INSERT INTO failed_events (plugin, event_id, seq, attempts, last_error, failed_at) \
                          VALUES (?1, ?2, ?3, ?4, ?5, {NOW}) \
                          ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, \
-                         last_error = excluded.last_error, failed_at = excluded.failed_at"
+                         last_error = excluded.last_error, failed_at = excluded.failed_at, retry_requested_at = NULL"
                     ))?
                     .execute(params![plugin, event_id, seq, attempts, error])?;
             }
@@ -898,14 +1015,24 @@ impl Worker {
                     [],
                 )?;
             }
-            Cmd::Append { .. } | Cmd::Flush { .. } => unreachable!("handled by the commit loop"),
+            Cmd::Timings { plugin, json } => {
+                self.conn
+                    .prepare_cached("UPDATE plugins SET timings = ?2 WHERE name = ?1")?
+                    .execute(params![plugin, json])?;
+            }
+            Cmd::ResolveFailed { plugin, event_id } => {
+                crate::control::ops::resolve_failed(&self.conn, &plugin, event_id)?;
+            }
+            Cmd::Append { .. } | Cmd::Flush { .. } | Cmd::Control { .. } => {
+                unreachable!("handled by the commit loop")
+            }
         }
         Ok(())
     }
 
     fn read_events(&self, after: i64, limit: usize) -> Result<Vec<JournalRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, body \
+            "SELECT seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, body \
              FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -917,7 +1044,8 @@ impl Worker {
                 entity_type: r.get(4)?,
                 project_id: r.get(5)?,
                 is_transient: r.get(6)?,
-                body: r.get(7)?,
+                created_at: r.get(7)?,
+                body: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -965,6 +1093,21 @@ impl Worker {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
             })?
             .collect::<Result<HashMap<_, _>, _>>()?;
+        let resume = self
+            .conn
+            .query_row(
+                "SELECT last_event_id, backlog FROM plugin_resume WHERE plugin = ?1",
+                params![name],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+            .map(|(last_event_id, backlog)| Resume {
+                last_event_id,
+                backlog: serde_json::from_str::<Vec<i64>>(&backlog)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            });
         Ok(PluginRecord {
             cursor,
             state,
@@ -972,6 +1115,7 @@ impl Worker {
             restarts,
             fingerprint: fp,
             attempts,
+            resume,
         })
     }
 
@@ -1102,6 +1246,7 @@ fn prune_journal(conn: &Connection, retention: Duration) -> Result<usize, StoreE
     let cutoff = format!("-{:.3} seconds", retention.as_secs_f64());
     Ok(conn.execute(
         "DELETE FROM events WHERE seq <= (SELECT COALESCE(MIN(cursor), 0) FROM plugins) \
+         AND seq NOT IN (SELECT seq FROM failed_events) \
          AND journaled_at < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
         params![cutoff],
     )?)

@@ -2,6 +2,7 @@
 //!
 //! One test binary (`it`) with a module per area, as in ripgrep and uv. Shared helpers live here.
 
+mod api3;
 mod conformance;
 mod examples;
 mod fake_site;

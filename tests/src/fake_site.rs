@@ -12,6 +12,16 @@
 //!   makes them fail at random rates, and [`FakeSite::expire_tokens`] revokes every token;
 //! * [`FakeSite::stats`] counts what clients did.
 //!
+//! It also serves `POST /api3/json`, the JSON-RPC endpoint of `shotgun_api3` (`info`, `read`,
+//! `update`, `create`; see `api3.rs`), over the same event log and an in-memory set of entities, so
+//! that a test can run a real Python plugin and assert what it changed:
+//!
+//! * [`FakeSite::insert_entity`] seeds records, [`FakeSite::entity`] and [`FakeSite::entities`] read
+//!   them back, and [`FakeSite::add_script`] allows more Scripts than the site's own;
+//! * a write appends the `EventLogEntry` rows a real site writes for it, so that it shows up as new
+//!   events; [`FakeSite::set_log_writes`] turns that off;
+//! * [`python_with_shotgun_api3`] installs `shotgun_api3` for the tests, once, into `target/pydeps/`.
+//!
 //! # Theory of operation
 //!
 //! `tiny_http` accepts connections and parses requests on its own threads. One acceptor thread takes
@@ -20,9 +30,15 @@
 //! while it sleeps or writes its answer. Dropping the [`FakeSite`] stops the acceptor, closes the
 //! listening socket and wakes every hanging request, which then answers as usual.
 
+mod api3;
+mod entities;
+mod filter;
 mod generate;
+mod pydeps;
 mod search;
 mod server;
+
+pub use pydeps::{SHOTGUN_API3_VERSION, python_with_shotgun_api3};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -145,6 +161,8 @@ struct State {
     faults: Faults,
     queued: VecDeque<Fault>,
     stats: Stats,
+    /// The entities and Scripts of api3.
+    store: entities::Store,
 }
 
 /// An issued token: an access token expires, a refresh token lasts until [`FakeSite::expire_tokens`].
@@ -222,6 +240,7 @@ impl FakeSite {
             .ok_or_else(|| {
                 std::io::Error::other("the fake site is not listening on an IP address")
             })?;
+        let store = entities::Store::new(&options.script_name, &options.script_key);
         let shared = Arc::new(Shared {
             script_name: options.script_name,
             script_key: options.script_key,
@@ -236,6 +255,7 @@ impl FakeSite {
                 faults: Faults::default(),
                 queued: VecDeque::new(),
                 stats: Stats::default(),
+                store,
             }),
             stopped: Mutex::new(false),
             stopping: Condvar::new(),

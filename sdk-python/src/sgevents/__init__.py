@@ -35,6 +35,8 @@ it is disabled at this event), anything else (retried, with the traceback record
 - At stdin's end (or after `shutdown`) the events already handed over finish and are answered,
   then the process exits 0. `Fatal` writes `fatal` and exits 125 at once.
 - `sgevents.testing.PluginRunner` runs the same loop in memory for tests.
+- `python3 -m sgevents.legacy PATH` (`sgevents.legacy`) runs a shotgunEvents plugin file unchanged
+  through the same loop.
 
 The wire format is specified in the sgevents repository under `protocol/`.
 """

@@ -118,7 +118,8 @@ class Context:
     Attributes: `plugin_name` (the plugin's name in the daemon's configuration), `config` (its
     `config` table, a dict), `event_id`, `attempt` (1 on the first delivery, counting up on
     redeliveries), `deadline_ms` (how long the plugin has to answer or report progress),
-    `subscription` (the name of the subscription whose callback this is), `log` (a
+    `subscription` (the name of the subscription whose callback this is), `subscriptions` (the
+    names of every subscription this delivery matched, in registration order), `log` (a
     `logging.Logger` named `plugin.<plugin name>.<subscription name>`), and `credentials`
     (`Credentials` or None).
     """
@@ -136,6 +137,7 @@ class Context:
         progress: Callable[[], None],
         connections: ShotgunConnections,
         log: Optional[logging.Logger] = None,
+        subscriptions: Optional[Tuple[str, ...]] = None,
     ) -> None:
         self.plugin_name = plugin_name
         self.config = config
@@ -143,6 +145,7 @@ class Context:
         self.attempt = attempt
         self.deadline_ms = deadline_ms
         self.subscription = subscription
+        self.subscriptions: Tuple[str, ...] = (subscription,) if subscriptions is None else subscriptions
         self.credentials = credentials
         # `log` is the very logger `logging.getLogger` returns for this name, looked up once per
         # subscription by the session instead of once per call.

@@ -14,6 +14,7 @@ from typing import (
     Sequence,
     Tuple,
     TypeVar,
+    Union,
 )
 
 from ._protocol import DEFAULT_MAX_IN_FLIGHT
@@ -28,6 +29,9 @@ Callback = Callable[["Context", Event], Any]
 """A callback: `callback(ctx, event)`; its return value is ignored."""
 SetupHook = Callable[["Plugin", Dict[str, Any]], Any]
 """A setup hook: `setup(plugin, config)`, called at the handshake."""
+Alerts = Union[bool, List[str], None]
+"""Who is mailed about the plugin's alerts: None (the daemon's default), True (the daemon's
+configured recipients), False (nobody), or a list of addresses."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +39,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _callback_name(callback: Callable[..., Any]) -> str:
     name = getattr(callback, "__name__", None)
     return name if isinstance(name, str) else type(callback).__name__
+
+
+def alert_recipients(value: Any) -> Alerts:
+    """Checks and normalises the `alerts` of a plugin: None, True, False, or an iterable of
+    addresses (kept as a list). Raises TypeError or ValueError, with a hint, on anything else."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"`alerts` must be True, False or a list of addresses, not the string {value!r}\n"
+            f"hint: write alerts=[{value!r}]"
+        )
+    try:
+        addresses = list(value)
+    except TypeError:
+        raise TypeError(
+            f"`alerts` must be True, False or a list of addresses, got {value!r}\n"
+            "hint: write alerts=True (the daemon's recipients), alerts=False (nobody) or "
+            'alerts=["td@studio.com"]'
+        ) from None
+    for address in addresses:
+        if not isinstance(address, str) or not address.strip():
+            raise ValueError(
+                f"`alerts` holds {address!r}, which is not an email address\n"
+                'hint: list addresses as strings, such as alerts=["td@studio.com"]'
+            )
+    return addresses
 
 
 def _sequence(values: Iterable[Any]) -> Sequence[Any]:
@@ -60,12 +91,26 @@ class Plugin:
     `max_in_flight` (1 to 64, default 1) is how many events the daemon may hand over before the
     first is answered; the SDK runs that many callbacks at once on worker threads, so with 1 events
     are handled strictly one after another, in order.
+
+    `alerts` says who the daemon mails about this plugin's alerts (disabled, crash loop, failed
+    events): None (default) or True for the daemon's configured recipients, False for nobody, or a
+    list of addresses instead. It is sent in `register`; a setup hook may set `plugin.alerts`.
     """
 
-    def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, alerts: Alerts = None) -> None:
         self.max_in_flight = max_in_flight
+        self._alerts: Alerts = alert_recipients(alerts)
         self._subscriptions: List[Tuple[Subscription, Callback]] = []
         self._setup_hooks: List[SetupHook] = []
+
+    @property
+    def alerts(self) -> Alerts:
+        """Who is mailed about the plugin's alerts (see the class docs); checked when set."""
+        return self._alerts
+
+    @alerts.setter
+    def alerts(self, value: Alerts) -> None:
+        self._alerts = alert_recipients(value)
 
     @property
     def subscriptions(self) -> Tuple[Subscription, ...]:
@@ -139,25 +184,27 @@ class Plugin:
     def setup(self, hook: SetupHook) -> SetupHook:
         """Decorator: `hook(plugin, config)` runs at the handshake with the plugin's config dict,
         before the subscriptions are sent. It may call `plugin.subscribe` / `plugin.on` and set
-        `plugin.max_in_flight`. What it registers lasts for that session only. Raising `Fatal` (or
-        anything else) refuses the handshake: the plugin answers `fatal` and exits with status 125.
-        Several hooks run in the order they were declared.
+        `plugin.max_in_flight` and `plugin.alerts`. What it registers lasts for that session only.
+        Raising `Fatal` (or anything else) refuses the handshake: the plugin answers `fatal` and
+        exits with status 125. Several hooks run in the order they were declared.
         """
         self._setup_hooks.append(hook)
         return hook
 
-    def _prepare(self, config: Dict[str, Any]) -> Tuple[List[Tuple[Subscription, Callback]], Any]:
-        """Runs the setup hooks and returns the session's subscriptions and window.
+    def _prepare(
+        self, config: Dict[str, Any]
+    ) -> Tuple[List[Tuple[Subscription, Callback]], Any, Alerts]:
+        """Runs the setup hooks and returns the session's subscriptions, window and alerts.
 
         The plugin itself is left as it was, so running it again (in tests) starts afresh.
         """
-        saved = (list(self._subscriptions), self.max_in_flight)
+        saved = (list(self._subscriptions), self.max_in_flight, self._alerts)
         try:
             for hook in self._setup_hooks:
                 hook(self, config)
-            return list(self._subscriptions), self.max_in_flight
+            return list(self._subscriptions), self.max_in_flight, self._alerts
         finally:
-            self._subscriptions, self.max_in_flight = saved
+            self._subscriptions, self.max_in_flight, self._alerts = saved
 
     def run(self) -> NoReturn:
         """Speaks the sgevents protocol on stdin/stdout until the daemon is done, then exits.

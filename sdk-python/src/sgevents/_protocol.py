@@ -331,6 +331,16 @@ def validate_register(register: Mapping[str, Any], offered: Sequence[int]) -> Op
             f"max_in_flight `{window!r}` is out of range\n"
             f"hint: ask for 1 to {MAX_IN_FLIGHT_LIMIT}"
         )
+    alerts = register.get("alerts")
+    if not (
+        alerts is None
+        or isinstance(alerts, bool)
+        or (isinstance(alerts, list) and all(isinstance(a, str) and a for a in alerts))
+    ):
+        return (
+            f"alerts `{json.dumps(alerts, default=repr)}` is not true, false or a list of addresses\n"
+            'hint: send true (the daemon\'s recipients), false (nobody) or ["td@studio.com"]'
+        )
     subscriptions: List[Mapping[str, Any]] = list(register.get("subscriptions") or [])
     if not subscriptions:
         return (

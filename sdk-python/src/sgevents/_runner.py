@@ -325,17 +325,19 @@ class Session:
         if version is None:
             return self._refuse(no_common_version(offered))
         try:
-            subscriptions, window = self._plugin._prepare(self._config)
+            subscriptions, window, alerts = self._plugin._prepare(self._config)
         except CallbackError as err:
             return self._refuse(err.describe())
         except Exception:
             return self._refuse("the plugin's setup hook failed:\n" + _traceback())
-        register = {
+        register: Dict[str, Any] = {
             "type": "register",
             "protocol": version,
             "subscriptions": [sub.to_wire() for sub, _ in subscriptions],
             "max_in_flight": window,
         }
+        if alerts is not None:
+            register["alerts"] = alerts
         problem = validate_register(register, offered)
         if problem is not None:
             return self._refuse(problem)
@@ -401,8 +403,9 @@ class Session:
                 _log.error("event %d: %s; answering term", event_id, error)
                 self._output.send({"type": "term", "event_id": event_id, "error": error})
                 return
+        matched = tuple(names)
         for name in names:
-            ctx = self._context(delivery, name)
+            ctx = self._context(delivery, name, matched)
             try:
                 self._callbacks[name](ctx, delivery["event"])
             except CallbackError as err:
@@ -445,7 +448,7 @@ class Session:
             )
             self._output.send(nack)
 
-    def _context(self, delivery: Dict[str, Any], name: str) -> Context:
+    def _context(self, delivery: Dict[str, Any], name: str, matched: Tuple[str, ...]) -> Context:
         event_id: int = delivery["event_id"]
         return Context(
             plugin_name=self._plugin_name,
@@ -454,6 +457,7 @@ class Session:
             attempt=delivery["attempt"],
             deadline_ms=delivery["deadline_ms"],
             subscription=name,
+            subscriptions=matched,
             log=self._loggers.get(name),
             credentials=self._credentials,
             progress=lambda: self._progress(event_id),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from ._protocol import SUPPORTED, encode
 from ._runner import serve
 from ._subscription import Subscription, matching_subscriptions
 
-__all__ = ["Delivery", "LiveSession", "PluginRunner", "RunResult", "GUARD_SECONDS"]
+__all__ = ["Delivery", "LiveSession", "PluginRunner", "RunResult", "GUARD_SECONDS", "legacy_runner"]
 
 GUARD_SECONDS = 20.0
 """How long a `LiveSession` waits for the plugin before it gives up: a guard against a hung
@@ -158,6 +159,32 @@ class PluginRunner:
     ) -> "LiveSession":
         """Starts a session, sends `hello` and waits for the answer (`LiveSession.register`)."""
         return LiveSession(self, dict(config or {}), list(protocols))
+
+
+def legacy_runner(
+    path: str,
+    *,
+    shotgun_class: Any = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> PluginRunner:
+    """A `PluginRunner` for the shotgunEvents plugin file at `path`, run by `sgevents.legacy`.
+
+    ```python
+    result = legacy_runner("plugins/legacy/shot_to_task.py", shotgun_class=FakeShotgun).run(
+        [event], config={"site_url": "https://studio.shotgrid.autodesk.com", "use_session_uuid": True}
+    )
+    ```
+
+    `config` is the `hello.config` the daemon sends legacy plugins (`site_url`, `proxy`,
+    `use_session_uuid`, `ca_certs`). `shotgun_class`, when given, is called instead of
+    `shotgun_api3.Shotgun` (with the same arguments) to make each callback's `sg`. The file is
+    loaded into the test process: its folder goes first on `sys.path` and the module into
+    `sys.modules` under the file's stem, which is also the plugin's name.
+    """
+    from .legacy import legacy_plugin
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return PluginRunner(legacy_plugin(path, shotgun_class=shotgun_class), plugin_name=stem, environ=environ)
 
 
 class LiveSession:

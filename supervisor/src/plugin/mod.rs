@@ -17,7 +17,9 @@
 //! is skipped.
 
 pub(crate) mod child;
+pub(crate) mod keeper;
 pub(crate) mod policy;
+pub(crate) mod timings;
 pub(crate) mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sgevents_protocol::{
-    DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED, Subscription,
+    AlertRecipients, DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED, Subscription,
     decode_plugin_line, encode, encode_event_raw, excerpt,
 };
 use tokio::sync::watch;
@@ -36,8 +38,10 @@ use tokio_util::sync::CancellationToken;
 use self::child::{Incoming, PluginChild, Stdin};
 use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy, retry_delay};
 use self::window::{Slot, SlotState, Window};
+use self::timings::Timings;
+use crate::alerts::{Alert, Alerts, Recipients};
 use crate::config::{PluginLimits, PluginSpec};
-use crate::store::{JournalRow, PluginState, PluginStatus, Store};
+use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Store};
 
 /// How many journal rows an actor reads at once.
 const READ_BATCH: usize = 512;
@@ -87,12 +91,41 @@ struct Ping {
     nonce: u64,
 }
 
+/// What links an actor to the rest of the daemon; its keeper makes a new set for each run.
+pub(crate) struct Links {
+    /// The state database.
+    pub(crate) store: Store,
+    /// Where alerts go.
+    pub(crate) alerts: Alerts,
+    /// What it tells the daemon (for `exit_when_idle`).
+    pub(crate) report: watch::Sender<ActorReport>,
+    /// Its cursor, in memory, as it moves: what plugins that run `after` it wait for.
+    pub(crate) progress: watch::Sender<i64>,
+    /// The lowest cursor of the plugins this one runs `after`: it takes no event beyond it.
+    pub(crate) gate: Option<watch::Receiver<i64>>,
+    /// Bumped when an operator asks for failed events again.
+    pub(crate) replay: watch::Receiver<u64>,
+    /// A graceful stop of this run.
+    pub(crate) cancel: CancellationToken,
+    /// The daemon's immediate stop.
+    pub(crate) hard: CancellationToken,
+}
+
 /// The actor of one plugin.
 pub(crate) struct Actor {
     spec: PluginSpec,
     store: Store,
+    alerts: Alerts,
     head: watch::Receiver<i64>,
     report: watch::Sender<ActorReport>,
+    progress: watch::Sender<i64>,
+    gate: Option<watch::Receiver<i64>>,
+    replay: watch::Receiver<u64>,
+    /// Failed events an operator asked for again, to send before the journal's next ones.
+    replays: VecDeque<JournalRow>,
+    replay_open: bool,
+    resume: Option<Resume>,
+    timings: Timings,
     cancel: CancellationToken,
     hard: CancellationToken,
     window: Window,
@@ -106,19 +139,31 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    /// An actor for `spec`. `cancel` asks for a graceful stop, `hard` for an immediate one.
-    pub(crate) fn new(
-        spec: PluginSpec,
-        store: Store,
-        report: watch::Sender<ActorReport>,
-        cancel: CancellationToken,
-        hard: CancellationToken,
-    ) -> Actor {
+    /// An actor for `spec`.
+    pub(crate) fn new(spec: PluginSpec, links: Links) -> Actor {
         let fingerprint = spec.fingerprint();
+        let Links {
+            store,
+            alerts,
+            report,
+            progress,
+            gate,
+            replay,
+            cancel,
+            hard,
+        } = links;
         Actor {
             head: store.head(),
             store,
+            alerts,
             report,
+            progress,
+            gate,
+            replay,
+            replays: VecDeque::new(),
+            replay_open: true,
+            resume: None,
+            timings: Timings::default(),
             cancel,
             hard,
             window: Window::new(0, 1),
@@ -159,7 +204,9 @@ impl Actor {
         };
         self.window = Window::new(record.cursor, 1);
         self.published_cursor = record.cursor;
+        self.progress.send_replace(record.cursor);
         self.attempts = record.attempts;
+        self.resume = record.resume;
         self.status.restarts = record.restarts;
         self.status.last_error = None;
 
@@ -198,7 +245,11 @@ impl Actor {
                     match self.policy.on_crash(started, Instant::now()) {
                         AfterCrash::Disable => {
                             let window = humantime::format_duration(policy::CRASH_WINDOW);
-                            self.disable(format!(
+                            self.alerts.send(Alert::CrashLoop {
+                                plugin: self.spec.name.clone(),
+                                reason: reason.clone(),
+                            });
+                            self.disable_quietly(format!(
                                 "crash loop: {CRASH_LIMIT} restarts within {window}; last: {reason}"
                             ))
                             .await;
@@ -227,6 +278,15 @@ impl Actor {
     }
 
     async fn disable(&mut self, reason: String) {
+        self.alerts.send(Alert::PluginDisabled {
+            plugin: self.spec.name.clone(),
+            reason: reason.clone(),
+        });
+        self.disable_quietly(reason).await;
+    }
+
+    /// Disables without an alert of its own (the caller sent a more precise one).
+    async fn disable_quietly(&mut self, reason: String) {
         tracing::error!(
             plugin = %self.spec.name,
             "plugin `{}` is disabled: {reason}\nhint: it keeps its position; fix the cause, then change its configuration or executable to enable it again",
@@ -261,6 +321,10 @@ impl Actor {
             self.store.set_cursor(&self.spec.name, cursor);
             self.published_cursor = cursor;
             self.published_at = Instant::now();
+            self.progress.send_replace(cursor);
+        }
+        if let Some(json) = self.timings.take_summary() {
+            self.store.set_timings(&self.spec.name, json);
         }
     }
 
@@ -280,6 +344,7 @@ impl Actor {
         let caught_up = self.status.state == PluginState::Running
             && self.window.is_empty()
             && self.buffer.is_empty()
+            && self.replays.is_empty()
             && self.window.frontier() >= *self.head.borrow();
         let report = ActorReport {
             caught_up_to: caught_up.then(|| self.window.frontier()),
@@ -309,6 +374,14 @@ impl Actor {
             Err(end) => return end,
         };
         self.subscriptions = register.subscriptions;
+        self.alerts.set_recipients(
+            &self.spec.name,
+            match register.alerts {
+                None | Some(AlertRecipients::Default(true)) => Recipients::Configured,
+                Some(AlertRecipients::Default(false)) => Recipients::Nobody,
+                Some(AlertRecipients::To(to)) => Recipients::To(to),
+            },
+        );
         self.store.set_subscriptions(
             &self.spec.name,
             serde_json::to_string(&self.subscriptions).unwrap_or_default(),
@@ -316,6 +389,7 @@ impl Actor {
         self.window.reset();
         self.window.set_capacity(register.max_in_flight as usize);
         self.buffer.clear();
+        self.load_replays().await;
         self.set_state(PluginState::Running, Some(child.pid()));
         tracing::info!(
             plugin = %self.spec.name,
@@ -486,15 +560,92 @@ impl Actor {
                         return Step::Shutdown;
                     }
                 }
+                changed = self.replay.changed(), if self.replay_open => {
+                    match changed {
+                        Ok(()) => self.load_replays().await,
+                        // The keeper is gone; it stops this run too.
+                        Err(_) => self.replay_open = false,
+                    }
+                }
+                _ = gate_moved(&mut self.gate), if waiting => {}
             }
         }
+    }
+
+    /// Reads the failed events an operator asked for again.
+    async fn load_replays(&mut self) {
+        let plugin = self.spec.name.clone();
+        let cursor = self.window.cursor();
+        match self
+            .store
+            .control(move |conn| crate::control::ops::replay_rows(conn, &plugin))
+            .await
+        {
+            Ok(Ok((rows, missing))) => {
+                for event_id in missing {
+                    tracing::warn!(plugin = %self.spec.name, event_id, "plugin `{}`: failed event {event_id} cannot be retried: it left the journal", self.spec.name);
+                }
+                let queued: std::collections::HashSet<i64> =
+                    self.replays.iter().map(|r| r.seq).collect();
+                // An event after the cursor (the plugin was rewound) comes from the journal anyway.
+                self.replays.extend(
+                    rows.into_iter()
+                        .filter(|r| r.seq <= cursor && !queued.contains(&r.seq))
+                        .filter(|r| self.window.get_mut(r.seq).is_none()),
+                );
+            }
+            Ok(Err(e)) | Err(e) => {
+                tracing::error!(plugin = %self.spec.name, error = %e, "cannot read the failed events to retry");
+            }
+        }
+    }
+
+    /// The names of the subscriptions `row` matches.
+    fn matching(&self, row: &JournalRow) -> Vec<String> {
+        let fields = MatchFields {
+            event_type: &row.event_type,
+            attribute_name: row.attribute_name.as_deref(),
+            entity_type: row.entity_type.as_deref(),
+            project_id: row.project_id,
+            is_transient: row.is_transient,
+        };
+        self.subscriptions
+            .iter()
+            .filter(|s| s.matches_fields(&fields))
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Sends journal events while the window has room.
     async fn fill(&mut self, stdin: &Stdin) -> Result<(), End> {
         while self.window.has_room() {
+            let Some(row) = self.replays.pop_front() else {
+                break;
+            };
+            let names = self.matching(&row);
+            if names.is_empty() {
+                tracing::info!(plugin = %self.spec.name, event_id = row.event_id, "plugin `{}` no longer subscribes to failed event {}; forgetting it", self.spec.name, row.event_id);
+                self.store.resolve_failed(&self.spec.name, row.event_id);
+                continue;
+            }
+            tracing::info!(plugin = %self.spec.name, event_id = row.event_id, "delivering failed event {} to plugin `{}` again, as an operator asked", row.event_id, self.spec.name);
+            let mut slot = Slot {
+                row,
+                subscriptions: names,
+                attempt: 1,
+                state: SlotState::Waiting { at: Instant::now() },
+                replay: true,
+                sent_at: Instant::now(),
+            };
+            send_slot(stdin, &self.spec.limits, &mut slot);
+            self.window.replay(slot);
+        }
+        while self.window.has_room() {
             if self.buffer.is_empty() {
-                let head = *self.head.borrow_and_update();
+                let mut head = *self.head.borrow_and_update();
+                if let Some(gate) = &mut self.gate {
+                    head = head.min(*gate.borrow_and_update());
+                }
                 if head <= self.window.frontier() {
                     break;
                 }
@@ -504,7 +655,9 @@ impl Actor {
                     .await
                 {
                     Ok(rows) if rows.is_empty() => break,
-                    Ok(rows) => self.buffer.extend(rows),
+                    Ok(rows) => self
+                        .buffer
+                        .extend(rows.into_iter().take_while(|r| r.seq <= head)),
                     Err(e) => {
                         tracing::error!(plugin = %self.spec.name, error = %e, "cannot read the journal");
                         return Err(End::Stopped);
@@ -514,19 +667,13 @@ impl Actor {
             let Some(row) = self.buffer.pop_front() else {
                 break;
             };
-            let fields = MatchFields {
-                event_type: &row.event_type,
-                attribute_name: row.attribute_name.as_deref(),
-                entity_type: row.entity_type.as_deref(),
-                project_id: row.project_id,
-                is_transient: row.is_transient,
+            // A plugin migrated from shotgunEvents skips what the incumbent already processed.
+            let done_before = self.resume.as_ref().is_some_and(|r| r.done(row.event_id));
+            let names = if done_before {
+                Vec::new()
+            } else {
+                self.matching(&row)
             };
-            let names: Vec<String> = self
-                .subscriptions
-                .iter()
-                .filter(|s| s.matches_fields(&fields))
-                .map(|s| s.name.clone())
-                .collect();
             if names.is_empty() {
                 self.window.skip(row.seq);
                 continue;
@@ -537,6 +684,8 @@ impl Actor {
                 subscriptions: names,
                 attempt,
                 state: SlotState::Waiting { at: Instant::now() },
+                replay: false,
+                sent_at: Instant::now(),
             };
             self.deliver(stdin, slot);
         }
@@ -572,6 +721,7 @@ impl Actor {
         match msg {
             PluginMessage::Ack { event_id } => {
                 let seq = self.sent_seq(event_id, "ack")?;
+                self.record_timing(seq, "ack");
                 self.finish(seq);
             }
             PluginMessage::Nack {
@@ -580,6 +730,7 @@ impl Actor {
                 retry_after_ms,
             } => {
                 let seq = self.sent_seq(event_id, "nack")?;
+                self.record_timing(seq, "nack");
                 let slot = self.window.get_mut(seq).expect("found above");
                 let attempt = slot.attempt;
                 if attempt >= limits.max_attempts {
@@ -611,6 +762,7 @@ impl Actor {
             }
             PluginMessage::Term { event_id, error } => {
                 let seq = self.sent_seq(event_id, "term")?;
+                self.record_timing(seq, "term");
                 let attempt = self.window.get_mut(seq).map_or(1, |s| s.attempt);
                 self.fail(seq, attempt, &error);
             }
@@ -652,9 +804,38 @@ impl Actor {
         }
     }
 
+    /// Writes the timing record of an answered delivery and counts its duration.
+    fn record_timing(&mut self, seq: i64, outcome: &str) {
+        let Some(slot) = self.window.get_mut(seq) else {
+            return;
+        };
+        let duration = slot.sent_at.elapsed();
+        let (event_id, attempt) = (slot.row.event_id, slot.attempt);
+        let delay_ms = slot
+            .row
+            .created_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_millis() as i64);
+        self.timings.record(duration);
+        tracing::info!(
+            target: "sgevents::timing",
+            plugin = %self.spec.name,
+            event_id,
+            attempt,
+            outcome,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            delay_ms,
+            "delivery"
+        );
+    }
+
     fn finish(&mut self, seq: i64) {
         if let Some(slot) = self.window.finish(seq) {
-            if self.attempts.remove(&seq).is_some_and(|a| a > 1) {
+            if slot.replay {
+                self.store.resolve_failed(&self.spec.name, slot.row.event_id);
+            } else if self.attempts.remove(&seq).is_some_and(|a| a > 1) {
                 self.store.clear_retry(&self.spec.name, seq);
             }
             tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, "finished");
@@ -667,6 +848,11 @@ impl Actor {
             let event_id = slot.row.event_id;
             self.store
                 .failed(&self.spec.name, seq, event_id, attempts, error);
+            self.alerts.send(Alert::EventFailed {
+                plugin: self.spec.name.clone(),
+                event_id,
+                error: error.to_owned(),
+            });
             tracing::error!(
                 plugin = %self.spec.name,
                 event_id,
@@ -699,6 +885,9 @@ impl Actor {
         let now = Instant::now();
         if let Some((deadline, event_id)) = self.window.next_deadline() {
             if deadline <= now {
+                if let Some(seq) = self.window.find(event_id).map(|s| s.row.seq) {
+                    self.record_timing(seq, "timeout");
+                }
                 return Err(End::Crashed(format!(
                     "did not answer event {event_id} in time (ack_timeout {}, or 15m in all); killed as hung",
                     humantime::format_duration(self.spec.limits.ack_timeout)
@@ -828,6 +1017,19 @@ impl Actor {
     }
 }
 
+/// Waits until the gate of an `after` plugin moves; never, without a gate or once the plugins
+/// it waits for are gone.
+async fn gate_moved(gate: &mut Option<watch::Receiver<i64>>) {
+    match gate {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Writes `slot`'s event to the plugin and marks it sent now.
 fn send_slot(stdin: &Stdin, limits: &PluginLimits, slot: &mut Slot) {
     let now = Instant::now();
@@ -843,6 +1045,7 @@ fn send_slot(stdin: &Stdin, limits: &PluginLimits, slot: &mut Slot) {
         deadline: now + limits.ack_timeout,
         cap: now + limits.progress_cap,
     };
+    slot.sent_at = now;
 }
 
 fn first_line(text: &str) -> &str {

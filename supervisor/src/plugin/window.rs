@@ -23,6 +23,11 @@ pub(crate) struct Slot {
     pub(crate) attempt: u32,
     /// Where it is.
     pub(crate) state: SlotState,
+    /// A failed event an operator asked for again: it sits behind the cursor, and finishing it
+    /// never moves the cursor.
+    pub(crate) replay: bool,
+    /// When it was last sent.
+    pub(crate) sent_at: Instant,
 }
 
 /// Where an unfinished event is.
@@ -109,6 +114,13 @@ impl Window {
         self.slots.insert(seq, slot);
     }
 
+    /// Takes a failed event sent again: it is at or behind the cursor, so the cursor and the
+    /// frontier stay where they are (and the cursor waits while it is unfinished).
+    pub(crate) fn replay(&mut self, slot: Slot) {
+        debug_assert!(slot.row.seq <= self.cursor, "a replayed event is behind the cursor");
+        self.slots.insert(slot.row.seq, slot);
+    }
+
     /// The slot of `event_id`, if it is unfinished.
     pub(crate) fn find(&mut self, event_id: i64) -> Option<&mut Slot> {
         self.slots.values_mut().find(|s| s.row.event_id == event_id)
@@ -189,6 +201,7 @@ mod tests {
             entity_type: None,
             project_id: None,
             is_transient: false,
+            created_at: None,
             body: "{}".into(),
         }
     }
@@ -202,7 +215,25 @@ mod tests {
                 deadline: at,
                 cap: at,
             },
+            replay: false,
+            sent_at: at,
         }
+    }
+
+    #[test]
+    fn a_replayed_event_holds_the_cursor_until_it_is_finished() {
+        let now = Instant::now();
+        let mut w = Window::new(10, 4);
+        let mut old = sent(5, now);
+        old.replay = true;
+        w.replay(old);
+        assert_eq!(w.frontier(), 10, "a replay is not taken from the journal");
+        w.sent(sent(11, now));
+        w.finish(11);
+        assert_eq!(w.cursor(), 10, "the cursor waits while the replay is unfinished");
+        let done = w.finish(5).expect("the replay was in flight");
+        assert!(done.replay);
+        assert_eq!(w.cursor(), 11, "then it moves on, never backwards");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod demo;
 mod failures;
+mod logs;
 mod shotgrid;
 
 use std::fs;

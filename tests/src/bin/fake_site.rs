@@ -1,6 +1,7 @@
 //! `sgevents-fake-site`: the fake ShotGrid site as a program, to run the daemon against by hand or
 //! from a bench. It serves the REST API v1 on loopback, grows its event log at a steady rate, leaves
-//! gaps that fill later (or never), and fails requests at chosen rates. Runs until interrupted.
+//! gaps that fill later (or never), and fails requests at chosen rates. It also serves api3's
+//! JSON-RPC to `shotgun_api3` clients over entities seeded from a file. Runs until interrupted.
 #![allow(
     clippy::print_stdout,
     reason = "the first line of stdout is the site's URL, for scripts to read"
@@ -14,7 +15,8 @@ use serde_json::Value;
 use sgevents_tests::fake_site::{FakeSite, Faults, SiteOptions};
 
 const HELP: &str = "\
-sgevents-fake-site: a fake ShotGrid site serving an event log over REST API v1, on 127.0.0.1
+sgevents-fake-site: a fake ShotGrid site serving an event log over REST API v1, and entities over
+api3's JSON-RPC (/api3/json, for shotgun_api3), on 127.0.0.1
 
 Usage: sgevents-fake-site [OPTIONS]
 
@@ -26,6 +28,9 @@ Options:
   --seed N                   seed of the generated events and random faults [default: 1]
   --first-id N               id of the first event [default: 1, or the first id in --events]
   --events FILE              load flat events from a JSON-lines file, visible at start
+  --entities FILE            load entities from a JSON-lines file, one object with its `type` a line
+  --script NAME=KEY          also allow this Script on api3 (repeatable)
+  --no-log-writes            api3 writes append no EventLogEntry rows [default: they do]
   --initial N                generated events visible at start [default: 0]
   --rate R                   generated events appended per second [default: 0]
   --gap-every N              hold every N-th appended event, as an open transaction [default: off]
@@ -48,6 +53,9 @@ struct Args {
     site: SiteOptions,
     first_id_given: bool,
     events: Option<String>,
+    entities: Option<String>,
+    scripts: Vec<(String, String)>,
+    log_writes: bool,
     initial: usize,
     rate: f64,
     gap_every: u64,
@@ -87,11 +95,22 @@ fn run(mut args: Args) -> Result<(), String> {
             args.site.first_id = id;
         }
     }
+    let entities = match &args.entities {
+        Some(path) => load_entities(path)?,
+        None => Vec::new(),
+    };
     let (name, key) = (args.site.script_name.clone(), args.site.script_key.clone());
     let port = args.site.port;
     let site = FakeSite::start(args.site)
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     site.append_events(events);
+    for (entity_type, fields) in entities {
+        site.insert_entity(&entity_type, fields);
+    }
+    for (name, key) in &args.scripts {
+        site.add_script(name, key);
+    }
+    site.set_log_writes(args.log_writes);
     site.append(args.initial);
     site.set_faults(args.faults);
     println!(
@@ -167,12 +186,37 @@ fn load_events(path: &str) -> Result<Vec<Value>, String> {
         .collect()
 }
 
+/// Entities as `(type, fields)`, from one JSON object a line, each with its `type`.
+fn load_entities(path: &str) -> Result<Vec<(String, Value)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            let hint = "hint: --entities takes one JSON object a line, such as \
+                        {\"type\": \"Task\", \"id\": 5, \"content\": \"Anim\"}";
+            let fields: Value = serde_json::from_str(line)
+                .map_err(|e| format!("`{path}` line {}: not JSON: {e}\n{hint}", n + 1))?;
+            match fields.get("type").and_then(Value::as_str) {
+                Some(entity_type) if fields.is_object() => Ok((entity_type.to_owned(), fields)),
+                _ => Err(format!(
+                    "`{path}` line {}: an entity needs a \"type\"\n{hint}",
+                    n + 1
+                )),
+            }
+        })
+        .collect()
+}
+
 /// The arguments, or `None` for `--help`.
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut args = Args {
         site: SiteOptions::default(),
         first_id_given: false,
         events: None,
+        entities: None,
+        scripts: Vec::new(),
+        log_writes: true,
         initial: 0,
         rate: 0.0,
         gap_every: 0,
@@ -187,6 +231,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(None);
+        }
+        if flag == "--no-log-writes" {
+            args.log_writes = false;
+            continue;
         }
         let (flag, inline) = match flag.split_once('=') {
             Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
@@ -209,6 +257,18 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                 args.first_id_given = true;
             }
             "--events" => args.events = Some(value()?),
+            "--entities" => args.entities = Some(value()?),
+            "--script" => {
+                let script = value()?;
+                match script.split_once('=') {
+                    Some((name, key)) if !name.is_empty() => {
+                        args.scripts.push((name.to_owned(), key.to_owned()));
+                    }
+                    _ => {
+                        return Err(format!("`--script` takes NAME=KEY, not `{script}`"));
+                    }
+                }
+            }
             "--initial" => args.initial = number(&flag, &value()?)?,
             "--rate" => args.rate = rate(&flag, &value()?, f64::MAX)?,
             "--gap-every" => args.gap_every = number(&flag, &value()?)?,

@@ -1,5 +1,5 @@
 //! The HTTP side of the fake site: the acceptor loop, routing, sign-in, token checks, faults and the
-//! error bodies of `shared/reference/shotgrid-wire.md` 4.5.
+//! error bodies of `shared/reference/shotgrid-wire.md` 4.5. api3's JSON-RPC is in `api3.rs`.
 
 use std::time::Instant;
 
@@ -150,6 +150,8 @@ fn route(shared: &Shared, request: &Incoming) -> Reply {
             }}),
         ),
         ("POST", "/api/v1/auth/access_token") => sign_in(shared, request),
+        // Faults are not injected here: they stand for what the daemon's REST polls meet.
+        ("POST", "/api3/json") => Reply::json(200, &super::api3::call(shared, &request.body)),
         (
             "POST",
             "/api/v1/entity/event_log_entries/_search" | "/api/v1/entity/EventLogEntry/_search",

@@ -21,8 +21,9 @@
 //!
 //! A full batch is followed at once by the next poll; otherwise the poller waits `fetch_interval`.
 //! Failures are retried with backoff (1 s doubling to 60 s, with jitter), or after the delay a 429
-//! asks for; each is a warning, and failing for longer than `alert_after` is an error. Plugins go
-//! on working through the journal meanwhile.
+//! asks for; each is a warning, and failing for longer than `alert_after` is an error and an email
+//! alert ([`Alert::SourceFailing`], once per outage). Plugins go on working through the journal
+//! meanwhile.
 
 pub(crate) mod client;
 pub(crate) mod gaps;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use self::client::{Client, ClientError};
 use self::gaps::{Gap, Gaps, MAX_RANGES_PER_POLL, given_up};
 use super::journal_row;
+use crate::alerts::{Alert, Alerts};
 use crate::config::{ShotgridSource, StartAt};
 use crate::store::{GapRow, SourcePosition, Store};
 
@@ -45,11 +47,13 @@ const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
 /// The longest a 429 may make the poller wait.
 const MAX_THROTTLE: Duration = Duration::from_secs(10 * 60);
 
-/// Polls the site into the journal until `cancel`.
+/// Polls the site into the journal until `cancel`; an outage longer than `alert_after` goes to
+/// `alerts`.
 pub(crate) async fn run(
     config: ShotgridSource,
     store: Store,
     cancel: CancellationToken,
+    alerts: Alerts,
 ) -> anyhow::Result<()> {
     let mut client = Client::new(&config).map_err(anyhow::Error::msg)?;
     let mut outage = Outage::default();
@@ -66,7 +70,7 @@ pub(crate) async fn run(
                 match start_point(&mut client, config.start_at).await {
                     Ok(high) => break high,
                     Err(e) => {
-                        let wait = outage.failed(&e, &config);
+                        let wait = outage.failed(&e, &config, &alerts);
                         if sleep_or_cancel(&cancel, wait).await {
                             return Ok(());
                         }
@@ -112,7 +116,7 @@ pub(crate) async fn run(
         let rows = match client.events_after(high, config.batch_size).await {
             Ok(rows) => rows,
             Err(e) => {
-                let wait = outage.failed(&e, &config);
+                let wait = outage.failed(&e, &config, &alerts);
                 position.last_error = Some(e.to_string());
                 store.save_source(position.clone());
                 if sleep_or_cancel(&cancel, wait).await {
@@ -270,8 +274,9 @@ struct Outage {
 }
 
 impl Outage {
-    /// Records a failure; returns how long to wait before the next try.
-    fn failed(&mut self, e: &ClientError, config: &ShotgridSource) -> Duration {
+    /// Records a failure; returns how long to wait before the next try. The first failure past
+    /// `alert_after` is logged as an error and sent to `alerts`.
+    fn failed(&mut self, e: &ClientError, config: &ShotgridSource, alerts: &Alerts) -> Duration {
         let since = *self.since.get_or_insert_with(Instant::now);
         self.failures += 1;
         let wait = match e {
@@ -303,6 +308,10 @@ impl Outage {
                 "the ShotGrid source has been failing for more than {}: {e}\nhint: {hint}; plugins go on with what is journaled",
                 humantime::format_duration(config.alert_after)
             );
+            alerts.send(Alert::SourceFailing {
+                since: since.elapsed(),
+                error: format!("cannot read the event log of {}: {e}; hint: {hint}", config.url),
+            });
         }
         wait
     }

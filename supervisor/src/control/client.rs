@@ -1,0 +1,234 @@
+//! The CLI's side of the control socket: sends one request to the running daemon, or, when it
+//! is not running and the request only changes the state database, makes the change directly.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::ops::{self, FailedRow, PluginRow};
+use super::{ControlError, Request, Response};
+use crate::lock::{LockError, StateLock};
+use crate::store;
+
+/// How long the CLI waits for an answer: a restart waits for the plugin's drain and stop.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Sends `request` to the daemon of `state_dir`, or applies it to the database directly when the
+/// daemon is not running and the request allows it.
+pub fn execute(state_dir: &Path, request: &Request) -> Result<Response, ControlError> {
+    let socket = super::server::socket_path(state_dir);
+    match UnixStream::connect(&socket) {
+        Ok(stream) => send(stream, request).map_err(|e| {
+            ControlError::Refused(format!(
+                "the daemon did not answer on `{}`: {e}\nhint: `sgevents status` shows whether it runs; check its log",
+                socket.display()
+            ))
+        }),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            if !request.works_offline() {
+                return Err(ControlError::NotRunning {
+                    socket: socket.display().to_string(),
+                });
+            }
+            offline(state_dir, request)
+        }
+        Err(e) => Err(ControlError::Refused(format!(
+            "cannot connect to the daemon's control socket `{}`: {e}\nhint: run this command as the daemon's user",
+            socket.display()
+        ))),
+    }
+}
+
+fn send(stream: UnixStream, request: &Request) -> std::io::Result<Response> {
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "the connection closed without an answer",
+        ));
+    }
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}
+
+/// Takes the state directory's lock (so that no daemon starts meanwhile) and applies `request`
+/// in one transaction.
+fn offline(state_dir: &Path, request: &Request) -> Result<Response, ControlError> {
+    let _lock = StateLock::acquire(state_dir).map_err(|e| match e {
+        LockError::Busy { pid, .. } => ControlError::Refused(format!(
+            "the daemon{} holds the state directory `{}` but does not answer on its control socket\nhint: it may be starting or stopping; try again in a moment",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            state_dir.display()
+        )),
+        other => ControlError::Refused(other.to_string()),
+    })?;
+    let mut conn = store::open_offline(state_dir)?;
+    let txn = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(store::StoreError::from)?;
+    let mut response = direct(&txn, request)?;
+    txn.commit().map_err(store::StoreError::from)?;
+    response.message.push_str(" (the daemon is not running: changed in the state database)");
+    Ok(response)
+}
+
+/// Applies a request that only changes the state database. Used by the CLI when the daemon is not
+/// running, and by the daemon for a plugin that is in the database but not configured.
+pub fn direct(conn: &Connection, request: &Request) -> Result<Response, ControlError> {
+    match request {
+        Request::PluginEnable { plugin } => Ok(match ops::enable(conn, plugin)? {
+            Some(reason) => Response::done(
+                format!("enabled plugin `{plugin}` (it was disabled: {reason}); it starts with the daemon"),
+                json!({"plugin": plugin, "action": "enabled", "was_disabled": reason}),
+            ),
+            None => Response::done(
+                format!("plugin `{plugin}` is not disabled"),
+                json!({"plugin": plugin, "action": "none"}),
+            ),
+        }),
+        Request::PluginDisable { plugin } => Ok(if ops::disable(conn, plugin)? {
+            Response::done(
+                format!("disabled plugin `{plugin}`; it keeps its position and stays disabled until `sgevents plugin enable {plugin}`"),
+                json!({"plugin": plugin, "action": "disabled"}),
+            )
+        } else {
+            Response::done(
+                format!("plugin `{plugin}` is already disabled"),
+                json!({"plugin": plugin, "action": "none"}),
+            )
+        }),
+        Request::PluginRewind {
+            plugin,
+            to,
+            dry_run,
+        } => {
+            let report = ops::rewind(conn, plugin, *to, *dry_run)?;
+            Ok(Response::done(
+                crate::plugin::keeper::describe_rewind(&report),
+                serde_json::to_value(&report).unwrap_or_default(),
+            ))
+        }
+        Request::FailedList { plugin } => failed_list(conn, plugin.as_deref()),
+        Request::FailedRetry { plugin, event } => {
+            let n = ops::failed_retry(conn, plugin, *event)?;
+            Ok(Response::done(
+                format!(
+                    "{n} failed event{} of plugin `{plugin}` will be delivered again when it runs",
+                    if n == 1 { "" } else { "s" }
+                ),
+                json!({"plugin": plugin, "action": "retry", "events": n}),
+            ))
+        }
+        Request::FailedDrop { plugin, event } => {
+            let n = ops::failed_drop(conn, plugin, *event)?;
+            Ok(Response::done(
+                format!(
+                    "dropped {n} failed event{} of plugin `{plugin}`",
+                    if n == 1 { "" } else { "s" }
+                ),
+                json!({"plugin": plugin, "action": "drop", "events": n}),
+            ))
+        }
+        Request::PluginList
+        | Request::PluginRestart { .. }
+        | Request::PluginStop { .. }
+        | Request::PluginStart { .. }
+        | Request::Reload => Err(ControlError::Refused(
+            "this request needs a running plugin".into(),
+        )),
+    }
+}
+
+/// `failed list` as a response.
+pub fn failed_list(conn: &Connection, plugin: Option<&str>) -> Result<Response, ControlError> {
+    let rows = ops::failed_list(conn, plugin)?;
+    let n = rows.len();
+    Ok(Response::done(
+        format!("{n} failed event{}", if n == 1 { "" } else { "s" }),
+        json!({"failed": rows}),
+    ))
+}
+
+/// The text the CLI prints for a successful response.
+pub fn render(request: &Request, response: &Response) -> String {
+    match request {
+        Request::PluginList => {
+            let rows: Vec<PluginRow> =
+                serde_json::from_value(response.data["plugins"].clone()).unwrap_or_default();
+            render_plugins(&rows, &response.data)
+        }
+        Request::FailedList { .. } => {
+            let rows: Vec<FailedRow> =
+                serde_json::from_value(response.data["failed"].clone()).unwrap_or_default();
+            render_failed(&rows)
+        }
+        _ => format!("{}\n", response.message),
+    }
+}
+
+fn render_plugins(rows: &[PluginRow], data: &serde_json::Value) -> String {
+    if rows.is_empty() {
+        return "no plugins\n".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<9} {:>8} {:>12} {:>8} {:>7} {:>8} {:>10}  {}\n",
+        "PLUGIN", "STATE", "PID", "LAST EVENT", "LAG", "FAILED", "RESTARTS", "P50 MS", "NOTE"
+    );
+    for r in rows {
+        let mut note = Vec::new();
+        if let Some(reason) = &r.disabled_reason {
+            note.push(reason.lines().next().unwrap_or_default().to_owned());
+        }
+        if let Some(extra) = data["notes"][&r.name].as_str() {
+            note.push(extra.to_owned());
+        }
+        out.push_str(&format!(
+            "{:<24} {:<9} {:>8} {:>12} {:>8} {:>7} {:>8} {:>10}  {}\n",
+            r.name,
+            r.state,
+            r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            r.last_event_id
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.lag,
+            r.failed,
+            r.restarts,
+            r.timings
+                .as_ref()
+                .and_then(|t| t["p50_ms"].as_f64())
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            note.join("; "),
+        ));
+    }
+    out
+}
+
+fn render_failed(rows: &[FailedRow]) -> String {
+    if rows.is_empty() {
+        return "no failed events\n".into();
+    }
+    let mut out = format!(
+        "{:<24} {:>12} {:>8} {:<24} {}\n",
+        "PLUGIN", "EVENT", "ATTEMPTS", "FAILED AT", "ERROR"
+    );
+    for r in rows {
+        let mut error = r.last_error.lines().next().unwrap_or_default().to_owned();
+        if r.retry_requested_at.is_some() {
+            error.push_str(" [retry requested]");
+        }
+        out.push_str(&format!(
+            "{:<24} {:>12} {:>8} {:<24} {}\n",
+            r.plugin, r.event_id, r.attempts, r.failed_at, error
+        ));
+    }
+    out
+}

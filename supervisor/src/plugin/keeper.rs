@@ -1,0 +1,431 @@
+//! The keeper of one plugin: the task that alone starts and stops that plugin's actor, and does
+//! what operators ask of it (restart, stop, start, enable, disable, rewind, failed retry or drop,
+//! a new configuration).
+//!
+//! Each plugin has its own keeper, and a keeper waits only for its own actor, so restarting one
+//! plugin never pauses another. Commands to one keeper are done one at a time, in order.
+//! Changes to the state database go through [`Store::control`], after everything the actor sent
+//! before, so an operator's change always wins over the cursor the stopped actor last reported.
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Actor, ActorReport, Links};
+use crate::alerts::Alerts;
+use crate::config::PluginSpec;
+use crate::control::{ControlError, Response, RewindTarget, ops};
+use crate::store::Store;
+
+/// What an operator (or the daemon) asks of one plugin.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Restart,
+    Stop,
+    Start,
+    Enable,
+    Disable,
+    Rewind { to: RewindTarget, dry_run: bool },
+    FailedRetry { event: Option<i64> },
+    FailedDrop { event: Option<i64> },
+    /// A new configuration, or a changed executable: restart if anything differs.
+    Update(Box<PluginSpec>),
+    /// Gone from the configuration: stop, keeping its state.
+    Remove,
+}
+
+/// What the rest of the daemon holds of a keeper.
+pub(crate) struct KeeperHandle {
+    tx: mpsc::UnboundedSender<(Command, oneshot::Sender<Response>)>,
+    /// What its actor reports, for `exit_when_idle`.
+    pub(crate) report: watch::Receiver<ActorReport>,
+    /// Its cursor in memory, for plugins that run `after` it.
+    pub(crate) progress: watch::Receiver<i64>,
+    /// Ends after `Remove` or the daemon's stop.
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl KeeperHandle {
+    /// Sends a command; the answer comes on the returned channel.
+    pub(crate) fn ask(&self, command: Command) -> oneshot::Receiver<Response> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, reply))) = self.tx.send((command, reply)) {
+            let _ = reply.send(Response::error("the plugin's keeper has stopped"));
+        }
+        answer
+    }
+}
+
+/// What every keeper shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) alerts: Alerts,
+    /// The daemon's graceful stop; every actor's own stop is a child of it.
+    pub(crate) cancel: CancellationToken,
+    pub(crate) hard: CancellationToken,
+}
+
+/// Starts the keeper of `spec`; `gate` is the lowest cursor of the plugins it runs `after`.
+pub(crate) fn spawn(
+    spec: PluginSpec,
+    shared: Shared,
+    gate: Option<watch::Receiver<i64>>,
+) -> KeeperHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (report_tx, report) = watch::channel(ActorReport::default());
+    let (progress_tx, progress) = watch::channel(0);
+    let (replay_tx, _) = watch::channel(0);
+    let keeper = Keeper {
+        spec,
+        shared,
+        gate,
+        report: report_tx,
+        progress: progress_tx,
+        replay: replay_tx,
+        run: None,
+        held: false,
+    };
+    let task = tokio::spawn(keeper.run(rx));
+    KeeperHandle {
+        tx,
+        report,
+        progress,
+        task,
+    }
+}
+
+struct Run {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Keeper {
+    spec: PluginSpec,
+    shared: Shared,
+    gate: Option<watch::Receiver<i64>>,
+    report: watch::Sender<ActorReport>,
+    progress: watch::Sender<i64>,
+    replay: watch::Sender<u64>,
+    run: Option<Run>,
+    /// Stopped by an operator (`plugin stop`) or disabled by one: no actor until told otherwise.
+    held: bool,
+}
+
+type Incoming = mpsc::UnboundedReceiver<(Command, oneshot::Sender<Response>)>;
+
+impl Keeper {
+    async fn run(mut self, mut rx: Incoming) {
+        self.start();
+        loop {
+            tokio::select! {
+                _ = self.shared.cancel.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    Some((Command::Remove, reply)) => {
+                        self.stop().await;
+                        let _ = reply.send(Response::done(
+                            format!("stopped plugin `{}`: it is no longer configured; its state is kept", self.spec.name),
+                            json!({"plugin": self.spec.name, "action": "removed"}),
+                        ));
+                        return;
+                    }
+                    Some((command, reply)) => {
+                        let response = self.handle(command).await;
+                        let _ = reply.send(response);
+                    }
+                    None => break,
+                },
+            }
+        }
+        // The daemon is stopping: the actor's token is a child of the daemon's, so it is
+        // stopping too; wait for it.
+        if let Some(run) = self.run.take() {
+            let _ = run.task.await;
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Starts an actor for the current spec.
+    fn start(&mut self) {
+        debug_assert!(self.run.is_none());
+        self.held = false;
+        let cancel = self.shared.cancel.child_token();
+        let links = Links {
+            store: self.shared.store.clone(),
+            alerts: self.shared.alerts.clone(),
+            report: self.report.clone(),
+            progress: self.progress.clone(),
+            gate: self.gate.clone(),
+            replay: self.replay.subscribe(),
+            cancel: cancel.clone(),
+            hard: self.shared.hard.clone(),
+        };
+        let actor = Actor::new(self.spec.clone(), links);
+        let task = tokio::spawn(actor.run());
+        self.run = Some(Run { cancel, task });
+    }
+
+    /// Stops the actor gracefully and waits for it; returns whether one was running.
+    async fn stop(&mut self) -> bool {
+        match self.run.take() {
+            Some(run) => {
+                run.cancel.cancel();
+                let _ = run.task.await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the actor and holds the plugin (no actor) until told otherwise; it counts as idle.
+    async fn hold(&mut self) -> bool {
+        let was = self.stop().await;
+        self.held = true;
+        self.report.send_replace(ActorReport {
+            caught_up_to: None,
+            disabled: true,
+        });
+        was
+    }
+
+    async fn db_state(&self) -> Result<String, ControlError> {
+        let name = self.spec.name.clone();
+        self.shared
+            .store
+            .control(move |conn| ops::plugin_state(conn, &name))
+            .await?
+    }
+
+    async fn handle(&mut self, command: Command) -> Response {
+        match self.try_handle(command).await {
+            Ok(r) => r,
+            Err(e) => Response::error(e.to_string()),
+        }
+    }
+
+    async fn try_handle(&mut self, command: Command) -> Result<Response, ControlError> {
+        let name = self.spec.name.clone();
+        let data = |action: &str| json!({"plugin": name, "action": action});
+        match command {
+            Command::Restart => {
+                self.refuse_if_disabled("restart").await?;
+                self.stop().await;
+                self.start();
+                Ok(Response::done(
+                    format!("restarted plugin `{name}`"),
+                    data("restarted"),
+                ))
+            }
+            Command::Stop => {
+                if self.held {
+                    return Ok(Response::done(
+                        format!("plugin `{name}` is already stopped"),
+                        data("none"),
+                    ));
+                }
+                self.hold().await;
+                Ok(Response::done(
+                    format!(
+                        "stopped plugin `{name}`; it stays stopped until `sgevents plugin start {name}` or the daemon's next start"
+                    ),
+                    data("stopped"),
+                ))
+            }
+            Command::Start => {
+                if self.run.is_some() {
+                    return Ok(Response::done(
+                        format!("plugin `{name}` is already running"),
+                        data("none"),
+                    ));
+                }
+                self.refuse_if_disabled("start").await?;
+                self.start();
+                Ok(Response::done(
+                    format!("started plugin `{name}`"),
+                    data("started"),
+                ))
+            }
+            Command::Enable => {
+                if !self.spec.enabled {
+                    return Err(ControlError::Refused(format!(
+                        "plugin `{name}` is disabled in the configuration (`enabled = false`)\nhint: set `enabled = true` in `[plugin.{name}]`, then `sgevents reload`"
+                    )));
+                }
+                let store_name = name.clone();
+                let was = self
+                    .shared
+                    .store
+                    .control(move |conn| ops::enable(conn, &store_name))
+                    .await??;
+                match was {
+                    Some(reason) => {
+                        self.stop().await;
+                        self.start();
+                        Ok(Response::done(
+                            format!(
+                                "enabled plugin `{name}` (it was disabled: {reason}) and started it"
+                            ),
+                            json!({"plugin": name, "action": "enabled", "was_disabled": reason}),
+                        ))
+                    }
+                    None => Ok(Response::done(
+                        format!("plugin `{name}` is not disabled"),
+                        data("none"),
+                    )),
+                }
+            }
+            Command::Disable => {
+                self.hold().await;
+                let store_name = name.clone();
+                let changed = self
+                    .shared
+                    .store
+                    .control(move |conn| ops::disable(conn, &store_name))
+                    .await??;
+                Ok(if changed {
+                    Response::done(
+                        format!(
+                            "disabled plugin `{name}`; it keeps its position and stays disabled until `sgevents plugin enable {name}`"
+                        ),
+                        data("disabled"),
+                    )
+                } else {
+                    Response::done(
+                        format!("plugin `{name}` is already disabled"),
+                        data("none"),
+                    )
+                })
+            }
+            Command::Rewind { to, dry_run } => {
+                let was_running = !dry_run && self.stop().await;
+                let store_name = name.clone();
+                let result = self
+                    .shared
+                    .store
+                    .control(move |conn| ops::rewind(conn, &store_name, to, dry_run))
+                    .await;
+                if was_running {
+                    self.start();
+                }
+                let report = result??;
+                Ok(Response::done(
+                    describe_rewind(&report),
+                    serde_json::to_value(&report).unwrap_or_default(),
+                ))
+            }
+            Command::FailedRetry { event } => {
+                let store_name = name.clone();
+                let n = self
+                    .shared
+                    .store
+                    .control(move |conn| ops::failed_retry(conn, &store_name, event))
+                    .await??;
+                self.replay.send_modify(|v| *v += 1);
+                let when = if self.run.is_some() && !self.held {
+                    "now"
+                } else {
+                    "once it runs again"
+                };
+                Ok(Response::done(
+                    format!(
+                        "{n} failed event{} of plugin `{name}` will be delivered again {when}",
+                        plural(n)
+                    ),
+                    json!({"plugin": name, "action": "retry", "events": n}),
+                ))
+            }
+            Command::FailedDrop { event } => {
+                let store_name = name.clone();
+                let n = self
+                    .shared
+                    .store
+                    .control(move |conn| ops::failed_drop(conn, &store_name, event))
+                    .await??;
+                Ok(Response::done(
+                    format!("dropped {n} failed event{} of plugin `{name}`", plural(n)),
+                    json!({"plugin": name, "action": "drop", "events": n}),
+                ))
+            }
+            Command::Update(spec) => {
+                let changed = *spec != self.spec || spec.fingerprint() != self.spec.fingerprint();
+                if !changed {
+                    return Ok(Response::done(
+                        format!("plugin `{name}` is unchanged"),
+                        data("unchanged"),
+                    ));
+                }
+                self.spec = *spec;
+                if self.held {
+                    return Ok(Response::done(
+                        format!(
+                            "plugin `{name}` changed; it stays stopped as an operator asked (`sgevents plugin start {name}`)"
+                        ),
+                        data("updated"),
+                    ));
+                }
+                self.stop().await;
+                self.start();
+                Ok(Response::done(
+                    format!("plugin `{name}` changed; restarted it"),
+                    data("restarted"),
+                ))
+            }
+            Command::Remove => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Refuses `what` for a plugin disabled in the database, saying how to enable it.
+    async fn refuse_if_disabled(&mut self, what: &str) -> Result<(), ControlError> {
+        if !self.spec.enabled {
+            return Err(ControlError::Refused(format!(
+                "cannot {what} plugin `{}`: it is disabled in the configuration (`enabled = false`)\nhint: set `enabled = true` in `[plugin.{}]`, then `sgevents reload`",
+                self.name(),
+                self.name()
+            )));
+        }
+        if self.db_state().await? == "disabled" {
+            return Err(ControlError::Refused(format!(
+                "cannot {what} plugin `{}`: it is disabled\nhint: `sgevents plugin list` says why; `sgevents plugin enable {}` enables and starts it",
+                self.name(),
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One sentence saying what a rewind did or would do.
+pub(crate) fn describe_rewind(r: &ops::RewindReport) -> String {
+    let verb = if r.dry_run { "would move" } else { "moved" };
+    let next = match r.next_event_id {
+        Some(id) => format!("its next event is {id}"),
+        None => "it gets the next event the source journals".into(),
+    };
+    let what = if r.replayed > 0 {
+        format!(
+            "{} journaled event{} will be offered again",
+            r.replayed,
+            plural(r.replayed as usize)
+        )
+    } else if r.skipped > 0 {
+        format!(
+            "{} journaled event{} will be skipped",
+            r.skipped,
+            plural(r.skipped as usize)
+        )
+    } else {
+        "nothing is replayed or skipped".into()
+    };
+    format!(
+        "{verb} plugin `{}` from seq {} to seq {}: {what}; {next}",
+        r.plugin, r.from_cursor, r.to_cursor
+    )
+}
