@@ -5,7 +5,7 @@
 //! Keys (all optional): `record` (a file to append `event_id attempt` lines to, one per delivery),
 //! `subscriptions` (subscription objects; default every event), `max_in_flight`, `slow_ms` (work
 //! per event), `pid_file` (written at start), `progress_every_ms` (with `slow_ms`: send `progress` this often), `env_dump` (a file to write the `SGEVENTS_*` variables
-//! and `STUDIO_ROOT` to at `hello`), and per-event behaviours keyed by event id:
+//! and `STUDIO_ROOT` to at `hello`), and per-event behaviours keyed by event id (one id, or a list):
 //! `crash_at` (exit 3), `hang_at` (stop answering, keep running), `garbage_at`, `oversize_at`
 //! (write a 17 MiB line), each with an optional `<behaviour>_times` (only that many times in all,
 //! counted in `<record>.<behaviour>` across restarts); `nack_at` (with `nack_times`: nack until
@@ -85,7 +85,12 @@ fn main() {
             }
             DaemonMessage::Event(delivery) => {
                 let id = delivery.event_id;
-                let is = |key: &str| config.get(key).and_then(Value::as_i64) == Some(id);
+                // `key = 7` or `key = [7, 9]`.
+                let is = |key: &str| match config.get(key) {
+                    Some(Value::Array(ids)) => ids.iter().any(|v| v.as_i64() == Some(id)),
+                    Some(v) => v.as_i64() == Some(id),
+                    None => false,
+                };
                 if let Some(path) = config.get("record").and_then(Value::as_str) {
                     let mut f = OpenOptions::new()
                         .create(true)

@@ -1976,5 +1976,6 @@ mod tests {
             "the refused alert was mailed later, with the next: {text}"
         );
         assert_eq!(ids.first(), Some(&1), "the refused alert comes first");
+        assert_eq!(smtp.refused(), 1, "the first try was refused");
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub mod lock;
 pub mod logging;
+pub mod migrate;
 pub mod notify;
 pub(crate) mod plugin;
 pub(crate) mod source;

@@ -70,6 +70,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a shotgunEvents configuration (and, with --id-file, its state) for sgevents
+    Migrate {
+        /// The shotgunEvents configuration (shotgunEventDaemon.conf)
+        #[arg(long, value_name = "PATH")]
+        conf: PathBuf,
+        /// shotgunEvents' id file (its `eventIdFile`): each plugin resumes where it stopped
+        #[arg(long, value_name = "PATH")]
+        id_file: Option<PathBuf>,
+        /// Where to write the sgevents configuration
+        #[arg(long, value_name = "PATH", default_value = "sgevents.toml")]
+        out: PathBuf,
+        /// The state directory [default: var, next to --out]
+        #[arg(long, value_name = "PATH")]
+        state_dir: Option<PathBuf>,
+        /// Replace --out, and write into a state database that already has events or plugins
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -198,11 +216,36 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `migrate` writes the configuration: it must not need one.
+    if let Command::Migrate {
+        conf,
+        id_file,
+        out,
+        state_dir,
+        force,
+    } = cli.command
+    {
+        let report = sgevents::migrate::run(&sgevents::migrate::Options {
+            conf,
+            id_file,
+            out,
+            state_dir,
+            force,
+        })?;
+        write_stdout(&report.render())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let file = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     // `status` and the control commands only need the state directory: they must work in a shell
     // without the daemon's keys.
     if let Some((request, json)) = control_request(&cli.command) {
-        let config = config::load_without_secrets(&file)?;
+        let config = match config::load_without_secrets(&file) {
+            Ok(c) => c,
+            Err(e) if request == Request::Reload => anyhow::bail!(
+                "the configuration is invalid, so the daemon was not asked to reload; it keeps its running configuration\n{e}"
+            ),
+            Err(e) => return Err(e.into()),
+        };
         return control(&config.daemon.state_dir, &request, json);
     }
     let config = match cli.command {
@@ -242,6 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { .. } | Command::Failed { .. } | Command::Reload { .. } => {
             unreachable!("control commands return before the configuration is loaded in full")
         }
+        Command::Migrate { .. } => unreachable!("migrate returns before any configuration is read"),
     }
 }
 

@@ -520,6 +520,11 @@ mod tests {
         }
     }
 
+    /// The batch of `path` alone.
+    fn one(path: &Path) -> Vec<PathBuf> {
+        vec![path.to_path_buf()]
+    }
+
     /// Batches until one contains `path`.
     async fn until_seen(rx: &mut mpsc::Receiver<WatchEvent>, path: &Path) -> Vec<Vec<PathBuf>> {
         let mut seen = Vec::new();
@@ -551,7 +556,7 @@ mod tests {
         };
         let by_file = Targets {
             dirs: vec![],
-            files: vec![plugin.clone()],
+            files: one(&plugin),
         };
         (dir, plugin, [by_dir, by_file])
     }
@@ -562,7 +567,7 @@ mod tests {
         for t in &targets {
             let (_w, mut rx) = Watcher::start(t, DEBOUNCE).expect("watching");
             fs::write(&plugin, "#!/bin/sh\necho v2\n").expect("rewrite");
-            assert_eq!(batch(&mut rx).await, [plugin.clone()], "{t:?}");
+            assert_eq!(batch(&mut rx).await, one(&plugin), "{t:?}");
         }
     }
 
@@ -574,12 +579,12 @@ mod tests {
             let tmp = plugin.with_extension("tmp");
             executable(&tmp, "#!/bin/sh\necho v3\n");
             fs::rename(&tmp, &plugin).expect("rename over");
-            assert_eq!(batch(&mut rx).await, [plugin.clone()], "{t:?}");
+            assert_eq!(batch(&mut rx).await, one(&plugin), "{t:?}");
             // The watch survives the replaced inode: a second save is seen too.
             let tmp = plugin.parent().expect("folder").join(".plugin.XyZ123");
             executable(&tmp, "#!/bin/sh\necho v4\n");
             fs::rename(&tmp, &plugin).expect("rename over");
-            assert_eq!(batch(&mut rx).await, [plugin.clone()], "{t:?}");
+            assert_eq!(batch(&mut rx).await, one(&plugin), "{t:?}");
         }
     }
 
@@ -589,9 +594,9 @@ mod tests {
         for t in &targets {
             let (_w, mut rx) = Watcher::start(t, DEBOUNCE).expect("watching");
             fs::remove_file(&plugin).expect("remove");
-            assert_eq!(batch(&mut rx).await, [plugin.clone()], "removed: {t:?}");
+            assert_eq!(batch(&mut rx).await, one(&plugin), "removed: {t:?}");
             executable(&plugin, "#!/bin/sh\n");
-            assert_eq!(batch(&mut rx).await, [plugin.clone()], "created: {t:?}");
+            assert_eq!(batch(&mut rx).await, one(&plugin), "created: {t:?}");
         }
         let (_w, mut rx) = Watcher::start(&targets[0], DEBOUNCE).expect("watching");
         let other = plugin.with_file_name("another");
@@ -629,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_writes_is_one_batch() {
-        let (_dir, plugin, targets) = setup();
+        let (_dir, plugin, _) = setup();
         let sentinel = plugin.with_file_name("sentinel");
         let t = Targets {
             dirs: vec![],
@@ -645,7 +650,7 @@ mod tests {
                 .expect("open");
             writeln!(f, "# line {i}").expect("append");
         }
-        assert_eq!(batch(&mut rx).await, [plugin.clone()]);
+        assert_eq!(batch(&mut rx).await, one(&plugin));
         // Only after that batch: were the burst split, its rest would come before the sentinel.
         fs::write(&sentinel, "x").expect("sentinel");
         assert_eq!(batch(&mut rx).await, [sentinel]);

@@ -89,6 +89,7 @@ struct State {
     connections: usize,
     failed_logins: usize,
     fail_next: usize,
+    refused: usize,
     /// A handle on every connection, to shut it down when the server is dropped.
     open: Vec<TcpStream>,
 }
@@ -203,6 +204,11 @@ impl FakeSmtp {
     /// `AUTH` attempts refused so far.
     pub fn failed_logins(&self) -> usize {
         self.shared.lock().failed_logins
+    }
+
+    /// Messages refused on purpose (see [`FakeSmtp::fail_next`]) so far.
+    pub fn refused(&self) -> usize {
+        self.shared.lock().refused
     }
 
     /// Answers the `DATA` of the next `n` messages with `451` (try again later).
@@ -568,6 +574,7 @@ fn session(mut conn: Conn, shared: &Shared) -> io::Result<()> {
                 shared.update(|s| {
                     if s.fail_next > 0 {
                         s.fail_next -= 1;
+                        s.refused += 1;
                         fail = true;
                     }
                 });

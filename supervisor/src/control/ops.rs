@@ -194,11 +194,15 @@ pub fn rewind(
                 )
                 .optional()
                 .map_err(StoreError::from)?;
-            let oldest: Option<i64> = conn
-                .query_row("SELECT MIN(event_id) FROM events", [], |r| r.get(0))
+            let (oldest, first_seq): (Option<i64>, Option<i64>) = conn
+                .query_row("SELECT MIN(event_id), MIN(seq) FROM events", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(StoreError::from)?;
+            // Before the oldest journaled event is fine unless pruning removed what was there.
+            let pruned = first_seq.is_some_and(|s| s > 1);
             match (found, oldest) {
-                (Some((_, _)), Some(oldest)) if id < oldest => {
+                (Some((_, _)), Some(oldest)) if id < oldest && pruned => {
                     return Err(ControlError::NotJournaled {
                         event_id: id,
                         oldest: Some(oldest),
@@ -354,11 +358,15 @@ pub fn failed_drop(conn: &Connection, plugin: &str, event: Option<i64>) -> Resul
 }
 
 /// The failed events of `plugin` that an operator asked for again, with their journal rows, in
-/// journal order. Rows whose event left the journal are reported in the second list.
-pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<JournalRow>, Vec<i64>), StoreError> {
+/// journal order, each with the deliveries it had. Rows whose event left the journal are reported
+/// in the second list (and no longer marked for retry).
+pub fn replay_rows(
+    conn: &Connection,
+    plugin: &str,
+) -> Result<(Vec<(JournalRow, u32)>, Vec<i64>), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT f.seq, f.event_id, e.event_type, e.attribute_name, e.entity_type, e.project_id, \
-         e.is_transient, e.created_at, e.body \
+         e.is_transient, e.created_at, e.body, f.attempts \
          FROM failed_events f LEFT JOIN events e ON e.seq = f.seq \
          WHERE f.plugin = ?1 AND f.retry_requested_at IS NOT NULL ORDER BY f.seq",
     )?;
@@ -366,6 +374,7 @@ pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<JournalRow>, 
     let mut missing = Vec::new();
     let found = stmt.query_map(params![plugin], |r| {
         let body: Option<String> = r.get(8)?;
+        let attempts: u32 = r.get(9)?;
         Ok((
             r.get::<_, i64>(1)?,
             body.map(|body| -> rusqlite::Result<JournalRow> {
@@ -381,12 +390,13 @@ pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<JournalRow>, 
                     body,
                 })
             }),
+            attempts,
         ))
     })?;
     for row in found {
         match row? {
-            (_, Some(journal)) => rows.push(journal?),
-            (event_id, None) => missing.push(event_id),
+            (_, Some(journal), attempts) => rows.push((journal?, attempts)),
+            (event_id, None, _) => missing.push(event_id),
         }
     }
     if !missing.is_empty() {

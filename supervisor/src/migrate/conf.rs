@@ -137,7 +137,10 @@ pub(crate) fn parse(file: &Path, text: &str) -> Result<Ini, IniError> {
             } else if let Some(first) = ini.sections.iter().find(|s| s.name == name) {
                 return Err(error(
                     number,
-                    format!("section `[{name}]` appears twice (first on line {})", first.line),
+                    format!(
+                        "section `[{name}]` appears twice (first on line {})",
+                        first.line
+                    ),
                     "merge the two sections: shotgunEvents refused this file too",
                 ));
             } else {
@@ -181,7 +184,10 @@ pub(crate) fn parse(file: &Path, text: &str) -> Result<Ini, IniError> {
         if let Some(first) = entries.iter().find(|e| e.key == key) {
             return Err(error(
                 number,
-                format!("`{spelled}` is set twice in this section (first on line {})", first.line),
+                format!(
+                    "`{spelled}` is set twice in this section (first on line {})",
+                    first.line
+                ),
                 "keep one: shotgunEvents refused this file too",
             ));
         }
@@ -677,7 +683,10 @@ impl Converter<'_> {
                     .and_then(Path::parent)
                     .filter(|p| !p.as_os_str().is_empty())
                 {
-                    let dir = self.absolute("the folder of [daemon] logFile", &parent.display().to_string());
+                    let dir = self.absolute(
+                        "the folder of [daemon] logFile",
+                        &parent.display().to_string(),
+                    );
                     log_dir = Some((dir, format!("the folder of {}", Self::from(read))));
                 }
             }
@@ -740,8 +749,12 @@ impl Converter<'_> {
         }
         if let Some(read) = self.read("daemon", "eventidfile")? {
             let why = match &self.ctx.id_file {
-                Some(_) => "the state lives in <state_dir>/state.db; `sgevents migrate --id-file` imported the old state into it",
-                None => "the state lives in <state_dir>/state.db; `sgevents migrate --id-file` imports the old state into it",
+                Some(_) => {
+                    "the state lives in <state_dir>/state.db; `sgevents migrate --id-file` imported the old state into it"
+                }
+                None => {
+                    "the state lives in <state_dir>/state.db; `sgevents migrate --id-file` imports the old state into it"
+                }
             };
             self.drop_key(&mut t, &read, why);
             if let Some(v) = read.value.as_deref().filter(|v| !v.is_empty()) {
@@ -770,12 +783,18 @@ impl Converter<'_> {
 
     fn source(&mut self) -> Result<Table, IniError> {
         let mut t = Table::new("[source]");
-        t.key("kind", quote("shotgrid"), "the site's event log, polled over REST API v1");
+        t.key(
+            "kind",
+            quote("shotgrid"),
+            "the site's event log, polled over REST API v1",
+        );
         match self.read("shotgun", "server")? {
             Some(read) => match read.value.as_deref() {
                 Some("") => {
                     t.comment("url: [shotgun] server is empty in the old file");
-                    self.out.todo.push("[shotgun] server is empty: set `source.url` to the site's address".into());
+                    self.out.todo.push(
+                        "[shotgun] server is empty: set `source.url` to the site's address".into(),
+                    );
                 }
                 Some(url) => {
                     let url = url.trim_end_matches('/').to_owned();
@@ -789,7 +808,9 @@ impl Converter<'_> {
             },
             None => {
                 t.comment("url: [shotgun] server is missing from the old file");
-                self.out.todo.push("[shotgun] server is missing: set `source.url` to the site's address".into());
+                self.out.todo.push(
+                    "[shotgun] server is missing: set `source.url` to the site's address".into(),
+                );
             }
         }
         match self.read("shotgun", "name")? {
@@ -799,19 +820,27 @@ impl Converter<'_> {
                 }
                 Some(_) => {
                     t.comment("script_name: [shotgun] name is empty in the old file");
-                    self.out.todo.push("[shotgun] name is empty: set `source.script_name`".into());
+                    self.out
+                        .todo
+                        .push("[shotgun] name is empty: set `source.script_name`".into());
                 }
                 None => {
-                    t.comment(&format!("script_name: {} (not set when migrated)", read.origin));
+                    t.comment(&format!(
+                        "script_name: {} (not set when migrated)",
+                        read.origin
+                    ));
                     self.unset_note(&read, "source.script_name");
                 }
             },
             None => {
                 t.comment("script_name: [shotgun] name is missing from the old file");
-                self.out.todo.push("[shotgun] name is missing: set `source.script_name`".into());
+                self.out
+                    .todo
+                    .push("[shotgun] name is missing: set `source.script_name`".into());
             }
         }
-        let (var, comment) = self.secret_env("shotgun", "key", DEFAULT_KEY_ENV, "the script's key")?;
+        let (var, comment) =
+            self.secret_env("shotgun", "key", DEFAULT_KEY_ENV, "the script's key")?;
         t.key("script_key_env", quote(&var), &comment);
 
         let interval = match self.read("daemon", "fetch_interval")? {
@@ -822,14 +851,23 @@ impl Converter<'_> {
                         "`{}`: sgevents waits at least 1s between polls of a quiet site",
                         read.origin
                     ));
-                    ("1s".into(), format!("{}: {n}s is not allowed, 1s is the least", Self::from(&read)))
+                    (
+                        "1s".into(),
+                        format!(
+                            "{}: {n}s is not allowed, 1s is the least",
+                            Self::from(&read)
+                        ),
+                    )
                 }
                 None => {
                     self.out.todo.push(format!(
                         "`{}` is not a number of seconds; `source.fetch_interval` is \"5s\"",
                         read.origin
                     ));
-                    ("5s".into(), "[daemon] fetch_interval is not a number".into())
+                    (
+                        "5s".into(),
+                        "[daemon] fetch_interval is not a number".into(),
+                    )
                 }
             },
             None => ("5s".into(), "[daemon] fetch_interval was not set".into()),
@@ -853,7 +891,10 @@ impl Converter<'_> {
                     (500, "shotgunEvents' default".into())
                 }
             },
-            None => (500, "[daemon] max_event_batch_size was not set: shotgunEvents' default".into()),
+            None => (
+                500,
+                "[daemon] max_event_batch_size was not set: shotgunEvents' default".into(),
+            ),
         };
         t.key("batch_size", batch.0.to_string(), &batch.1);
         t.key(
@@ -891,7 +932,11 @@ impl Converter<'_> {
                 Some("") => {}
                 Some(path) => {
                     let path = self.absolute("[shotgun] ca_certs", path);
-                    t.key("ca_file", quote(&path.display().to_string()), &Self::from(&read));
+                    t.key(
+                        "ca_file",
+                        quote(&path.display().to_string()),
+                        &Self::from(&read),
+                    );
                 }
                 None => self.unset_note(&read, "source.ca_file"),
             }
@@ -957,7 +1002,9 @@ impl Converter<'_> {
                 ));
                 (
                     default.to_owned(),
-                    format!("[{section}] {spelled} held {what} itself (not copied): export it as ${default}"),
+                    format!(
+                        "[{section}] {spelled} held {what} itself (not copied): export it as ${default}"
+                    ),
                 )
             }
             SecretValue::Mixed => {
@@ -966,14 +1013,19 @@ impl Converter<'_> {
                 ));
                 (
                     default.to_owned(),
-                    format!("[{section}] {spelled} mixed text and variables (not copied): export ${default}"),
+                    format!(
+                        "[{section}] {spelled} mixed text and variables (not copied): export ${default}"
+                    ),
                 )
             }
             SecretValue::Empty => {
                 self.out.todo.push(format!(
                     "[{section}] {spelled} is empty: export {what} as ${default} in the daemon's environment"
                 ));
-                (default.to_owned(), format!("[{section}] {spelled} was empty"))
+                (
+                    default.to_owned(),
+                    format!("[{section}] {spelled} was empty"),
+                )
             }
         })
     }
@@ -992,11 +1044,15 @@ impl Converter<'_> {
                         .iter()
                         .map(|p| self.absolute("[plugins] paths entry", p))
                         .collect();
-                    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                    let shown: Vec<String> =
+                        paths.iter().map(|p| p.display().to_string()).collect();
                     t.key(
                         "legacy_paths",
                         quote_list(&shown),
-                        &format!("{}: every *.py there runs as a shotgunEvents plugin", Self::from(&read)),
+                        &format!(
+                            "{}: every *.py there runs as a shotgunEvents plugin",
+                            Self::from(&read)
+                        ),
                     );
                     for path in &paths {
                         if !path.is_dir() {
@@ -1010,7 +1066,10 @@ impl Converter<'_> {
                     self.out.legacy_paths_as_written = written;
                 }
                 None => {
-                    t.comment(&format!("legacy_paths: {} (not set when migrated)", read.origin));
+                    t.comment(&format!(
+                        "legacy_paths: {} (not set when migrated)",
+                        read.origin
+                    ));
                     self.unset_note(&read, "plugins.legacy_paths");
                 }
             },
@@ -1037,7 +1096,9 @@ impl Converter<'_> {
 
     fn alerts(&mut self) -> Result<Option<Table>, IniError> {
         if !self.ini.has_section("emails") {
-            self.out.info.push("the old file has no [emails] section: no [alerts] written".into());
+            self.out
+                .info
+                .push("the old file has no [emails] section: no [alerts] written".into());
             return Ok(None);
         }
         let server = self.read("emails", "server")?;
@@ -1060,22 +1121,34 @@ impl Converter<'_> {
         };
         let mut t = Table::new("[alerts]");
         if !enabled {
-            self.out.info.push("[emails] is not enabled: no [alerts] written".into());
-            let mut note = Table::new("# [alerts]: not written, [emails] was not enabled in the old file");
+            self.out
+                .info
+                .push("[emails] is not enabled: no [alerts] written".into());
+            let mut note =
+                Table::new("# [alerts]: not written, [emails] was not enabled in the old file");
             self.unknown_keys(&mut note, "emails");
             return Ok(Some(note));
         }
         match server {
             Some(read) if read.value.as_deref().is_some_and(|v| !v.is_empty()) => {
-                t.key("smtp_host", quote(read.value.as_deref().unwrap_or_default()), &Self::from(&read));
+                t.key(
+                    "smtp_host",
+                    quote(read.value.as_deref().unwrap_or_default()),
+                    &Self::from(&read),
+                );
             }
             Some(read) if read.value.is_none() => {
-                t.comment(&format!("smtp_host: {} (not set when migrated)", read.origin));
+                t.comment(&format!(
+                    "smtp_host: {} (not set when migrated)",
+                    read.origin
+                ));
                 self.unset_note(&read, "alerts.smtp_host");
             }
             _ => {
                 t.comment("smtp_host: [emails] server is empty in the old file");
-                self.out.todo.push("[emails] server is empty: set `alerts.smtp_host`".into());
+                self.out
+                    .todo
+                    .push("[emails] server is empty: set `alerts.smtp_host`".into());
             }
         }
         let port = match self.read("emails", "port")? {
@@ -1089,7 +1162,10 @@ impl Converter<'_> {
                     (25, "[emails] port is not a port number".into())
                 }
             },
-            None => (25, "[emails] port was not set: 25, as in shotgunEvents".into()),
+            None => (
+                25,
+                "[emails] port was not set: 25, as in shotgunEvents".into(),
+            ),
         };
         t.key("smtp_port", port.0.to_string(), &port.1);
         let use_tls = match self.read("emails", "usetls")? {
@@ -1110,30 +1186,73 @@ impl Converter<'_> {
             .get("emails", "username")
             .is_some_and(|e| !e.raw.is_empty());
         match use_tls {
-            Some((true, origin)) if has_user => t.key("tls", quote("starttls"), &format!("from {origin}")),
+            Some((true, origin)) if has_user => {
+                t.key("tls", quote("starttls"), &format!("from {origin}"))
+            }
             Some((true, origin)) => {
                 self.out.info.push(format!(
                     "`{origin}`, but shotgunEvents used STARTTLS only with a username, and there is none: `alerts.tls` is \"none\", as the old daemon behaved; set \"starttls\" if the server supports it"
                 ));
-                t.key("tls", quote("none"), &format!("from {origin} without a username: shotgunEvents sent in the clear"));
+                t.key(
+                    "tls",
+                    quote("none"),
+                    &format!("from {origin} without a username: shotgunEvents sent in the clear"),
+                );
+            }
+            // shotgunEvents logged in without encryption; sgevents never sends a password in the
+            // clear (its configuration refuses credentials with tls = "none").
+            _ if has_user => {
+                self.out.todo.push(
+                    "shotgunEvents logged in to the mail server unencrypted ([emails] useTLS off, with a username); sgevents never sends a password in the clear, so `alerts.tls` is \"starttls\": check that the server offers it (or use \"implicit\", usually on port 465)".into(),
+                );
+                t.key(
+                    "tls",
+                    quote("starttls"),
+                    "[emails] useTLS was off, with a login: see the report",
+                );
             }
             Some((false, origin)) => t.key("tls", quote("none"), &format!("from {origin}")),
-            None => t.key("tls", quote("none"), "[emails] useTLS was not set: no TLS, as in shotgunEvents"),
+            None => t.key(
+                "tls",
+                quote("none"),
+                "[emails] useTLS was not set: no TLS, as in shotgunEvents",
+            ),
         }
         if has_user {
-            let (var, comment) = self.secret_env("emails", "username", DEFAULT_SMTP_USER_ENV, "the SMTP user name")?;
+            let (var, comment) = self.secret_env(
+                "emails",
+                "username",
+                DEFAULT_SMTP_USER_ENV,
+                "the SMTP user name",
+            )?;
             t.key("username_env", quote(&var), &comment);
-            let (var, comment) = self.secret_env("emails", "password", DEFAULT_SMTP_PASSWORD_ENV, "the SMTP password")?;
+            let (var, comment) = self.secret_env(
+                "emails",
+                "password",
+                DEFAULT_SMTP_PASSWORD_ENV,
+                "the SMTP password",
+            )?;
             t.key("password_env", quote(&var), &comment);
-        } else if self.ini.get("emails", "password").is_some_and(|e| !e.raw.is_empty()) {
+        } else if self
+            .ini
+            .get("emails", "password")
+            .is_some_and(|e| !e.raw.is_empty())
+        {
             self.out.info.push("[emails] password is set without a username: shotgunEvents never used it, and it was not copied".into());
         }
         match self.read("emails", "from")? {
             Some(read) if read.value.as_deref().is_some_and(|v| !v.is_empty()) => {
-                t.key("from", quote(read.value.as_deref().unwrap_or_default()), &Self::from(&read));
+                t.key(
+                    "from",
+                    quote(read.value.as_deref().unwrap_or_default()),
+                    &Self::from(&read),
+                );
             }
             Some(read) if read.value.is_none() => self.unset_note(&read, "alerts.from"),
-            _ => self.out.todo.push("[emails] from is empty: set `alerts.from`".into()),
+            _ => self
+                .out
+                .todo
+                .push("[emails] from is empty: set `alerts.from`".into()),
         }
         match self.read("emails", "to")? {
             Some(read) if read.value.is_some() => {
@@ -1146,13 +1265,18 @@ impl Converter<'_> {
                     .filter(|s| !s.is_empty())
                     .collect();
                 if to.is_empty() {
-                    self.out.todo.push("[emails] to is empty: set `alerts.to`".into());
+                    self.out
+                        .todo
+                        .push("[emails] to is empty: set `alerts.to`".into());
                 } else {
                     t.key("to", quote_list(&to), &Self::from(&read));
                 }
             }
             Some(read) => self.unset_note(&read, "alerts.to"),
-            None => self.out.todo.push("[emails] to is missing: set `alerts.to`".into()),
+            None => self
+                .out
+                .todo
+                .push("[emails] to is missing: set `alerts.to`".into()),
         }
         match self.read("emails", "subject")? {
             Some(read) => match read.value.as_deref() {
@@ -1176,7 +1300,11 @@ impl Converter<'_> {
             let line = format!(
                 "[{}] ({}): not read by shotgunEvents itself (a fork's or a plugin's?); sgevents has no equivalent",
                 section.name,
-                if keys.is_empty() { "empty".to_owned() } else { keys.join(", ") }
+                if keys.is_empty() {
+                    "empty".to_owned()
+                } else {
+                    keys.join(", ")
+                }
             );
             self.out.dropped.push(line.clone());
             lines.push(format!("# not carried over: {}", one_line(&line)));
@@ -1235,42 +1363,75 @@ mod tests {
 
     #[test]
     fn sections_keys_delimiters_and_comments() {
-        let i = ini("# leading comment\n; another\n[daemon]\npidFile: /var/run/x.pid\n\
+        let i = ini(
+            "# leading comment\n; another\n[daemon]\npidFile: /var/run/x.pid\n\
                      LogMode = 1\n  fetch_interval=5\n# comment = not a key\n    ; indented comment\n\
-                     logFile = daemon # not a comment\nempty =\ncolon = a: b = c\n\n[shotgun]\nserver = https://s\n");
+                     logFile = daemon # not a comment\nempty =\ncolon = a: b = c\n\n[shotgun]\nserver = https://s\n",
+        );
         assert_eq!(i.sections().len(), 2);
         assert_eq!(value(&i, "daemon", "pidfile"), text("/var/run/x.pid"));
         assert_eq!(value(&i, "daemon", "PIDFILE"), text("/var/run/x.pid"));
-        assert_eq!(i.get("daemon", "logmode").map(|e| e.spelled.as_str()), Some("LogMode"));
-        assert_eq!(value(&i, "daemon", "fetch_interval"), text("5"));
-        assert_eq!(value(&i, "daemon", "logfile"), text("daemon # not a comment"));
+        assert_eq!(
+            i.get("daemon", "logmode").map(|e| e.spelled.as_str()),
+            Some("LogMode")
+        );
+        // More indented than the key before it: a continuation line, as configparser reads it.
+        assert_eq!(value(&i, "daemon", "logmode"), text("1\nfetch_interval=5"));
+        assert!(i.get("daemon", "fetch_interval").is_none());
+        assert_eq!(
+            value(&i, "daemon", "logfile"),
+            text("daemon # not a comment")
+        );
         assert_eq!(value(&i, "daemon", "empty"), vec![]);
         assert_eq!(value(&i, "daemon", "colon"), text("a: b = c"));
         assert!(i.get("daemon", "comment").is_none());
-        assert!(i.get("Daemon", "pidfile").is_none(), "section names are case-sensitive");
+        assert!(
+            i.get("Daemon", "pidfile").is_none(),
+            "section names are case-sensitive"
+        );
         assert_eq!(i.get("shotgun", "server").map(|e| e.line), Some(14));
     }
 
     #[test]
     fn continuation_lines_and_defaults() {
-        let i = ini("[DEFAULT]\nroot = /studio\n[plugins]\npaths = /a,\n    /b,\n\n  /c\n\n# c\nnext = 1\n\
-                     [daemon]\nlogPath = %(root)s/logs\n");
+        let i = ini(
+            "[DEFAULT]\nroot = /studio\n[plugins]\npaths = /a,\n    /b,\n\n  /c\n\n# c\nnext = 1\n\
+                     [daemon]\nlogPath = %(root)s/logs\n",
+        );
         assert_eq!(value(&i, "plugins", "paths"), text("/a,\n/b,\n\n/c"));
         assert_eq!(value(&i, "plugins", "next"), text("1"));
         assert_eq!(value(&i, "daemon", "logpath"), text("/studio/logs"));
-        assert_eq!(value(&i, "daemon", "root"), text("/studio"), "[DEFAULT] is inherited");
+        assert_eq!(
+            value(&i, "daemon", "root"),
+            text("/studio"),
+            "[DEFAULT] is inherited"
+        );
+        let i = ini("[a]\nx = 1\n\n   # a comment inside\n  cont\n");
+        assert_eq!(value(&i, "a", "x"), text("1\n\ncont"));
     }
 
     #[test]
     fn interpolation_keeps_environment_variables() {
-        let i = ini("[shotgun]\nserver = %(SG_ED_SITE_URL)s\nkey = %(SG_ED_API_KEY)s\nname = bot\n\
-                     alias = %(name)s-%(SUFFIX)s 100%%\nchain = %(key)s\nloop = %(loop)s\nbad = 5%\nbad2 = %(x)d\n");
-        assert_eq!(value(&i, "shotgun", "server"), vec![Piece::Env("SG_ED_SITE_URL".into())]);
+        let i = ini(
+            "[shotgun]\nserver = %(SG_ED_SITE_URL)s\nkey = %(SG_ED_API_KEY)s\nname = bot\n\
+                     alias = %(name)s-%(SUFFIX)s 100%%\nchain = %(key)s\nloop = %(loop)s\nbad = 5%\nbad2 = %(x)d\n",
+        );
+        assert_eq!(
+            value(&i, "shotgun", "server"),
+            vec![Piece::Env("SG_ED_SITE_URL".into())]
+        );
         assert_eq!(
             value(&i, "shotgun", "alias"),
-            vec![Piece::Text("bot-".into()), Piece::Env("SUFFIX".into()), Piece::Text(" 100%".into())]
+            vec![
+                Piece::Text("bot-".into()),
+                Piece::Env("SUFFIX".into()),
+                Piece::Text(" 100%".into())
+            ]
         );
-        assert_eq!(secret(&value(&i, "shotgun", "chain")), SecretValue::Env("SG_ED_API_KEY".into()));
+        assert_eq!(
+            secret(&value(&i, "shotgun", "chain")),
+            SecretValue::Env("SG_ED_API_KEY".into())
+        );
         assert_eq!(secret(&value(&i, "shotgun", "name")), SecretValue::Literal);
         assert_eq!(secret(&value(&i, "shotgun", "alias")), SecretValue::Mixed);
         for key in ["loop", "bad", "bad2"] {
@@ -1284,10 +1445,22 @@ mod tests {
     #[test]
     fn malformed_files_name_the_line() {
         for (text, want) in [
-            ("key = 1\n", "shotgunEventDaemon.conf:1: `key = 1` comes before any `[section]`"),
-            ("[a]\njust words\n", "shotgunEventDaemon.conf:2: `just words` is not `key = value`"),
-            ("[a]\nx = 1\n[a]\n", "shotgunEventDaemon.conf:3: section `[a]` appears twice (first on line 1)"),
-            ("[a]\nx = 1\nX: 2\n", "shotgunEventDaemon.conf:3: `X` is set twice in this section (first on line 2)"),
+            (
+                "key = 1\n",
+                "shotgunEventDaemon.conf:1: `key = 1` comes before any `[section]`",
+            ),
+            (
+                "[a]\njust words\n",
+                "shotgunEventDaemon.conf:2: `just words` is not `key = value`",
+            ),
+            (
+                "[a]\nx = 1\n[a]\n",
+                "shotgunEventDaemon.conf:3: section `[a]` appears twice (first on line 1)",
+            ),
+            (
+                "[a]\nx = 1\nX: 2\n",
+                "shotgunEventDaemon.conf:3: `X` is set twice in this section (first on line 2)",
+            ),
             ("[a]\n= 1\n", "`= 1` has no key"),
         ] {
             let err = parse(Path::new("shotgunEventDaemon.conf"), text)
@@ -1299,8 +1472,10 @@ mod tests {
     }
 
     fn convert_with(text: &str, env: &[(&str, &str)]) -> Converted {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |name: &str| {
             env.iter()
                 .find(|(k, _)| k == name)
@@ -1365,23 +1540,53 @@ mod tests {
                 "missing `{line}` in:\n{t}"
             );
         }
-        assert!(!t.contains("hunter2"), "a literal password is never copied:\n{t}");
-        assert!(!t.contains("secret?") && !t.contains("sentry/1"), "unknown values are not shown:\n{t}");
+        assert!(
+            !t.contains("hunter2"),
+            "a literal password is never copied:\n{t}"
+        );
+        assert!(
+            !t.contains("secret?") && !t.contains("sentry/1"),
+            "unknown values are not shown:\n{t}"
+        );
         assert!(t.contains("# not carried over: [daemon] pidFile = /var/log/sged/sged.pid: sgevents writes no pid file"));
-        assert!(t.contains("# not carried over: [emails] custom_thing: not a shotgunEvents setting"));
+        assert!(
+            t.contains("# not carried over: [emails] custom_thing: not a shotgunEvents setting")
+        );
         assert!(t.contains("# not carried over: [sentry] (sentry_dsn)"));
         assert!(t.contains("($SG_ED_SITE_URL when migrated)"));
         let toml: toml::Table = toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
         assert_eq!(toml["source"]["batch_size"].as_integer(), Some(250));
-        assert_eq!(c.site_url.as_deref(), Some("https://studio.shotgrid.autodesk.com"));
-        assert_eq!(c.legacy_paths_as_written, ["/opt/sg/plugins", "relative/plugins"]);
-        assert_eq!(c.event_id_file.as_deref(), Some(Path::new("/var/log/sged/sged.id")));
+        assert_eq!(
+            c.site_url.as_deref(),
+            Some("https://studio.shotgrid.autodesk.com")
+        );
+        assert_eq!(
+            c.legacy_paths_as_written,
+            ["/opt/sg/plugins", "relative/plugins"]
+        );
+        assert_eq!(
+            c.event_id_file.as_deref(),
+            Some(Path::new("/var/log/sged/sged.id"))
+        );
         let dropped = c.dropped.join("\n");
-        for key in ["pidFile", "eventIdFile", "logFile", "conn_retry_sleep", "max_conn_retries", "custom_thing", "[sentry]"] {
+        for key in [
+            "pidFile",
+            "eventIdFile",
+            "logFile",
+            "conn_retry_sleep",
+            "max_conn_retries",
+            "custom_thing",
+            "[sentry]",
+        ] {
             assert!(dropped.contains(key), "{key} in:\n{dropped}");
         }
         let todo = c.todo.join("\n");
-        assert!(todo.contains("password itself, which was not copied: export it as $SGEVENTS_SMTP_PASSWORD"), "{todo}");
+        assert!(
+            todo.contains(
+                "password itself, which was not copied: export it as $SGEVENTS_SMTP_PASSWORD"
+            ),
+            "{todo}"
+        );
         assert!(todo.contains("--id-file /var/log/sged/sged.id"), "{todo}");
         assert!(!todo.contains("hunter2"));
     }
@@ -1395,9 +1600,18 @@ mod tests {
             &[],
         );
         let t = &c.toml;
-        assert!(!t.contains("0123abcd"), "a literal key is never copied:\n{t}");
-        assert!(!t.contains("me:pw"), "proxy credentials are not copied:\n{t}");
-        assert!(t.contains("script_key_env = \"SGEVENTS_SCRIPT_KEY\""), "{t}");
+        assert!(
+            !t.contains("0123abcd"),
+            "a literal key is never copied:\n{t}"
+        );
+        assert!(
+            !t.contains("me:pw"),
+            "proxy credentials are not copied:\n{t}"
+        );
+        assert!(
+            t.contains("script_key_env = \"SGEVENTS_SCRIPT_KEY\""),
+            "{t}"
+        );
         assert!(t.contains("log_level = \"error\""), "{t}");
         assert!(t.contains("log_dir = \"/var/log/sg\""), "{t}");
         assert!(t.contains("log_per_plugin = false"), "{t}");
@@ -1406,20 +1620,74 @@ mod tests {
         assert!(t.contains("batch_size = 5000"), "{t}");
         assert!(t.contains("proxy = \"http://proxy:8080\""), "{t}");
         assert!(t.contains("use_session_uuid = false"), "{t}");
-        assert!(!t.lines().any(|l| l.starts_with("url =")), "an unresolved url is not written:\n{t}");
+        assert!(
+            !t.lines().any(|l| l.starts_with("url =")),
+            "an unresolved url is not written:\n{t}"
+        );
         assert!(!t.lines().any(|l| l.starts_with("[alerts]")), "{t}");
         assert!(c.site_url.is_none());
         let todo = c.todo.join("\n");
         assert!(todo.contains("export it as $SGEVENTS_SCRIPT_KEY"), "{todo}");
-        assert!(todo.contains("`source.url` is not written: `[shotgun] server = %(SITE)s` reads $SITE"), "{todo}");
-        assert!(todo.contains("proxy_server has a user and password"), "{todo}");
+        assert!(
+            todo.contains("`source.url` is not written: `[shotgun] server = %(SITE)s` reads $SITE"),
+            "{todo}"
+        );
+        assert!(
+            todo.contains("proxy_server has a user and password"),
+            "{todo}"
+        );
         toml::from_str::<toml::Table>(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+    }
+
+    #[test]
+    fn mail_settings() {
+        let base = "[daemon]\n[shotgun]\nserver = https://s\nname = n\nkey = %(K)s\n[plugins]\npaths = /p\n";
+        // A login without TLS: sgevents uses STARTTLS rather than send the password in the clear.
+        let c = convert_with(
+            &format!(
+                "{base}[emails]\nenabled = on\nserver = smtp\nusername = bob\npassword = %(PW)s\nfrom = a@b\nto = c@d\n"
+            ),
+            &[],
+        );
+        assert!(c.toml.contains("tls = \"starttls\""), "{}", c.toml);
+        assert!(
+            c.toml.contains("username_env = \"SGEVENTS_SMTP_USERNAME\""),
+            "{}",
+            c.toml
+        );
+        assert!(c.toml.contains("password_env = \"PW\""), "{}", c.toml);
+        assert!(c.toml.contains("smtp_port = 25"), "{}", c.toml);
+        assert!(
+            c.todo
+                .join("\n")
+                .contains("never sends a password in the clear"),
+            "{:?}",
+            c.todo
+        );
+        // TLS asked for without a login: shotgunEvents never used it.
+        let c = convert_with(
+            &format!(
+                "{base}[emails]\nenabled = on\nserver = smtp\nuseTLS = True\nfrom = a@b\nto = c@d\n"
+            ),
+            &[],
+        );
+        assert!(c.toml.contains("tls = \"none\""), "{}", c.toml);
+        assert!(!c.toml.contains("username_env"), "{}", c.toml);
+        // No `enabled` (older versions): mail is on when a server is set.
+        let c = convert_with(
+            &format!("{base}[emails]\nserver = smtp\nfrom = a@b\nto = c@d\n"),
+            &[],
+        );
+        assert!(c.toml.contains("\n[alerts]\n"), "{}", c.toml);
+        let c = convert_with(&format!("{base}[emails]\nserver =\nfrom =\nto =\n"), &[]);
+        assert!(!c.toml.contains("\n[alerts]\n"), "{}", c.toml);
     }
 
     #[test]
     fn quoting() {
         assert_eq!(quote("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-        let v: toml::Table = toml::from_str(&format!("k = {}", quote("a\"b\\c\nd\u{1}é"))).expect("toml");
+        let v: toml::Table =
+            toml::from_str(&format!("k = {}", quote("a\"b\\c\nd\u{1}é"))).expect("toml");
         assert_eq!(v["k"].as_str(), Some("a\"b\\c\nd\u{1}é"));
     }
 }

@@ -143,6 +143,11 @@ impl Value {
 
 /// Reads one pickled value from `data`, refusing anything outside the id file's layout.
 pub(crate) fn load(data: &[u8]) -> Result<Value, PickleError> {
+    load_within(data, MAX_VALUES)
+}
+
+/// [`load`], with at most `budget` values in the result (shared values count each time).
+fn load_within(data: &[u8], mut budget: usize) -> Result<Value, PickleError> {
     if data.len() > MAX_INPUT {
         return Err(PickleError::TooLarge {
             problem: format!(
@@ -162,7 +167,6 @@ pub(crate) fn load(data: &[u8]) -> Result<Value, PickleError> {
         entries: 0,
     };
     let top = machine.run()?;
-    let mut budget = MAX_VALUES;
     machine.export(&top, 0, &mut budget)
 }
 
@@ -481,9 +485,8 @@ impl Machine<'_> {
             (Global::DateTime, _) => Err(self.invalid(
                 "`datetime.datetime` is called with arguments other than its pickled state",
             )),
-            (Global::CodecsEncode, _) => Err(self.invalid(
-                "`_codecs.encode` is used other than to spell a byte string in Latin-1",
-            )),
+            (Global::CodecsEncode, _) => Err(self
+                .invalid("`_codecs.encode` is used other than to spell a byte string in Latin-1")),
         }
     }
 
@@ -668,14 +671,21 @@ impl Machine<'_> {
                 b'X' | 0x8c | 0x8d => {
                     let (n, name) = match op {
                         b'X' => (u64::from(self.u32("BINUNICODE")?), "BINUNICODE"),
-                        0x8c => (u64::from(self.byte("SHORT_BINUNICODE")?), "SHORT_BINUNICODE"),
+                        0x8c => (
+                            u64::from(self.byte("SHORT_BINUNICODE")?),
+                            "SHORT_BINUNICODE",
+                        ),
                         _ => (self.u64("BINUNICODE8")?, "BINUNICODE8"),
                     };
                     let n = self.length(n, name)?;
+                    let offset = self.op_at;
                     let bytes = self.take(n, name)?;
-                    let text = std::str::from_utf8(bytes)
-                        .map_err(|_| self.invalid(format!("{name} that is not UTF-8")))?;
-                    let text: Rc<str> = text.into();
+                    let text: Rc<str> = std::str::from_utf8(bytes)
+                        .map_err(|_| PickleError::Invalid {
+                            problem: format!("{name} that is not UTF-8"),
+                            offset,
+                        })?
+                        .into();
                     self.push(Obj::Str(text))?;
                 }
                 // Byte strings (Python 3 bytes; Python 2 str).
@@ -766,7 +776,9 @@ impl Machine<'_> {
                     let name = self.pop("STACK_GLOBAL")?;
                     let module = self.pop("STACK_GLOBAL")?;
                     let (Obj::Str(module), Obj::Str(name)) = (module, name) else {
-                        return Err(self.invalid("STACK_GLOBAL whose module and name are not strings"));
+                        return Err(
+                            self.invalid("STACK_GLOBAL whose module and name are not strings")
+                        );
                     };
                     let g = self.global(&module, &name, "STACK_GLOBAL")?;
                     self.push(g)?;
@@ -840,9 +852,7 @@ impl Machine<'_> {
         }
         if *budget == 0 {
             return Err(PickleError::TooLarge {
-                problem: format!(
-                    "more than {MAX_VALUES} values once shared ones are counted each time"
-                ),
+                problem: "too many values once shared ones are counted each time".into(),
             });
         }
         *budget -= 1;
@@ -881,7 +891,9 @@ impl Machine<'_> {
 }
 
 fn latin1(text: &str) -> Option<Vec<u8>> {
-    text.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect()
 }
 
 /// Decodes Python's `raw-unicode-escape`: bytes are Latin-1 characters, except `\uXXXX` and
@@ -1121,7 +1133,9 @@ mod tests {
         );
         let err = refused(&evil);
         assert!(
-            err.starts_with("a pickle file can run code; this one asks for `posix.system` (STACK_GLOBAL)"),
+            err.starts_with(
+                "a pickle file can run code; this one asks for `posix.system` (STACK_GLOBAL)"
+            ),
             "{err}"
         );
         assert!(err.ends_with("; refusing"), "{err}");
@@ -1143,7 +1157,10 @@ mod tests {
         let err = refused(b"(c__main__\nEvil\no.");
         assert!(err.contains("`__main__.Evil` (GLOBAL)"), "{err}");
         let err = refused(b"NN\x93.");
-        assert!(err.contains("STACK_GLOBAL whose module and name are not strings"), "{err}");
+        assert!(
+            err.contains("STACK_GLOBAL whose module and name are not strings"),
+            "{err}"
+        );
         let err = refused(b"\x80\x02(o.");
         assert!(err.contains("OBJ"), "{err}");
         let plain_object = python(
@@ -1170,6 +1187,11 @@ mod tests {
         let err = refused(b"c_codecs\nencode\n(Vx\nVrot13\ntR.");
         assert!(err.contains("other than to spell a byte string"), "{err}");
         let err = refused(b"cdatetime\ndatetime\n(I2026\nI1\nI2\ntR.");
+        assert!(
+            err.contains("with arguments other than its pickled state"),
+            "{err}"
+        );
+        let err = refused(b"cdatetime\ndatetime\n(I2026\ntR.");
         assert!(err.contains("only its 10-byte pickled state"), "{err}");
     }
 
@@ -1185,7 +1207,10 @@ mod tests {
             assert!(err.contains(what), "{expr}: {err}");
             assert!(err.contains("an id file never holds"), "{err}");
         }
-        let err = refused(&pickled("datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)", 4));
+        let err = refused(&pickled(
+            "datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)",
+            4,
+        ));
         assert!(err.contains("`datetime.timezone`"), "{err}");
 
         let err = refused(b"\x80\x02\xff.");
@@ -1235,7 +1260,18 @@ mod tests {
         let mut bomb = b"\x80\x02}q\x00".to_vec();
         for level in 1..=40u8 {
             bomb.extend_from_slice(&[b'}', b'q', level]);
-            bomb.extend_from_slice(&[b'(', b'K', 1, b'h', level - 1, b'K', 2, b'h', level - 1, b'u']);
+            bomb.extend_from_slice(&[
+                b'(',
+                b'K',
+                1,
+                b'h',
+                level - 1,
+                b'K',
+                2,
+                b'h',
+                level - 1,
+                b'u',
+            ]);
         }
         bomb.push(b'.');
         let err = refused(&bomb);
@@ -1243,7 +1279,34 @@ mod tests {
             err.contains("nested deeper") || err.contains("values once shared"),
             "{err}"
         );
-        // A million marks do not exhaust memory silently; they are an error at the end.
+        // The same, shallow enough: the size limit stops it.
+        let mut bomb = b"\x80\x02}q\x00".to_vec();
+        for level in 1..=20u8 {
+            bomb.extend_from_slice(&[b'}', b'q', level]);
+            bomb.extend_from_slice(&[
+                b'(',
+                b'K',
+                1,
+                b'h',
+                level - 1,
+                b'K',
+                2,
+                b'h',
+                level - 1,
+                b'u',
+            ]);
+        }
+        bomb.push(b'.');
+        let err = load_within(&bomb, 100_000)
+            .expect_err("too many")
+            .to_string();
+        assert!(
+            err.contains("too many values once shared ones are counted"),
+            "{err}"
+        );
+        let small = [&bomb[..bomb.len() - 1 - 10 * 13], b"."].concat();
+        assert!(load_within(&small, 100_000).is_ok(), "10 levels fit");
+        // Marks without values are an error at the end, not a crash.
         let mut marks = vec![b'('; 100_000];
         marks.push(b'.');
         assert!(refused(&marks).contains("finds the stack empty"));

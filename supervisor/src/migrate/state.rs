@@ -48,7 +48,9 @@ pub(crate) enum StateError {
     },
     #[error("the id file `{}` holds no event id for any plugin found in `legacy_paths` ({found})\nhint: check [plugins] paths in the old configuration; without state sgevents starts at the newest event: run `sgevents migrate` without `--id-file` for that. Nothing was written", .path.display())]
     NothingToResume { path: PathBuf, found: String },
-    #[error("{0}\nhint: stop the daemon first (`systemctl stop sgevents`, or Ctrl-C), then migrate; nothing was written")]
+    #[error(
+        "{0}\nhint: stop the daemon first (`systemctl stop sgevents`, or Ctrl-C), then migrate; nothing was written"
+    )]
     DaemonRunning(LockError),
     #[error("{0}")]
     Lock(LockError),
@@ -203,10 +205,7 @@ fn layout(path: &Path, value: &Value) -> Result<Vec<Saved>, StateError> {
                 other => {
                     return Err(fail(
                         at(),
-                        format!(
-                            "expected (last event id, backlog), found {}",
-                            other.kind()
-                        ),
+                        format!("expected (last event id, backlog), found {}", other.kind()),
                     ));
                 }
             };
@@ -353,21 +352,30 @@ pub(crate) fn plan(
                     .filter(|s| configured.contains(&s.collection) && s.last_event_id.is_some())
                     .collect();
                 let pool: Vec<&Saved> = if current.is_empty() {
-                    entries.iter().copied().filter(|s| s.last_event_id.is_some()).collect()
+                    entries
+                        .iter()
+                        .copied()
+                        .filter(|s| s.last_event_id.is_some())
+                        .collect()
                 } else {
                     current
                 };
                 let best = pool.iter().filter_map(|s| s.last_event_id).max();
                 match best {
                     Some(last) => {
-                        let winners: Vec<&&Saved> =
-                            pool.iter().filter(|s| s.last_event_id == Some(last)).collect();
+                        let winners: Vec<&&Saved> = pool
+                            .iter()
+                            .filter(|s| s.last_event_id == Some(last))
+                            .collect();
                         let backlog: BTreeSet<i64> = winners
                             .iter()
                             .flat_map(|s| s.backlog.iter().copied())
                             .filter(|&id| id < last)
                             .collect();
-                        for other in entries.iter().filter(|s| !winners.iter().any(|w| std::ptr::eq(**w, *s))) {
+                        for other in entries
+                            .iter()
+                            .filter(|s| !winners.iter().any(|w| std::ptr::eq(**w, **s)))
+                        {
                             skipped.push(format!(
                                 "`{name}` in `{}` (last event {}): `{name}` has a position in another folder too; the one in `{}` was used",
                                 other.collection,
@@ -532,7 +540,8 @@ pub(crate) fn write(
         let mut first_needed = tx.prepare(
             "SELECT MIN(seq) FROM events WHERE event_id > ?1 OR event_id IN (SELECT value FROM json_each(?2))",
         )?;
-        let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let head: i64 =
+            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let mut plugin = tx.prepare(&format!(
             "INSERT INTO plugins (name, state, cursor, last_event_id, restarts, created_at, updated_at) \
              VALUES (?1, 'stopped', ?2, ?3, 0, {NOW}, {NOW}) \
@@ -639,23 +648,40 @@ mod tests {
                 "protocol {protocol}"
             );
         }
-        assert_eq!(parse_id_file(p, b"12345\n").expect("legacy"), IdFile::Legacy(12345));
-        assert_eq!(parse_id_file(p, b"  77  ").expect("legacy"), IdFile::Legacy(77));
+        assert_eq!(
+            parse_id_file(p, b"12345\n").expect("legacy"),
+            IdFile::Legacy(12345)
+        );
+        assert_eq!(
+            parse_id_file(p, b"  77  ").expect("legacy"),
+            IdFile::Legacy(77)
+        );
         let err = parse_id_file(p, b"\n\n").expect_err("empty").to_string();
-        assert!(err.starts_with("the id file `/x/sged.id` is empty"), "{err}");
+        assert!(
+            err.starts_with("the id file `/x/sged.id` is empty"),
+            "{err}"
+        );
         let err = parse_id_file(p, b"0\n").expect_err("zero").to_string();
         assert!(err.contains("`0` is not an event id"), "{err}");
         for (expr, want) in [
             ("[1]", "a list"),
             ("{'/a': [1]}", "a list"),
-            ("{'/a': {'p': 'x'}}", "expected (last event id, backlog), found a string"),
+            (
+                "{'/a': {'p': 'x'}}",
+                "expected (last event id, backlog), found a string",
+            ),
             ("{'/a': {'p': ('x', {})}}", "the last event id is a string"),
-            ("{'/a': {'p': (5, {3: 'soon'})}}", "backlog event 3 expires at a string, not a date"),
+            (
+                "{'/a': {'p': (5, {3: 'soon'})}}",
+                "backlog event 3 expires at a string, not a date",
+            ),
             ("{'/a': {'p': (5, (3,))}}", "the backlog is a tuple"),
             ("{1: {}}", "a plugin folder is an integer"),
             ("(1, 2)", "expected a dict of plugin folders, found a tuple"),
         ] {
-            let err = parse_id_file(p, &pickle(expr, 4)).expect_err(expr).to_string();
+            let err = parse_id_file(p, &pickle(expr, 4))
+                .expect_err(expr)
+                .to_string();
             assert!(err.contains(want), "{expr}: {err}");
             assert!(err.contains("\nhint: "), "{err}");
         }
@@ -681,8 +707,13 @@ mod tests {
             saved("/a", "fresh", None, &[]),
             saved("/a", "gone", Some(10), &[]),
         ]);
-        let plan = plan(p, &file, &found(&["fresh", "moved", "new", "one"]), &configured)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let plan = plan(
+            p,
+            &file,
+            &found(&["fresh", "moved", "new", "one"]),
+            &configured,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let got: Vec<(&str, i64, &[i64], &How)> = plan
             .resumes
             .iter()
@@ -692,29 +723,68 @@ mod tests {
             got,
             vec![
                 ("fresh", 120, &[][..], &How::NoState),
-                ("moved", 95, &[94][..], &How::Saved { collection: "/other".into() }),
+                (
+                    "moved",
+                    95,
+                    &[94][..],
+                    &How::Saved {
+                        collection: "/other".into()
+                    }
+                ),
                 ("new", 120, &[][..], &How::NoState),
                 // The configured folder's entry wins over a higher one elsewhere, as in the incumbent.
-                ("one", 100, &[97, 98][..], &How::Saved { collection: "/a".into() }),
+                (
+                    "one",
+                    100,
+                    &[97, 98][..],
+                    &How::Saved {
+                        collection: "/a".into()
+                    }
+                ),
             ]
         );
         assert_eq!(plan.source_after, 95);
         let skipped = plan.skipped.join("\n");
-        assert!(skipped.contains("`gone` in `/a`: there is no gone.py"), "{skipped}");
+        assert!(
+            skipped.contains("`gone` in `/a`: there is no gone.py"),
+            "{skipped}"
+        );
         assert!(skipped.contains("`moved2` in `/other`"), "{skipped}");
-        assert!(skipped.contains("`one` in `/old` (last event 120)"), "{skipped}");
+        assert!(
+            skipped.contains("`one` in `/old` (last event 120)"),
+            "{skipped}"
+        );
 
-        let plan = super::plan(p, &IdFile::Legacy(500), &found(&["b", "a", "b"]), &configured).expect("legacy");
+        let plan = super::plan(
+            p,
+            &IdFile::Legacy(500),
+            &found(&["b", "a", "b"]),
+            &configured,
+        )
+        .expect("legacy");
         assert_eq!(
-            plan.resumes.iter().map(|r| (r.plugin.as_str(), r.last_event_id)).collect::<Vec<_>>(),
+            plan.resumes
+                .iter()
+                .map(|r| (r.plugin.as_str(), r.last_event_id))
+                .collect::<Vec<_>>(),
             [("b", 500), ("a", 500)]
         );
-        let err = super::plan(p, &IdFile::Legacy(500), &[], &configured).expect_err("no plugins").to_string();
-        assert!(err.contains("(no *.py file)"), "{err}");
-        let err = super::plan(p, &IdFile::Collections(vec![saved("/a", "x", None, &[])]), &found(&["x"]), &configured)
-            .expect_err("no ids")
+        let err = super::plan(p, &IdFile::Legacy(500), &[], &configured)
+            .expect_err("no plugins")
             .to_string();
-        assert!(err.contains("holds no event id for any plugin found in `legacy_paths` (x)"), "{err}");
+        assert!(err.contains("(no *.py file)"), "{err}");
+        let err = super::plan(
+            p,
+            &IdFile::Collections(vec![saved("/a", "x", None, &[])]),
+            &found(&["x"]),
+            &configured,
+        )
+        .expect_err("no ids")
+        .to_string();
+        assert!(
+            err.contains("holds no event id for any plugin found in `legacy_paths` (x)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -738,14 +808,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = dir.path().join("var");
         let plan = Plan {
-            resumes: vec![resume("a", 100, &[90, 91, 92, 99]), resume("b", 95, &[93, 94])],
+            resumes: vec![
+                resume("a", 100, &[90, 91, 92, 99]),
+                resume("b", 95, &[93, 94]),
+            ],
             skipped: vec![],
             source_after: 95,
         };
-        let written = write(&state, "https://s.example", &plan, false).unwrap_or_else(|e| panic!("{e}"));
+        let written =
+            write(&state, "https://s.example", &plan, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             written,
-            Written { source_after: 95, gap_ids: 5, kept_position: false }
+            Written {
+                source_after: 95,
+                gap_ids: 5,
+                kept_position: false
+            }
         );
         let db = store::open_read_only(&state).expect("a complete database");
         let gaps: Vec<(i64, i64)> = db
@@ -755,13 +833,22 @@ mod tests {
             .expect("rows")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(gaps, [(90, 94)], "99 is above the high water mark: polled normally");
+        assert_eq!(
+            gaps,
+            [(90, 94)],
+            "99 is above the high water mark: polled normally"
+        );
         let source: (String, String, i64, i64) = db
-            .query_row("SELECT kind, location, position, last_event_id FROM source_state", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
+            .query_row(
+                "SELECT kind, location, position, last_event_id FROM source_state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
             .expect("source row");
-        assert_eq!(source, ("shotgrid".into(), "https://s.example".into(), 95, 95));
+        assert_eq!(
+            source,
+            ("shotgrid".into(), "https://s.example".into(), 95, 95)
+        );
         let rows: Vec<(String, String, i64, i64, String)> = db
             .prepare("SELECT p.name, p.state, p.cursor, r.last_event_id, r.backlog FROM plugins p JOIN plugin_resume r ON r.plugin = p.name ORDER BY p.name")
             .expect("query")
@@ -778,13 +865,23 @@ mod tests {
         );
         drop(db);
 
-        let err = write(&state, "https://s.example", &plan, false).expect_err("in use").to_string();
-        assert!(err.contains("holds 0 journaled events and 2 plugin rows"), "{err}");
-        assert!(err.contains("hint: migrate into a new state directory"), "{err}");
+        let err = write(&state, "https://s.example", &plan, false)
+            .expect_err("in use")
+            .to_string();
+        assert!(
+            err.contains("holds 0 journaled events and 2 plugin rows"),
+            "{err}"
+        );
+        assert!(
+            err.contains("hint: migrate into a new state directory"),
+            "{err}"
+        );
 
         // A daemon holding the lock: refused before anything is opened.
         let held = StateLock::acquire(&state).expect("lock");
-        let err = write(&state, "https://s.example", &plan, true).expect_err("locked").to_string();
+        let err = write(&state, "https://s.example", &plan, true)
+            .expect_err("locked")
+            .to_string();
         assert!(err.contains("hint: stop the daemon first"), "{err}");
         drop(held);
 
@@ -798,14 +895,25 @@ mod tests {
             )
             .expect("insert");
         }
-        conn.execute("UPDATE source_state SET position = 101, last_event_id = 101", []).expect("update");
-        conn.execute("DELETE FROM source_gaps WHERE first_id = 90", []).expect("delete");
-        conn.execute("INSERT INTO source_gaps VALUES (93, 93, 'then')", []).expect("insert");
+        conn.execute(
+            "UPDATE source_state SET position = 101, last_event_id = 101",
+            [],
+        )
+        .expect("update");
+        conn.execute("DELETE FROM source_gaps WHERE first_id = 90", [])
+            .expect("delete");
+        conn.execute("INSERT INTO source_gaps VALUES (93, 93, 'then')", [])
+            .expect("insert");
         drop(conn);
-        let written = write(&state, "https://s.example", &plan, true).unwrap_or_else(|e| panic!("{e}"));
+        let written =
+            write(&state, "https://s.example", &plan, true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             written,
-            Written { source_after: 101, gap_ids: 4, kept_position: true },
+            Written {
+                source_after: 101,
+                gap_ids: 4,
+                kept_position: true
+            },
             "90, 91, 94 and 99 (92 is journaled, 93 already a gap)"
         );
         let db = store::open_read_only(&state).expect("db");
@@ -816,9 +924,15 @@ mod tests {
             .expect("rows")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(cursors, [("a".into(), 0), ("b".into(), 1)], "a needs 92 (seq 1); b needs 96 (seq 2)");
+        assert_eq!(
+            cursors,
+            [("a".into(), 0), ("b".into(), 1)],
+            "a needs 92 (seq 1); b needs 96 (seq 2)"
+        );
         drop(db);
-        let err = write(&state, "https://other.example", &plan, true).expect_err("another site").to_string();
+        let err = write(&state, "https://other.example", &plan, true)
+            .expect_err("another site")
+            .to_string();
         assert!(err.contains("follows `shotgrid https://s.example`, but the old configuration names `https://other.example`"), "{err}");
     }
 }

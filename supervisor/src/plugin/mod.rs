@@ -121,8 +121,9 @@ pub(crate) struct Actor {
     progress: watch::Sender<i64>,
     gate: Option<watch::Receiver<i64>>,
     replay: watch::Receiver<u64>,
-    /// Failed events an operator asked for again, to send before the journal's next ones.
-    replays: VecDeque<JournalRow>,
+    /// Failed events an operator asked for again, to send before the journal's next ones, with
+    /// the deliveries they had.
+    replays: VecDeque<(JournalRow, u32)>,
     replay_open: bool,
     resume: Option<Resume>,
     timings: Timings,
@@ -586,13 +587,14 @@ impl Actor {
                     tracing::warn!(plugin = %self.spec.name, event_id, "plugin `{}`: failed event {event_id} cannot be retried: it left the journal", self.spec.name);
                 }
                 let queued: std::collections::HashSet<i64> =
-                    self.replays.iter().map(|r| r.seq).collect();
+                    self.replays.iter().map(|(r, _)| r.seq).collect();
                 // An event after the cursor (the plugin was rewound) comes from the journal anyway.
-                self.replays.extend(
-                    rows.into_iter()
-                        .filter(|r| r.seq <= cursor && !queued.contains(&r.seq))
-                        .filter(|r| self.window.get_mut(r.seq).is_none()),
-                );
+                let fresh: Vec<(JournalRow, u32)> = rows
+                    .into_iter()
+                    .filter(|(r, _)| r.seq <= cursor && !queued.contains(&r.seq))
+                    .filter(|(r, _)| self.window.get_mut(r.seq).is_none())
+                    .collect();
+                self.replays.extend(fresh);
             }
             Ok(Err(e)) | Err(e) => {
                 tracing::error!(plugin = %self.spec.name, error = %e, "cannot read the failed events to retry");
@@ -619,7 +621,7 @@ impl Actor {
     /// Sends journal events while the window has room.
     async fn fill(&mut self, stdin: &Stdin) -> Result<(), End> {
         while self.window.has_room() {
-            let Some(row) = self.replays.pop_front() else {
+            let Some((row, attempts)) = self.replays.pop_front() else {
                 break;
             };
             let names = self.matching(&row);
@@ -629,10 +631,12 @@ impl Actor {
                 continue;
             }
             tracing::info!(plugin = %self.spec.name, event_id = row.event_id, "delivering failed event {} to plugin `{}` again, as an operator asked", row.event_id, self.spec.name);
+            // The delivery count goes on from where it failed; `max_attempts` counts afresh.
             let mut slot = Slot {
                 row,
                 subscriptions: names,
-                attempt: 1,
+                attempt: attempts + 1,
+                first_attempt: attempts + 1,
                 state: SlotState::Waiting { at: Instant::now() },
                 replay: true,
                 sent_at: Instant::now(),
@@ -683,6 +687,7 @@ impl Actor {
                 row,
                 subscriptions: names,
                 attempt,
+                first_attempt: 1,
                 state: SlotState::Waiting { at: Instant::now() },
                 replay: false,
                 sent_at: Instant::now(),
@@ -733,7 +738,7 @@ impl Actor {
                 self.record_timing(seq, "nack");
                 let slot = self.window.get_mut(seq).expect("found above");
                 let attempt = slot.attempt;
-                if attempt >= limits.max_attempts {
+                if attempt + 1 - slot.first_attempt >= limits.max_attempts {
                     self.fail(
                         seq,
                         attempt,
@@ -747,8 +752,11 @@ impl Actor {
                     slot.state = SlotState::Waiting {
                         at: Instant::now() + delay,
                     };
-                    self.store
-                        .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
+                    // A retried failed event stays marked in `failed_events` until it is finished.
+                    if !slot.replay {
+                        self.store
+                            .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
+                    }
                     tracing::warn!(
                         plugin = %self.spec.name,
                         event_id,

@@ -21,6 +21,9 @@ pub(crate) struct Slot {
     pub(crate) subscriptions: Vec<String>,
     /// The delivery number of the latest send.
     pub(crate) attempt: u32,
+    /// The delivery number this series started at: 1, or more for a failed event retried by an
+    /// operator (`max_attempts` counts from here).
+    pub(crate) first_attempt: u32,
     /// Where it is.
     pub(crate) state: SlotState,
     /// A failed event an operator asked for again: it sits behind the cursor, and finishing it
@@ -211,6 +214,7 @@ mod tests {
             row: row(seq),
             subscriptions: vec!["s".into()],
             attempt: 1,
+            first_attempt: 1,
             state: SlotState::Sent {
                 deadline: at,
                 cap: at,

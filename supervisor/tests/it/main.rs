@@ -4,12 +4,15 @@
 //! Waits poll a condition with a generous guard (a hang fails the test instead of hanging it);
 //! nothing here measures time.
 
+mod alerts;
 mod cli;
+mod control;
 mod crash;
 mod delivery;
 mod demo;
 mod failures;
 mod logs;
+mod service;
 mod shotgrid;
 
 use std::fs;
