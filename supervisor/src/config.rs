@@ -1304,10 +1304,15 @@ impl Validator<'_> {
             "use_session_uuid".into(),
             Value::from(raw.use_session_uuid.unwrap_or(false)),
         );
+        // The host's folder is the plugin's (`cwd`); with PYTHONSAFEPATH, a plugin folder holding a
+        // `json.py` or `logging.py` cannot shadow the standard library before the host starts (the
+        // host puts the folder on `sys.path` itself, after).
+        let mut env = raw.legacy_env.clone();
+        env.entry("PYTHONSAFEPATH".into()).or_insert_with(|| "1".into());
         Ok(Legacy {
             paths: raw.legacy_paths.iter().map(|p| self.resolve(p)).collect(),
             command,
-            env: raw.legacy_env.clone(),
+            env,
             hello,
         })
     }

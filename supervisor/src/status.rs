@@ -33,6 +33,8 @@ pub struct PluginRow {
     pub restarts: i64,
     /// Why it is disabled, or its last error.
     pub last_error: Option<String>,
+    /// The summary of its delivery durations (JSON), once it has delivered.
+    pub timings: Option<Value>,
 }
 
 /// Gathers the status as JSON (the `--json` output; the table is made from it).
@@ -79,7 +81,7 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
     });
     let mut stmt = conn.prepare(
         "SELECT p.name, p.state, p.pid, p.last_event_id, l.lag, l.retries_pending, l.failed, p.restarts, \
-         COALESCE(p.disabled_reason, p.last_error) FROM plugins p JOIN plugin_lag l ON l.name = p.name",
+         COALESCE(p.disabled_reason, p.last_error), p.timings FROM plugins p JOIN plugin_lag l ON l.name = p.name",
     )?;
     let mut rows: Vec<PluginRow> = stmt
         .query_map([], |r| {
@@ -93,6 +95,9 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
                 failed: r.get(6)?,
                 restarts: r.get(7)?,
                 last_error: r.get(8)?,
+                timings: r
+                    .get::<_, Option<String>>(9)?
+                    .and_then(|t| serde_json::from_str(&t).ok()),
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -109,6 +114,8 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
             .cmp(&order(&b.name))
             .then(a.name.cmp(&b.name))
     });
+    let states: std::collections::BTreeMap<String, String> =
+        rows.iter().map(|r| (r.name.clone(), r.state.clone())).collect();
     let plugins: Vec<Value> = rows
         .into_iter()
         .map(|mut p| {
@@ -116,11 +123,15 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
                 p.state = "stopped".into();
                 p.pid = None;
             }
-            let configured = config.plugins.iter().any(|c| c.name == p.name);
+            let spec = config.plugins.iter().find(|c| c.name == p.name);
+            // A plugin that runs `after` a disabled one gets nothing until it is enabled.
+            let held_back_by: Vec<&String> = spec
+                .map(|s| s.after.iter().filter(|a| states.get(*a).map(String::as_str) == Some("disabled")).collect())
+                .unwrap_or_default();
             json!({
                 "name": p.name, "state": p.state, "pid": p.pid, "last_event_id": p.last_event_id, "lag": p.lag,
                 "retries_pending": p.retries, "failed": p.failed, "restarts": p.restarts, "last_error": p.last_error,
-                "configured": configured,
+                "configured": spec.is_some(), "held_back_by": held_back_by, "timings": p.timings,
             })
         })
         .collect();
@@ -199,6 +210,7 @@ pub fn render(status: &Value) -> String {
         "RETRIES",
         "FAILED",
         "RESTARTS",
+        "MS P50/P95/MAX",
         "LAST ERROR",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
@@ -210,10 +222,27 @@ pub fn render(status: &Value) -> String {
         }
     };
     for p in status["plugins"].as_array().into_iter().flatten() {
-        let error = p["last_error"]
-            .as_str()
-            .map(|e| e.lines().next().unwrap_or("").to_owned())
-            .unwrap_or_else(|| "-".into());
+        let held: Vec<String> = p["held_back_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(|a| format!("`{a}` (disabled)")))
+            .collect();
+        let error = if held.is_empty() {
+            p["last_error"]
+                .as_str()
+                .map(|e| e.lines().next().unwrap_or("").to_owned())
+                .unwrap_or_else(|| "-".into())
+        } else {
+            format!("held back: waits for {}", held.join(", "))
+        };
+        let t = &p["timings"];
+        let ms = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
+        let timings = if t.is_null() {
+            "-".to_owned()
+        } else {
+            format!("{}/{}/{}", ms(&t["p50_ms"]), ms(&t["p95_ms"]), ms(&t["max_ms"]))
+        };
         let name = if p["configured"].as_bool() == Some(false) {
             format!("{} (not configured)", p["name"].as_str().unwrap_or("?"))
         } else {
@@ -228,6 +257,7 @@ pub fn render(status: &Value) -> String {
             dash(&p["retries_pending"]),
             dash(&p["failed"]),
             dash(&p["restarts"]),
+            timings,
             error,
         ]);
     }

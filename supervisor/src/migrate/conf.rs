@@ -505,6 +505,7 @@ pub(crate) fn convert(ini: &Ini, ctx: &Context<'_>) -> Result<Converted, IniErro
         ini,
         ctx,
         out: Converted::default(),
+        secrets: Vec::new(),
     };
     c.run()?;
     Ok(c.out)
@@ -514,6 +515,8 @@ struct Converter<'a> {
     ini: &'a Ini,
     ctx: &'a Context<'a>,
     out: Converted,
+    /// The variables secrets are read from, for the reminder to export them.
+    secrets: Vec<String>,
 }
 
 /// An option's value after interpolation and the environment.
@@ -612,6 +615,15 @@ impl Converter<'_> {
             table.render(&mut text);
         }
         self.out.toml = text;
+        if !self.secrets.is_empty() {
+            self.out.todo.insert(
+                0,
+                format!(
+                    "export {} in the daemon's environment (its service file): sgevents reads secrets only from there",
+                    self.secrets.join(", ")
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -991,6 +1003,7 @@ impl Converter<'_> {
         let pieces = self.ini.pieces(section, entry)?;
         Ok(match secret(&pieces) {
             SecretValue::Env(var) => {
+                self.secrets.push(format!("${var} ({what})"));
                 let comment = format!(
                     "from [{section}] {spelled} = %({var})s: the daemon reads {what} from ${var}"
                 );

@@ -48,10 +48,8 @@ pub(crate) enum StateError {
     },
     #[error("the id file `{}` holds no event id for any plugin found in `legacy_paths` ({found})\nhint: check [plugins] paths in the old configuration; without state sgevents starts at the newest event: run `sgevents migrate` without `--id-file` for that. Nothing was written", .path.display())]
     NothingToResume { path: PathBuf, found: String },
-    #[error(
-        "{0}\nhint: stop the daemon first (`systemctl stop sgevents`, or Ctrl-C), then migrate; nothing was written"
-    )]
-    DaemonRunning(LockError),
+    #[error("another sgevents{} is using the state directory `{}`\nhint: stop the daemon first (`systemctl stop sgevents`, or Ctrl-C), then migrate; nothing was written", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), .dir.display())]
+    DaemonRunning { dir: PathBuf, pid: Option<u32> },
     #[error("{0}")]
     Lock(LockError),
     #[error("{0}")]
@@ -444,7 +442,7 @@ pub(crate) fn write(
     force: bool,
 ) -> Result<Written, StateError> {
     let _lock = StateLock::acquire(state_dir).map_err(|e| match e {
-        LockError::Busy { .. } => StateError::DaemonRunning(e),
+        LockError::Busy { dir, pid } => StateError::DaemonRunning { dir, pid },
         other => StateError::Lock(other),
     })?;
     let mut conn = open(state_dir)?;

@@ -438,6 +438,18 @@ fn after_holds_a_plugin_back_until_the_one_it_waits_for_finished() {
     let r = ctx.cli_json(&["plugin", "list"]);
     let note = r["data"]["notes"]["second"].as_str().unwrap_or_default();
     assert!(note.contains("waits for `first` (disabled)"), "{r}");
+    let out = ctx.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("second")).expect("second listed");
+    assert!(line.contains("held back: waits for `first` (disabled)"), "{text}");
+    let out = ctx.cli(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let second = &status["plugins"][1];
+    assert_eq!(second["held_back_by"][0], "first", "{status}");
+    assert!(
+        second["timings"]["count"].as_u64().unwrap_or(0) > 0,
+        "status has a duration summary per plugin: {status}"
+    );
     let r = ctx.cli_json(&["plugin", "enable", "first"]);
     assert_eq!(r["ok"], true, "{r}");
     wait_for("second goes on", || ctx.ids("second").last() == Some(&35));

@@ -11,7 +11,9 @@ mod crash;
 mod delivery;
 mod demo;
 mod failures;
+mod legacy;
 mod logs;
+mod migrate;
 mod service;
 mod shotgrid;
 

@@ -72,10 +72,17 @@ impl Studio {
         fs::create_dir_all(&plugins).expect("mkdir");
         fs::create_dir_all(&more).expect("mkdir");
         for file in ["logArgs.py", "task_status.py", ".hidden.py", "README.txt"] {
-            fs::write(plugins.join(file), "def registerCallbacks(reg):\n    pass\n").expect("write");
-        }
-        fs::write(more.join("newOne.py"), "def registerCallbacks(reg):\n    pass\n")
+            fs::write(
+                plugins.join(file),
+                "def registerCallbacks(reg):\n    pass\n",
+            )
             .expect("write");
+        }
+        fs::write(
+            more.join("newOne.py"),
+            "def registerCallbacks(reg):\n    pass\n",
+        )
+        .expect("write");
         let conf = CONF
             .replace("@ID_FILE@", &ctx.path("sged.id").display().to_string())
             .replace("@LOGS@", &ctx.path("logs").display().to_string())
@@ -177,15 +184,22 @@ fn the_configuration_and_the_pickled_state_are_migrated() {
 
     // The report: what was written, where each plugin resumes, what to do, what has no equivalent.
     for line in [
-        &format!("wrote {} from shotgunEventDaemon.conf", ctx.path("sgevents.toml").display()),
-        &format!("state: {} from {}", ctx.path("var/state.db").display(), ctx.path("sged.id").display()),
+        &format!(
+            "wrote {} from shotgunEventDaemon.conf",
+            ctx.path("sgevents.toml").display()
+        ),
+        &format!(
+            "state: {} from {}",
+            ctx.path("var/state.db").display(),
+            ctx.path("sged.id").display()
+        ),
         "  logArgs resumes after event 1000 (2 backlog ids)\n",
         "  task_status resumes after event 990 (2 backlog ids)\n",
         "  newOne resumes after event 1000 (0 backlog ids): it had no saved position",
         "  the source starts after event 990 and asks again for 2 ids shotgunEvents was still waiting for",
         "  not used: `logArgs` in `/old/plugins` (last event 900)",
         "  not used: `removed` in ",
-        "to do before starting sgevents:",
+        "to do before starting sgevents:\n  - export $SG_ED_API_KEY (the script's key), $SG_ED_EMAIL_USERNAME (the SMTP user name), $SG_ED_EMAIL_PASSWORD (the SMTP password) in the daemon's environment",
         "not carried over (no equivalent in sgevents):",
         "[daemon] pidFile = /var/run/shotgunEventDaemon.pid: sgevents writes no pid file",
         "[daemon] max_conn_retries = 5: the ShotGrid source retries",
@@ -195,9 +209,15 @@ fn the_configuration_and_the_pickled_state_are_migrated() {
         "[sentry] (sentry_dsn): not read by shotgunEvents itself",
         "next: sgevents -c ",
     ] {
-        assert!(report.contains(line), "no `{line}` in the report:\n{report}");
+        assert!(
+            report.contains(line),
+            "no `{line}` in the report:\n{report}"
+        );
     }
-    assert!(!report.contains("sentry.studio.lan"), "unknown values are not shown:\n{report}");
+    assert!(
+        !report.contains("sentry.studio.lan"),
+        "unknown values are not shown:\n{report}"
+    );
 
     // The TOML: commented, every mapped key, secrets as variable names only.
     let toml_path = ctx.path("sgevents.toml");
@@ -243,7 +263,10 @@ fn the_configuration_and_the_pickled_state_are_migrated() {
         .unwrap_or_else(|e| panic!("the daemon refuses the migrated configuration: {e}\n{text}"));
     assert_eq!(config.daemon.state_dir, ctx.path("var"));
     assert_eq!(config.daemon.log_level, "debug");
-    assert_eq!(config.daemon.logs.dir.as_deref(), Some(ctx.path("logs").as_path()));
+    assert_eq!(
+        config.daemon.logs.dir.as_deref(),
+        Some(ctx.path("logs").as_path())
+    );
     assert!(config.daemon.logs.per_plugin && config.daemon.logs.timing);
     let SourceConfig::Shotgrid(source) = &config.source else {
         panic!("a ShotGrid source")
@@ -298,8 +321,15 @@ fn the_configuration_and_the_pickled_state_are_migrated() {
         source,
         [vec![T("shotgrid".into()), T(SITE.into()), I(990), I(990)]]
     );
-    let gaps: Vec<Vec<i64>> = rows(&db, "SELECT first_id, last_id FROM source_gaps ORDER BY first_id");
-    assert_eq!(gaps, [vec![985, 985], vec![987, 987]], "996 and 997 are above 990: polled anyway");
+    let gaps: Vec<Vec<i64>> = rows(
+        &db,
+        "SELECT first_id, last_id FROM source_gaps ORDER BY first_id",
+    );
+    assert_eq!(
+        gaps,
+        [vec![985, 985], vec![987, 987]],
+        "996 and 997 are above 990: polled anyway"
+    );
     assert_eq!(
         rows::<i64>(&db, "SELECT count(*) FROM events"),
         [vec![0]],
@@ -322,17 +352,31 @@ fn the_configuration_and_the_pickled_state_are_migrated() {
     // Running it again is refused: the configuration exists, and the database is in use.
     let out = studio.migrate(&["--id-file", "sged.id"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("sgevents.toml` already exists\nhint: choose another `--out`, or pass `--force`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "sgevents.toml` already exists\nhint: choose another `--out`, or pass `--force`"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let out = studio.migrate(&["--id-file", "sged.id", "--out", "other.toml"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("is already in use: it holds 0 journaled events and 3 plugin rows"), "{err}");
-    assert!(err.contains("\nhint: "), "{err}");
-    assert!(!ctx.path("other.toml").exists(), "a refused migration writes no configuration");
     assert!(
-        fs::read_dir(ctx.dir.path())
-            .expect("list")
-            .all(|e| !e.expect("entry").file_name().to_string_lossy().contains(".migrate-")),
+        err.contains("is already in use: it holds 0 journaled events and 3 plugin rows"),
+        "{err}"
+    );
+    assert!(err.contains("\nhint: "), "{err}");
+    assert!(
+        !ctx.path("other.toml").exists(),
+        "a refused migration writes no configuration"
+    );
+    assert!(
+        fs::read_dir(ctx.dir.path()).expect("list").all(|e| !e
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .contains(".migrate-")),
         "no temporary file is left behind"
     );
 
@@ -350,14 +394,24 @@ fn the_configuration_and_the_pickled_state_are_migrated() {
     assert_ok(&out);
     let db = studio.db();
     assert_eq!(rows::<i64>(&db, "SELECT count(*) FROM plugins"), [vec![3]]);
-    assert_eq!(rows::<i64>(&db, "SELECT count(*) FROM plugin_resume"), [vec![3]]);
+    assert_eq!(
+        rows::<i64>(&db, "SELECT count(*) FROM plugin_resume"),
+        [vec![3]]
+    );
 }
 
 #[test]
 fn the_legacy_one_number_id_file_applies_to_every_plugin() {
     let studio = Studio::new();
     fs::write(studio.ctx.path("sged.id"), "4242\n").expect("write");
-    let out = studio.migrate(&["--id-file", "sged.id", "--out", "conf/sgevents.toml", "--state-dir", "state"]);
+    let out = studio.migrate(&[
+        "--id-file",
+        "sged.id",
+        "--out",
+        "conf/sgevents.toml",
+        "--state-dir",
+        "state",
+    ]);
     assert!(
         !out.status.success() && stderr(&out).contains("cannot write"),
         "the --out folder must exist: {}",
@@ -365,28 +419,52 @@ fn the_legacy_one_number_id_file_applies_to_every_plugin() {
     );
     assert!(!studio.ctx.path("state").exists(), "nothing written");
     fs::create_dir(studio.ctx.path("conf")).expect("mkdir");
-    let out = studio.migrate(&["--id-file", "sged.id", "--out", "conf/sgevents.toml", "--state-dir", "state"]);
+    let out = studio.migrate(&[
+        "--id-file",
+        "sged.id",
+        "--out",
+        "conf/sgevents.toml",
+        "--state-dir",
+        "state",
+    ]);
     assert_ok(&out);
     let report = stdout(&out);
     assert!(report.contains("(the legacy one-number layout"), "{report}");
     for name in ["logArgs", "newOne", "task_status"] {
         assert!(
-            report.contains(&format!("  {name} resumes after event 4242 (0 backlog ids)\n")),
+            report.contains(&format!(
+                "  {name} resumes after event 4242 (0 backlog ids)\n"
+            )),
             "{report}"
         );
     }
-    assert!(report.contains("the source starts after event 4242 and asks again for 0 ids"), "{report}");
+    assert!(
+        report.contains("the source starts after event 4242 and asks again for 0 ids"),
+        "{report}"
+    );
     // --state-dir is written as an absolute path, since the TOML lives elsewhere.
     let text = fs::read_to_string(studio.ctx.path("conf/sgevents.toml")).expect("written");
     let state = studio.ctx.path("state");
-    assert!(text.contains(&format!("state_dir = \"{}\"", state.display())), "{text}");
+    assert!(
+        text.contains(&format!("state_dir = \"{}\"", state.display())),
+        "{text}"
+    );
     let db = Connection::open(state.join("state.db")).expect("the database is there");
     assert_eq!(
-        rows::<i64>(&db, "SELECT last_event_id FROM plugin_resume ORDER BY plugin"),
+        rows::<i64>(
+            &db,
+            "SELECT last_event_id FROM plugin_resume ORDER BY plugin"
+        ),
         [vec![4242], vec![4242], vec![4242]]
     );
-    assert_eq!(rows::<i64>(&db, "SELECT position FROM source_state"), [vec![4242]]);
-    assert_eq!(rows::<i64>(&db, "SELECT count(*) FROM source_gaps"), [vec![0]]);
+    assert_eq!(
+        rows::<i64>(&db, "SELECT position FROM source_state"),
+        [vec![4242]]
+    );
+    assert_eq!(
+        rows::<i64>(&db, "SELECT count(*) FROM source_gaps"),
+        [vec![0]]
+    );
 }
 
 #[test]
@@ -404,7 +482,10 @@ fn without_an_id_file_only_the_configuration_is_written() {
     );
     assert!(!report.contains("\nstate: "), "{report}");
     assert!(studio.ctx.path("sgevents.toml").exists());
-    assert!(!studio.ctx.path("var").exists(), "no state directory without --id-file");
+    assert!(
+        !studio.ctx.path("var").exists(),
+        "no state directory without --id-file"
+    );
 }
 
 #[test]
@@ -438,15 +519,24 @@ fn a_pickle_that_would_run_code_is_refused_and_nothing_is_written() {
             "b'\\x80\\x02}q\\x00}b.'",
             "a pickle file can run code; this one asks for BUILD",
         ),
-        ("b'(i__main__\\nEvil\\n.'", "a pickle file can run code; this one asks for INST"),
-        ("b'\\x80\\x02\\x82\\x01.'", "a pickle file can run code; this one asks for an EXT opcode"),
-        ("b'\\x80\\x04\\xfe.'", "not a readable id file: unknown opcode 0xfe (byte 2)"),
+        (
+            "b'(i__main__\\nEvil\\n.'",
+            "a pickle file can run code; this one asks for INST",
+        ),
+        (
+            "b'\\x80\\x02\\x82\\x01.'",
+            "a pickle file can run code; this one asks for an EXT opcode",
+        ),
+        (
+            "b'\\x80\\x04\\xfe.'",
+            "not a readable id file: unknown opcode 0xfe",
+        ),
         (
             "pickle.dumps({'/p': {'logArgs': (1, {})}}, protocol=4)[:-6]",
             "not a readable id file: ",
         ),
         (
-            "pickle.dumps(eval('(' * 100 + ')' + ',)' * 100), protocol=4)",
+            "pickle.dumps((lambda f: f(f, 100))(lambda f, n: (f(f, n - 1),) if n else ()), protocol=4)",
             "values nested deeper than 32 levels; refusing",
         ),
         ("b''", "is empty"),
@@ -459,14 +549,24 @@ fn a_pickle_that_would_run_code_is_refused_and_nothing_is_written() {
         assert!(err.contains(want), "{script}: expected `{want}` in:\n{err}");
         assert!(err.contains("\nhint: "), "{err}");
         assert!(err.contains("othing was written"), "{err}");
-        assert!(!studio.ctx.path("sgevents.toml").exists(), "{script}: no configuration written");
-        assert!(!studio.ctx.path("var").exists(), "{script}: no state directory");
+        assert!(
+            !studio.ctx.path("sgevents.toml").exists(),
+            "{script}: no configuration written"
+        );
+        assert!(
+            !studio.ctx.path("var").exists(),
+            "{script}: no state directory"
+        );
         assert!(!marker.exists(), "{script}: the payload never ran");
     }
     // A file that is neither layout.
     fs::write(&id_file, b"not a pickle at all\n").expect("write");
     let out = studio.migrate(&["--id-file", "sged.id"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not a readable id file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a readable id file"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!Path::new(&studio.ctx.path("sgevents.toml")).exists());
 }

@@ -1,0 +1,246 @@
+//! Unmodified shotgunEvents plugins (`plugins.legacy_paths`), each in its own process through the
+//! Python SDK's legacy host, against the fake site with the real `shotgun_api3`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use sgevents_tests::fake_site::{FakeSite, SiteOptions, python_with_shotgun_api3};
+
+use crate::{Ctx, root, signal, wait_for};
+
+const KEY: &str = "fake-key";
+const TASKS_SCRIPT: (&str, &str) = ("shot_to_task", "task-key");
+
+/// The fixture plugins of the Python SDK, copied so that each test owns its folder.
+fn fixtures(ctx: &Ctx, only: &[&str]) -> PathBuf {
+    let dir = ctx.path("legacy");
+    std::fs::create_dir_all(&dir).expect("folder");
+    let src = root().join("sdk-python/tests/legacy_plugins");
+    for name in only {
+        std::fs::copy(src.join(name), dir.join(name)).expect("copy fixture");
+    }
+    dir
+}
+
+fn pythonpath() -> String {
+    std::env::join_paths([root().join("sdk-python/src"), python_with_shotgun_api3()])
+        .expect("paths")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn config(ctx: &Ctx, site: &FakeSite, folder: &Path, plugins_extra: &str, tables: &str) {
+    std::fs::write(ctx.path("key"), KEY).expect("key");
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "var"
+commit_interval = "1ms"
+
+[source]
+kind = "shotgrid"
+url = "{url}"
+script_name = "sgevents"
+script_key_file = "key"
+fetch_interval = "50ms"
+request_timeout = "5s"
+start_at = "earliest"
+
+[plugins]
+legacy_paths = [{folder:?}]
+legacy_env = {{ PYTHONPATH = {pythonpath:?}, PYTHONDONTWRITEBYTECODE = "1" }}
+stop_grace = "500ms"
+shutdown_drain = "2s"
+restart_delay = "20ms"
+{plugins_extra}
+{tables}"#,
+        url = site.url(),
+        folder = folder.display().to_string(),
+        pythonpath = pythonpath(),
+    );
+    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+}
+
+fn out(ctx: &Ctx, name: &str) -> Vec<String> {
+    std::fs::read_to_string(ctx.path(&format!("{name}.out")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn shot_status(shot: i64, new: &str) -> Value {
+    json!({
+        "event_type": "Shotgun_Shot_Change", "attribute_name": "sg_status_list",
+        "entity": {"type": "Shot", "id": shot, "name": format!("sh{shot}")},
+        "project": {"type": "Project", "id": 70, "name": "Harbour Lights"},
+        "meta": {"type": "attribute_change", "attribute_name": "sg_status_list", "entity_type": "Shot",
+                 "entity_id": shot, "field_data_type": "status_list", "old_value": "wtg", "new_value": new},
+        "user": {"type": "HumanUser", "id": 42, "name": "Ana Reyes"}, "session_uuid": null,
+        "created_at": "2026-11-02T10:00:00Z", "description": "status change",
+    })
+}
+
+fn asset_change(attribute: &str) -> Value {
+    json!({
+        "event_type": "Shotgun_Asset_Change", "attribute_name": attribute,
+        "entity": {"type": "Asset", "id": 5, "name": "tree"},
+        "project": {"type": "Project", "id": 70, "name": "Harbour Lights"},
+        "meta": {"type": "attribute_change", "attribute_name": attribute, "entity_type": "Asset",
+                 "entity_id": 5, "old_value": "a", "new_value": "b"},
+        "user": {"type": "HumanUser", "id": 42, "name": "Ana Reyes"}, "session_uuid": null,
+        "created_at": "2026-11-02T10:00:00Z", "description": "change",
+    })
+}
+
+#[test]
+fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
+    let ctx = Ctx::new();
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    site.add_script(TASKS_SCRIPT.0, TASKS_SCRIPT.1);
+    let shot = site.insert_entity("Shot", json!({"code": "sh1", "sg_status_list": "wtg"}));
+    let tasks: Vec<i64> = ["Anim", "Light"]
+        .iter()
+        .map(|c| {
+            site.insert_entity(
+                "Task",
+                json!({"content": c, "sg_status_list": "wtg", "entity": {"type": "Shot", "id": shot}}),
+            )
+        })
+        .collect();
+    let other = site.insert_entity(
+        "Task",
+        json!({"content": "Other", "sg_status_list": "wtg", "entity": {"type": "Shot", "id": shot + 100}}),
+    );
+
+    let folder = fixtures(
+        &ctx,
+        &[
+            "log_all.py",
+            "shared_state.py",
+            "shot_to_task.py",
+            "raises.py",
+            "broken_import.py",
+        ],
+    );
+    // A hidden file and a subfolder are not plugins.
+    std::fs::write(folder.join(".hidden.py"), "raise SystemExit(1)\n").expect("hidden");
+    std::fs::create_dir_all(folder.join("sub")).expect("sub");
+    std::fs::write(folder.join("sub/nested.py"), "raise SystemExit(1)\n").expect("nested");
+    let env = |name: &str| {
+        format!(
+            "\n[plugin.{name}]\nenv = {{ LEGACY_OUT = {:?} }}\n",
+            ctx.path(&format!("{name}.out")).display().to_string()
+        )
+    };
+    let tables = format!(
+        "{}{}{}\n[plugin.shot_to_task]\nenv = {{ SGDAEMON_SHOT_TO_TASK_NAME = {:?}, SGDAEMON_SHOT_TO_TASK_KEY = {:?} }}\n",
+        env("log_all"),
+        env("shared_state"),
+        env("raises"),
+        TASKS_SCRIPT.0,
+        TASKS_SCRIPT.1
+    );
+    config(&ctx, &site, &folder, "", &tables);
+
+    // 1: the Shot's status changes (shot_to_task acts); 2..=5 other events; 6: "boom".
+    let mut ids = site.append_events(vec![shot_status(shot, "ip")]);
+    ids.extend(site.append_events((0..4).map(|_| asset_change("description")).collect()));
+    let daemon = ctx.start();
+    wait_for("log_all got the first five", || out(&ctx, "log_all").len() == 5);
+    let boom = site.append_events(vec![asset_change("boom")])[0];
+    let after_boom = site.append_events(vec![asset_change("description")])[0];
+    ids.push(boom);
+    ids.push(after_boom);
+
+    wait_for("log_all got everything", || out(&ctx, "log_all").len() == 7);
+    let logged: Vec<i64> = out(&ctx, "log_all").iter().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(logged, ids, "every event, once, in order");
+
+    // Two callbacks sharing `args`: the second sees the first's count, event after event.
+    wait_for("shared_state", || out(&ctx, "shared_state").len() == 7);
+    let counts: Vec<String> = out(&ctx, "shared_state");
+    let expected: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("{id} {}", i + 1))
+        .collect();
+    assert_eq!(counts, expected, "args is the same object between events");
+
+    // shot_to_task changed the Shot's Tasks through shotgun_api3, and nothing else.
+    wait_for("the Tasks updated", || {
+        tasks.iter().all(|t| {
+            site.entity("Task", *t)
+                .is_some_and(|e| e["sg_status_list"] == "ip")
+        })
+    });
+    assert_eq!(
+        site.entity("Task", other).unwrap()["sg_status_list"],
+        "wtg",
+        "another Shot's Task is untouched"
+    );
+
+    // raises: even ids failed (stopOnError=False) and it moved on; "boom" disabled it there.
+    wait_for("raises disabled at boom", || {
+        ctx.plugin_if_known("raises").is_some_and(|p| p.0 == "disabled")
+    });
+    let (_, last, _, reason) = ctx.plugin("raises");
+    assert_eq!(last, Some(boom - 1), "position kept before the fatal event");
+    assert!(reason.unwrap().contains("boom on event"), "the reason names the error");
+    let failed: BTreeSet<i64> = ctx.failed("raises").iter().map(|f| f.0).collect();
+    let even: BTreeSet<i64> = ids.iter().copied().filter(|i| i % 2 == 0 && *i < boom).collect();
+    assert_eq!(failed, even, "the even ids before boom are in failed_events");
+    let noted = out(&ctx, "raises");
+    for id in ids.iter().filter(|&&i| i < boom) {
+        assert!(
+            noted.contains(&format!("fails_on_boom {id}")),
+            "the second callback ran after the first failed on {id}: {noted:?}"
+        );
+    }
+
+    // broken_import: disabled, naming the file.
+    wait_for("broken_import disabled", || {
+        ctx.plugin_if_known("broken_import").is_some_and(|p| p.0 == "disabled")
+    });
+    let reason = ctx.plugin("broken_import").3.unwrap();
+    assert!(
+        reason.contains("broken_import.py") && reason.contains("ImportError"),
+        "{reason}"
+    );
+    let log = ctx.log();
+    assert!(
+        !log.contains("hidden") && !log.contains("nested"),
+        "hidden files and subfolders are not plugins"
+    );
+
+    // Each plugin had a process of its own.
+    let db = ctx.db();
+    let names: Vec<String> = db
+        .prepare("SELECT name FROM plugins ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        names,
+        ["broken_import", "log_all", "raises", "shared_state", "shot_to_task"]
+    );
+    let pids: BTreeSet<String> = log
+        .lines()
+        .filter(|l| l.contains("is running") && l.contains("pid="))
+        .filter_map(|l| l.split("pid=").nth(1))
+        .map(|p| p.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect();
+    assert!(pids.len() >= 4, "one process per plugin: {pids:?}");
+
+    signal(&daemon, Signal::SIGTERM);
+    let mut daemon = daemon;
+    assert!(daemon.wait().expect("exit").success(), "{}", ctx.log());
+}
