@@ -1291,12 +1291,11 @@ impl Converter<'_> {
                 .todo
                 .push("[emails] to is missing: set `alerts.to`".into()),
         }
-        match self.read("emails", "subject")? {
-            Some(read) => match read.value.as_deref() {
+        if let Some(read) = self.read("emails", "subject")? {
+            match read.value.as_deref() {
                 Some(subject) => t.key("subject_prefix", quote(subject), &Self::from(&read)),
                 None => self.unset_note(&read, "alerts.subject_prefix"),
-            },
-            None => {}
+            }
         }
         self.unknown_keys(&mut t, "emails");
         Ok(Some(t))
