@@ -25,6 +25,10 @@
 //!   recipients, retried after a backoff.
 //! - **Stopping.** [`Alerts::shutdown`] turns everything held into digests and sends them, for at
 //!   most [`SHUTDOWN_WAIT`]; what could not be sent is counted in a warning.
+//! - **Reloading.** [`Alerts::reconfigure`] hands the worker the new server, recipients, prefix and
+//!   rate limit, in queue order: alerts raised before the reload go as the old configuration said.
+//!
+//! [`check`] (connect and sign in) and [`send_test`] (one mail, at once) are for trying a setup.
 //!
 //! Mails never carry secrets: the SMTP password and every ShotGrid script key of the configuration
 //! are replaced by `<redacted>` wherever they appear (a plugin's error message could quote one).
@@ -150,13 +154,23 @@ impl Alert {
         format!("{what}: {}", clip(why))
     }
 
-    /// What the operator can do, as commands of the `sgevents` CLI (after `sgevents -c FILE`).
-    fn commands(&self) -> Vec<String> {
+    /// What the operator can do, as commands of the `sgevents` CLI (after `sgevents -c FILE`);
+    /// `alone`: the only alert of its mail, so a command may name its event.
+    fn commands(&self, alone: bool) -> Vec<String> {
         match self {
             Alert::PluginDisabled { plugin, .. } | Alert::CrashLoop { plugin, .. } => {
                 vec!["status".to_owned(), format!("plugin enable {plugin}")]
             }
-            Alert::EventFailed { plugin, .. } => vec![format!("failed list {plugin}")],
+            Alert::EventFailed {
+                plugin, event_id, ..
+            } => vec![
+                format!("failed list {plugin}"),
+                if alone {
+                    format!("failed retry {plugin} --event {event_id}")
+                } else {
+                    format!("failed retry {plugin}")
+                },
+            ],
             Alert::SourceFailing { .. } => vec!["status".to_owned()],
         }
     }
@@ -229,10 +243,30 @@ struct Shared {
 enum Command {
     /// An alert, and who its plugin wanted it to go to when it was raised.
     Alert(Stamped, Recipients),
+    /// A reloaded configuration.
+    Reconfigure(Box<Settings>),
     Shutdown {
         deadline: Instant,
         done: oneshot::Sender<()>,
     },
+}
+
+/// What a reload changes in the worker.
+struct Settings {
+    /// `None`: keep the transport (there is no `[alerts]` table any more, so nothing is sent).
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    route: Route,
+    text: Text,
+    window: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("route", &self.route)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An alert and when it was raised.
@@ -280,6 +314,48 @@ impl Alerts {
         Ok(Alerts {
             inner: Some(shared),
         })
+    }
+
+    /// Applies a reloaded configuration: the server, the recipients (`to`, `alert_to`), the
+    /// subject prefix and the rate limit. Alerts already queued go as the old configuration said.
+    /// Email alerts cannot be turned on by a reload (the handles are already given out): that
+    /// takes a restart; removing `[alerts]` turns them off. On an error the old settings stay.
+    pub fn reconfigure(&self, config: &Config) -> Result<(), AlertsError> {
+        let Some(shared) = &self.inner else {
+            if config.alerts.is_some() {
+                tracing::warn!(
+                    "the new configuration has an [alerts] table, but email alerts were off when the daemon started\nhint: restart the daemon to turn them on"
+                );
+            }
+            return Ok(());
+        };
+        let host = hostname();
+        let settings = match &config.alerts {
+            Some(alerts) => Settings {
+                transport: Some(transport(alerts, &host)?),
+                route: Route::of(config),
+                text: Text::of(config, host),
+                window: alerts.rate_limit,
+            },
+            None => {
+                tracing::info!(
+                    "the configuration has no [alerts] table any more: email alerts are off"
+                );
+                Settings {
+                    transport: None,
+                    route: Route::default(),
+                    text: Text::of(config, host),
+                    window: Duration::from_secs(10 * 60),
+                }
+            }
+        };
+        if let Err(mpsc::error::TrySendError::Full(command)) =
+            shared.tx.try_send(Command::Reconfigure(Box::new(settings)))
+        {
+            let tx = shared.tx.clone();
+            tokio::spawn(async move { tx.send(command).await });
+        }
+        Ok(())
     }
 
     /// Whether alerts go anywhere (there is an `[alerts]` table).
@@ -507,7 +583,14 @@ fn hint_timeout() -> String {
 // ---------------------------------------------------------------------------------------------
 // The worker.
 
-type InFlight = Pin<Box<dyn Future<Output = (Mail, Result<(), String>)> + Send>>;
+/// Why a mail was not sent, and what to check.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    hint: String,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (Mail, Result<(), Failure>)> + Send>>;
 
 struct Worker {
     transport: Arc<AsyncSmtpTransport<Tokio1Executor>>,
@@ -538,6 +621,7 @@ impl Worker {
                             outbox.push_back(mail);
                         }
                     }
+                    Some(Command::Reconfigure(settings)) => self.reconfigure(*settings),
                     Some(Command::Shutdown { deadline, done }) => {
                         self.finish(&mut rx, outbox, in_flight, deadline).await;
                         let _ = done.send(());
@@ -554,12 +638,14 @@ impl Worker {
                     self.in_flight_alerts = 0;
                     match result {
                         Ok(()) => self.limiter.sent(&mail.to),
-                        Err(error) => {
+                        Err(Failure { error, hint }) => {
                             let to = mail.to.join(", ");
                             let count = mail.alerts.len();
                             let wait = self.limiter.failed(Instant::now(), mail);
+                            // Whole seconds, rounded up: "30s", not "29s 999ms 812us".
+                            let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
                             tracing::warn!(
-                                "cannot mail {count} alert(s) to {to}: {error}; trying again in {} with what comes meanwhile",
+                                "cannot mail {count} alert(s) to {to}: {error}; trying again in {} with what comes meanwhile\nhint: {hint}",
                                 humantime::format_duration(wait)
                             );
                         }
@@ -567,6 +653,16 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn reconfigure(&mut self, settings: Settings) {
+        if let Some(transport) = settings.transport {
+            self.transport = Arc::new(transport);
+        }
+        self.route = settings.route;
+        self.text = settings.text;
+        self.limiter.window = settings.window;
+        tracing::debug!(route = ?self.route, "email alerts reconfigured");
     }
 
     /// Routes an alert and offers it to the limiter; a mail to send at once, if any.
@@ -597,16 +693,27 @@ impl Worker {
         Box::pin(async move {
             let message = match message {
                 Ok(m) => m,
-                Err(e) => return (mail, Err(format!("cannot compose the mail: {e}"))),
+                Err(e) => {
+                    let failure = Failure {
+                        error: format!("cannot compose the mail: {e}"),
+                        hint: "check `alerts.from` and the recipients' addresses".to_owned(),
+                    };
+                    return (mail, Err(failure));
+                }
             };
             let result = match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e}\nhint: {}", hint(&e))),
-                Err(_) => Err(format!(
-                    "no answer within {}\nhint: {}",
-                    humantime::format_duration(SEND_TIMEOUT),
-                    hint_timeout()
-                )),
+                Ok(Err(e)) => Err(Failure {
+                    error: e.to_string(),
+                    hint: hint(&e),
+                }),
+                Err(_) => Err(Failure {
+                    error: format!(
+                        "no answer within {}",
+                        humantime::format_duration(SEND_TIMEOUT)
+                    ),
+                    hint: hint_timeout(),
+                }),
             };
             (mail, result)
         })
@@ -646,8 +753,8 @@ impl Worker {
                 let (mail, result) = current.await;
                 match result {
                     Ok(()) => unsent = unsent.saturating_sub(mail.alerts.len()),
-                    Err(error) => tracing::warn!(
-                        "cannot mail {} alert(s) to {} while stopping: {error}",
+                    Err(Failure { error, hint }) => tracing::warn!(
+                        "cannot mail {} alert(s) to {} while stopping: {error}\nhint: {hint}",
                         mail.alerts.len(),
                         mail.to.join(", ")
                     ),
@@ -670,7 +777,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn poll(in_flight: &mut Option<InFlight>) -> (Mail, Result<(), String>) {
+async fn poll(in_flight: &mut Option<InFlight>) -> (Mail, Result<(), Failure>) {
     match in_flight {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -819,7 +926,8 @@ impl Limiter {
     }
 
     /// A mail could not be sent: its alerts are held again, before those that came since, and
-    /// tried with them after a backoff. Returns the wait.
+    /// tried with them after a backoff (30 s, or the window if shorter, doubling up to 15 min).
+    /// Returns the wait.
     pub(crate) fn failed(&mut self, now: Instant, mail: Mail) -> Duration {
         let slot = self.slots.entry(mail.to).or_insert_with(|| Slot {
             open_until: now,
@@ -842,8 +950,9 @@ impl Limiter {
             .min(self.window)
             .saturating_mul(1 << (slot.failures - 1).min(10))
             .min(MAX_RETRY_DELAY);
-        slot.open_until = slot.open_until.max(now + wait);
-        slot.open_until.saturating_duration_since(now)
+        // A failed mail does not wait for the end of its window: nothing reached the recipients.
+        slot.open_until = now + wait;
+        wait
     }
 
     /// A mail to `to` went out: the backoff starts over.
@@ -942,8 +1051,9 @@ impl Text {
     fn letter(&self, mail: &Mail, window: Duration) -> Letter {
         let cli = format!("sgevents -c {}", self.config_file.display());
         let mut commands: Vec<String> = Vec::new();
+        let alone = mail.alerts.len() == 1;
         for s in &mail.alerts {
-            for c in s.alert.commands() {
+            for c in s.alert.commands(alone) {
                 let c = format!("{cli} {c}");
                 if !commands.contains(&c) {
                     commands.push(c);
@@ -1003,7 +1113,7 @@ impl Text {
                     self.host
                 ),
                 format!("Error: {}", clip(error)),
-                "The plugin moved on to the next events; this one is recorded in failed_events, and the journal keeps the event itself for `journal_retention`.",
+                "The plugin moved on to the next events. This one is kept in failed_events, and the journal keeps it until it is retried or dropped: once the cause is fixed, retry it.",
             ),
             Alert::SourceFailing { since, error } => (
                 format!(
@@ -1209,20 +1319,26 @@ mod tests {
         let mut l = Limiter::new(10 * MINUTE);
         let first = l.offer(t0, ops.clone(), failed("a", 1)).expect("at once");
         assert!(l.offer(t0 + MINUTE, ops.clone(), failed("a", 2)).is_none());
-        // The first mail fails: it waits for the end of the window (longer than the backoff).
-        let wait = l.failed(t0 + MINUTE, first);
-        assert_eq!(wait, 9 * MINUTE);
-        let retry = l.due(t0 + 10 * MINUTE);
+        // The first mail fails: it is tried again after 30 s, not at the end of its window.
+        let t1 = t0 + MINUTE;
+        assert_eq!(l.failed(t1, first), Duration::from_secs(30));
+        assert_eq!(l.next_due(), Some(t1 + Duration::from_secs(30)));
+        assert!(l.due(t1 + Duration::from_secs(29)).is_empty());
+        let retry = l.due(t1 + Duration::from_secs(30));
         assert_eq!(
             ids(&retry[0]),
             [1, 2],
             "the failed alert comes first, with what came since"
         );
-        // Failing again: 30 s, then 60 s, doubling.
-        let t1 = t0 + 10 * MINUTE;
+        // Failing again: 60 s, then 120 s.
+        let t2 = t1 + Duration::from_secs(30);
         let retry = retry.into_iter().next().expect("one mail");
-        // The window the retry opened is longer than the backoff.
-        assert_eq!(l.failed(t1, retry.clone()), 10 * MINUTE);
+        assert_eq!(l.failed(t2, retry), Duration::from_secs(60));
+        let retry = l.due(t2 + Duration::from_secs(60)).remove(0);
+        assert_eq!(
+            l.failed(t2 + Duration::from_secs(60), retry),
+            Duration::from_secs(120)
+        );
         let mut quick = Limiter::new(Duration::from_secs(2));
         let m = quick
             .offer(t0, ops.clone(), failed("a", 1))
@@ -1610,7 +1726,14 @@ mod tests {
         );
         assert!(
             l.body
-                .contains("sgevents -c /etc/sgevents/sgevents.toml failed list task_status"),
+                .contains("sgevents -c /etc/sgevents/sgevents.toml failed list task_status\n"),
+            "{}",
+            l.body
+        );
+        assert!(
+            l.body.contains(
+                "sgevents -c /etc/sgevents/sgevents.toml failed retry task_status --event 2011531\n"
+            ),
             "{}",
             l.body
         );
@@ -1708,6 +1831,11 @@ mod tests {
             l.body
         );
         assert!(l.body.contains("failed list a\n"), "{}", l.body);
+        assert!(
+            l.body.contains("failed retry a\n"),
+            "a digest retries them all: {}",
+            l.body
+        );
         assert!(l.body.contains("plugin enable b\n"), "{}", l.body);
         assert_eq!(
             l.body.matches("failed list a").count(),
@@ -1977,5 +2105,41 @@ mod tests {
         );
         assert_eq!(ids.first(), Some(&1), "the refused alert comes first");
         assert_eq!(smtp.refused(), 1, "the first try was refused");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_changes_the_recipients_and_can_turn_alerts_off() {
+        let smtp = Arc::new(FakeSmtp::plain());
+        let alerts = Alerts::start(&live(&smtp, "1h", "")).expect("started");
+        alerts.send(failed("a", 1).alert);
+        assert_eq!(messages(&smtp, 1).await[0].rcpt_to, ["ops@s.example"]);
+
+        let reloaded = config(
+            &format!(
+                "to = [\"night-shift@s.example\"]\ntls = \"none\"\nsmtp_port = {}\nsubject_prefix = \"[night]\"",
+                smtp.port()
+            ),
+            "",
+        );
+        alerts.reconfigure(&reloaded).expect("reconfigured");
+        alerts.send(failed("a", 2).alert);
+        let got = messages(&smtp, 2).await;
+        assert_eq!(got[1].rcpt_to, ["night-shift@s.example"]);
+        assert!(got[1].subject.starts_with("[night] "), "{}", got[1].subject);
+
+        let without = parse(
+            Path::new("/etc/sgevents/sgevents.toml"),
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\n",
+        )
+        .expect("valid");
+        alerts.reconfigure(&without).expect("reconfigured");
+        alerts.send(failed("a", 3).alert);
+        alerts.shutdown().await;
+        assert_eq!(smtp.messages().len(), 2, "alerts are off without [alerts]");
+
+        // A handle started without [alerts] stays off (a restart turns alerts on).
+        let off = Alerts::none();
+        off.reconfigure(&reloaded).expect("nothing to do");
+        assert!(!off.is_enabled());
     }
 }

@@ -176,6 +176,20 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// `[alerts]`: email alerts, when configured.
     pub alerts: Option<AlertsConfig>,
+    /// The plugin folders (`plugins.paths` and `plugins.legacy_paths`), resolved: what hot reload
+    /// watches, with the configured commands' executables.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The file's text as it was read: discovering the plugins again (after a plugin file changed)
+    /// re-validates this text, not whatever the file holds by then.
+    pub text: String,
+}
+
+impl Config {
+    /// Discovers the plugins again with the same settings (the same text, not whatever the file
+    /// holds now). A `[plugin.NAME]` table whose executable was removed leaves the plugin out.
+    pub fn rediscover(&self) -> Result<Config, ConfigError> {
+        parse_mode(&self.file, &self.text, false, true)
+    }
 }
 
 /// `[daemon]`.
@@ -534,6 +548,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 fn parse_with(file: &Path, text: &str, skip_secrets: bool) -> Result<Config, ConfigError> {
+    parse_mode(file, text, skip_secrets, false)
+}
+
+fn parse_mode(
+    file: &Path,
+    text: &str,
+    skip_secrets: bool,
+    rediscover: bool,
+) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         ConfigError::plain(
             file,
@@ -556,8 +579,11 @@ fn parse_with(file: &Path, text: &str, skip_secrets: bool) -> Result<Config, Con
         file,
         base_dir: &base_dir,
         skip_secrets,
+        rediscover,
     };
-    v.config(raw)
+    let mut config = v.config(raw)?;
+    config.text = text.to_owned();
+    Ok(config)
 }
 
 struct Validator<'a> {
@@ -565,6 +591,9 @@ struct Validator<'a> {
     base_dir: &'a Path,
     /// Do not read keys (see [`load_without_secrets`]).
     skip_secrets: bool,
+    /// Discovering again while running: a `[plugin.NAME]` table whose executable is gone (for now)
+    /// leaves that plugin out instead of being an error.
+    rediscover: bool,
 }
 
 impl Validator<'_> {
@@ -603,6 +632,8 @@ impl Validator<'_> {
             source,
             plugins,
             alerts,
+            plugin_dirs: paths.iter().chain(&legacy.paths).cloned().collect(),
+            text: String::new(),
         })
     }
 
@@ -1294,11 +1325,18 @@ impl Validator<'_> {
             SourceConfig::Shotgrid(s) => (s.proxy.clone(), s.ca_file.clone()),
             SourceConfig::Jsonl(_) => (None, None),
         };
-        hello.insert("site_url".into(), source.site_url().map(Value::from).unwrap_or(Value::Null));
-        hello.insert("proxy".into(), proxy.map(Value::from).unwrap_or(Value::Null));
+        hello.insert(
+            "site_url".into(),
+            source.site_url().map(Value::from).unwrap_or(Value::Null),
+        );
+        hello.insert(
+            "proxy".into(),
+            proxy.map(Value::from).unwrap_or(Value::Null),
+        );
         hello.insert(
             "ca_certs".into(),
-            ca.map(|p| Value::from(p.display().to_string())).unwrap_or(Value::Null),
+            ca.map(|p| Value::from(p.display().to_string()))
+                .unwrap_or(Value::Null),
         );
         hello.insert(
             "use_session_uuid".into(),
@@ -1308,7 +1346,8 @@ impl Validator<'_> {
         // `json.py` or `logging.py` cannot shadow the standard library before the host starts (the
         // host puts the folder on `sys.path` itself, after).
         let mut env = raw.legacy_env.clone();
-        env.entry("PYTHONSAFEPATH".into()).or_insert_with(|| "1".into());
+        env.entry("PYTHONSAFEPATH".into())
+            .or_insert_with(|| "1".into());
         Ok(Legacy {
             paths: raw.legacy_paths.iter().map(|p| self.resolve(p)).collect(),
             command,
@@ -1346,8 +1385,10 @@ impl Validator<'_> {
             }
         }
         // Depth-first search for a cycle, reporting it in full.
-        let after: BTreeMap<&str, &[String]> =
-            plugins.iter().map(|p| (p.name.as_str(), p.after.as_slice())).collect();
+        let after: BTreeMap<&str, &[String]> = plugins
+            .iter()
+            .map(|p| (p.name.as_str(), p.after.as_slice()))
+            .collect();
         fn visit<'a>(
             n: &'a str,
             after: &BTreeMap<&'a str, &'a [String]>,
@@ -1457,7 +1498,9 @@ impl Validator<'_> {
             if table.command.is_some() {
                 return Err(ConfigError::plain(
                     self.file,
-                    format!("`[plugin.{name}]` sets a `command`, but `{name}` is a shotgunEvents plugin found in `plugins.legacy_paths`"),
+                    format!(
+                        "`[plugin.{name}]` sets a `command`, but `{name}` is a shotgunEvents plugin found in `plugins.legacy_paths`"
+                    ),
                     "remove `command` (the legacy host runs it), or rename one of them",
                 ));
             }
@@ -1466,13 +1509,21 @@ impl Validator<'_> {
             let mut env = legacy.env.clone();
             env.append(&mut table.env);
             table.env = env;
-            let mut spec =
-                self.plugin(name, table, Some(command), Origin::Legacy(file.clone()), defaults, site_url)?;
+            let mut spec = self.plugin(
+                name,
+                table,
+                Some(command),
+                Origin::Legacy(file.clone()),
+                defaults,
+                site_url,
+            )?;
             for (k, v) in &legacy.hello {
                 spec.config.insert(k.clone(), v.clone());
             }
-            spec.config
-                .insert("legacy_path".into(), Value::from(file.display().to_string()));
+            spec.config.insert(
+                "legacy_path".into(),
+                Value::from(file.display().to_string()),
+            );
             if let Some(dir) = file.parent() {
                 spec.cwd = dir.to_path_buf();
             }
@@ -1481,6 +1532,10 @@ impl Validator<'_> {
         // Plugins added by a table with a command start after the discovered ones, by name.
         for (name, table) in tables {
             check_name(self.file, &name)?;
+            if table.command.is_none() && self.rediscover {
+                tracing::info!(plugin = %name, "no executable named `{name}` in the plugin folders now; the plugin is left out");
+                continue;
+            }
             if table.command.is_none() {
                 return Err(ConfigError::plain(
                     self.file,
@@ -1642,6 +1697,8 @@ pub fn discover(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::
             .filter_map(Result::ok)
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.path())
+            // An editor's backup (`plugin.py~`) keeps the executable bit and the stem.
+            .filter(|p| !crate::watch::is_editor_temp(p))
             .filter(|p| {
                 // `metadata` follows symlinks: a link to an executable is a plugin.
                 std::fs::metadata(p)

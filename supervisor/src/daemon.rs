@@ -31,6 +31,8 @@ use crate::control::{ControlError, Request, Response, client, ops};
 use crate::plugin::keeper::{self, Command, KeeperHandle, Shared};
 use crate::source;
 use crate::store::{Store, StoreOptions};
+use crate::watch::{Targets, WatchEvent, Watcher};
+use crate::{config::Origin, notify};
 
 /// How long the watcher waits for quiet before it reports changed plugin files.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -57,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let hard = CancellationToken::new();
-    let alerts = Alerts::none();
+    let alerts = Alerts::start(&config)?;
     let shared = Shared {
         store: store.clone(),
         alerts: alerts.clone(),
@@ -65,27 +67,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hard: hard.clone(),
     };
     let (requests_tx, requests) = mpsc::channel::<Envelope>(64);
-    let server_task = tokio::spawn(server::serve(
-        listener,
-        socket,
-        requests_tx.clone(),
-        cancel.clone(),
-    ));
+    let server_task = tokio::spawn(server::serve(listener, socket, requests_tx, cancel.clone()));
 
     let mut daemon = Daemon {
         source: None,
         config,
         shared,
         keepers: BTreeMap::new(),
-        requests_tx,
+        watcher: None,
     };
     for spec in daemon.config.plugins.clone() {
         daemon.add(spec);
     }
     daemon.start_source();
+    daemon.watch();
+    notify::ready();
+    notify::status(&format!("running {} plugins", daemon.keepers.len()));
+    tokio::spawn(notify::watchdog(cancel.clone()));
 
     let outcome = daemon.supervise(requests).await;
 
+    notify::stopping();
     cancel.cancel();
     let keepers: Vec<KeeperHandle> = std::mem::take(&mut daemon.keepers).into_values().collect();
     let stop = async {
@@ -104,6 +106,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = server_task.await;
+    if !hard.is_cancelled() {
+        alerts.shutdown().await;
+    }
     store.daemon_stopped();
     store.flush().await;
     let failure = store.failure();
@@ -127,7 +132,8 @@ struct Daemon {
     shared: Shared,
     keepers: BTreeMap<String, KeeperHandle>,
     source: Option<SourceRun>,
-    requests_tx: mpsc::Sender<Envelope>,
+    /// Hot reload: the plugin files' watcher, what it watches, and its reports.
+    watcher: Option<(Watcher, Targets, mpsc::Receiver<WatchEvent>)>,
 }
 
 impl Daemon {
@@ -148,14 +154,68 @@ impl Daemon {
         self.keepers.insert(name, handle);
     }
 
+    /// What hot reload watches: the plugin folders, and the executables of configured commands.
+    fn targets(&self) -> Targets {
+        Targets {
+            dirs: self.config.plugin_dirs.clone(),
+            files: self
+                .config
+                .plugins
+                .iter()
+                .filter(|p| p.origin == Origin::Command)
+                .filter_map(|p| p.executable())
+                .collect(),
+        }
+    }
+
+    /// (Re)starts the watcher when what it should watch changed. Without it the daemon runs on,
+    /// without hot reload.
+    fn watch(&mut self) {
+        let targets = self.targets();
+        if self
+            .watcher
+            .as_ref()
+            .is_some_and(|(_, t, _)| t.dirs == targets.dirs && t.files == targets.files)
+        {
+            return;
+        }
+        self.watcher = None;
+        match Watcher::start(&targets, WATCH_DEBOUNCE) {
+            Ok((w, rx)) => self.watcher = Some((w, targets, rx)),
+            Err(e) => tracing::error!("hot reload is off: {e}"),
+        }
+    }
+
+    /// Plugin files changed: discover the plugins again (with the configuration as it was
+    /// loaded) and apply what differs.
+    fn rescan(&mut self, paths: &[std::path::PathBuf]) {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        tracing::info!("plugin files changed: {}", shown.join(", "));
+        match self.config.rediscover() {
+            Ok(new) => {
+                let (reply, answer) = oneshot::channel();
+                self.apply(new, reply);
+                tokio::spawn(async move {
+                    let _ = answer.await;
+                });
+            }
+            Err(e) => tracing::error!("cannot discover the plugins again; nothing changed: {e}"),
+        }
+    }
+
     fn start_source(&mut self) {
         let store = self.shared.store.clone();
         let cancel = self.shared.cancel.child_token();
         let task = match self.config.source.clone() {
-            SourceConfig::Jsonl(src) => tokio::spawn(source::jsonl::run(src, store, cancel.clone())),
-            SourceConfig::Shotgrid(src) => {
-                tokio::spawn(source::shotgrid::run(src, store, cancel.clone(), self.shared.alerts.clone()))
+            SourceConfig::Jsonl(src) => {
+                tokio::spawn(source::jsonl::run(src, store, cancel.clone()))
             }
+            SourceConfig::Shotgrid(src) => tokio::spawn(source::shotgrid::run(
+                src,
+                store,
+                cancel.clone(),
+                self.shared.alerts.clone(),
+            )),
         };
         self.source = Some(SourceRun { cancel, task });
     }
@@ -228,6 +288,14 @@ impl Daemon {
                     }
                 }
                 Some((request, reply)) = requests.recv() => self.handle(request, reply),
+                event = next_change(&mut self.watcher) => match event {
+                    Some(WatchEvent::Changed(paths)) => self.rescan(&paths),
+                    Some(WatchEvent::Failed(e)) => tracing::error!("hot reload may miss changes: {e}"),
+                    None => {
+                        tracing::error!("the plugin file watcher stopped; hot reload is off until the next reload");
+                        self.watcher = None;
+                    }
+                },
                 _ = reports.notified() => {}
                 _ = head.changed() => {}
             }
@@ -330,7 +398,9 @@ impl Daemon {
             let rows = match rows {
                 Ok(Ok(rows)) => rows,
                 other => {
-                    let _ = reply.send(respond(other.map(|r| r.map(|_| Response::done("", json!(null))))));
+                    let _ = reply.send(respond(
+                        other.map(|r| r.map(|_| Response::done("", json!(null)))),
+                    ));
                     return;
                 }
             };
@@ -372,7 +442,10 @@ impl Daemon {
     /// Re-reads the configuration file and applies it; answers with what changed. An invalid
     /// file changes nothing.
     fn reload(&mut self, reply: oneshot::Sender<Response>) {
-        let new = match config::load(&self.config.file) {
+        notify::reloading();
+        let loaded = config::load(&self.config.file);
+        notify::ready();
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 let _ = reply.send(Response::error(format!(
@@ -388,8 +461,26 @@ impl Daemon {
     /// changed restart; new ones start; gone ones stop, keeping their state.
     fn apply(&mut self, new: Config, reply: oneshot::Sender<Response>) {
         let mut notes: Vec<String> = Vec::new();
+        let later = |what: &str| format!("{what} changed: it takes effect at the next start");
         if new.daemon.state_dir != self.config.daemon.state_dir {
-            notes.push("`daemon.state_dir` changed: it takes effect at the next start".into());
+            notes.push(later("`daemon.state_dir`"));
+        }
+        if format!("{:?}", new.daemon.logs) != format!("{:?}", self.config.daemon.logs)
+            || new.daemon.log_level != self.config.daemon.log_level
+        {
+            notes.push(later("the log settings"));
+        }
+        if format!("{:?}", new.alerts) != format!("{:?}", self.config.alerts) {
+            match self.shared.alerts.reconfigure(&new) {
+                Ok(()) => notes.push("applied the new `[alerts]`".into()),
+                Err(e) => notes.push(format!("cannot apply the new `[alerts]`: {e}")),
+            }
+        }
+        if new.daemon.synchronous != self.config.daemon.synchronous
+            || new.daemon.commit_interval != self.config.daemon.commit_interval
+            || new.daemon.journal_retention != self.config.daemon.journal_retention
+        {
+            notes.push(later("the state database's settings"));
         }
         let mut waits: Vec<(String, oneshot::Receiver<Response>)> = Vec::new();
         let old: BTreeMap<String, config::PluginSpec> = self
@@ -415,12 +506,16 @@ impl Daemon {
         let mut added = Vec::new();
         for spec in &new.plugins {
             match self.keepers.get(&spec.name) {
-                Some(k) => waits.push((spec.name.clone(), k.ask(Command::Update(Box::new(spec.clone()))))),
+                Some(k) => waits.push((
+                    spec.name.clone(),
+                    k.ask(Command::Update(Box::new(spec.clone()))),
+                )),
                 None => added.push(spec.clone()),
             }
         }
         let source_changed = !same_source(&self.config.source, &new.source);
         self.config = new;
+        self.watch();
         for spec in added {
             notes.push(format!("started plugin `{}`", spec.name));
             self.add(spec);
@@ -457,6 +552,16 @@ impl Daemon {
     }
 }
 
+/// The watcher's next report; never, without a watcher.
+async fn next_change(
+    watcher: &mut Option<(Watcher, Targets, mpsc::Receiver<WatchEvent>)>,
+) -> Option<WatchEvent> {
+    match watcher {
+        Some((_, _, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether the source's settings are the same (comparing what the operator wrote).
 fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
     format!("{a:?}") == format!("{b:?}")
@@ -472,9 +577,7 @@ fn forward(answer: oneshot::Receiver<Response>, reply: oneshot::Sender<Response>
     });
 }
 
-fn respond(
-    r: Result<Result<Response, ControlError>, crate::store::StoreError>,
-) -> Response {
+fn respond(r: Result<Result<Response, ControlError>, crate::store::StoreError>) -> Response {
     match r {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => Response::error(e.to_string()),
@@ -484,7 +587,8 @@ fn respond(
 
 /// A watch of the lowest of `inputs`: how far a plugin that runs `after` them may go.
 fn lowest_of(inputs: Vec<watch::Receiver<i64>>) -> watch::Receiver<i64> {
-    let lowest = |inputs: &[watch::Receiver<i64>]| inputs.iter().map(|r| *r.borrow()).min().unwrap_or(0);
+    let lowest =
+        |inputs: &[watch::Receiver<i64>]| inputs.iter().map(|r| *r.borrow()).min().unwrap_or(0);
     let (tx, rx) = watch::channel(lowest(&inputs));
     let moved = Arc::new(Notify::new());
     let done = CancellationToken::new();

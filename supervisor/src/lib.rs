@@ -23,8 +23,8 @@
 
 pub mod alerts;
 pub mod check;
-pub mod control;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod lock;
 pub mod logging;

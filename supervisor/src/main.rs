@@ -188,7 +188,11 @@ fn control(state_dir: &std::path::Path, request: &Request, json: bool) -> anyhow
     match client::execute(state_dir, request) {
         Ok(response) if json => {
             write_stdout(&format!("{}\n", serde_json::to_string_pretty(&response)?))?;
-            Ok(if response.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if response.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Ok(response) if response.ok => {
             write_stdout(&client::render(request, &response))?;
@@ -285,7 +289,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { .. } | Command::Failed { .. } | Command::Reload { .. } => {
             unreachable!("control commands return before the configuration is loaded in full")
         }
-        Command::Migrate { .. } => unreachable!("migrate returns before any configuration is read"),
+        Command::Migrate { .. } => {
+            unreachable!("migrate returns before any configuration is read")
+        }
     }
 }
 

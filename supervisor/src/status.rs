@@ -114,8 +114,10 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
             .cmp(&order(&b.name))
             .then(a.name.cmp(&b.name))
     });
-    let states: std::collections::BTreeMap<String, String> =
-        rows.iter().map(|r| (r.name.clone(), r.state.clone())).collect();
+    let states: std::collections::BTreeMap<String, String> = rows
+        .iter()
+        .map(|r| (r.name.clone(), r.state.clone()))
+        .collect();
     let plugins: Vec<Value> = rows
         .into_iter()
         .map(|mut p| {
@@ -241,7 +243,12 @@ pub fn render(status: &Value) -> String {
         let timings = if t.is_null() {
             "-".to_owned()
         } else {
-            format!("{}/{}/{}", ms(&t["p50_ms"]), ms(&t["p95_ms"]), ms(&t["max_ms"]))
+            format!(
+                "{}/{}/{}",
+                ms(&t["p50_ms"]),
+                ms(&t["p95_ms"]),
+                ms(&t["max_ms"])
+            )
         };
         let name = if p["configured"].as_bool() == Some(false) {
             format!("{} (not configured)", p["name"].as_str().unwrap_or("?"))

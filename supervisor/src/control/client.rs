@@ -76,7 +76,9 @@ fn offline(state_dir: &Path, request: &Request) -> Result<Response, ControlError
         .map_err(store::StoreError::from)?;
     let mut response = direct(&txn, request)?;
     txn.commit().map_err(store::StoreError::from)?;
-    response.message.push_str(" (the daemon is not running: changed in the state database)");
+    response
+        .message
+        .push_str(" (the daemon is not running: changed in the state database)");
     Ok(response)
 }
 
@@ -86,7 +88,9 @@ pub fn direct(conn: &Connection, request: &Request) -> Result<Response, ControlE
     match request {
         Request::PluginEnable { plugin } => Ok(match ops::enable(conn, plugin)? {
             Some(reason) => Response::done(
-                format!("enabled plugin `{plugin}` (it was disabled: {reason}); it starts with the daemon"),
+                format!(
+                    "enabled plugin `{plugin}` (it was disabled: {reason}); it starts with the daemon"
+                ),
                 json!({"plugin": plugin, "action": "enabled", "was_disabled": reason}),
             ),
             None => Response::done(
@@ -96,7 +100,9 @@ pub fn direct(conn: &Connection, request: &Request) -> Result<Response, ControlE
         }),
         Request::PluginDisable { plugin } => Ok(if ops::disable(conn, plugin)? {
             Response::done(
-                format!("disabled plugin `{plugin}`; it keeps its position and stays disabled until `sgevents plugin enable {plugin}`"),
+                format!(
+                    "disabled plugin `{plugin}`; it keeps its position and stays disabled until `sgevents plugin enable {plugin}`"
+                ),
                 json!({"plugin": plugin, "action": "disabled"}),
             )
         } else {

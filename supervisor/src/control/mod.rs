@@ -171,7 +171,9 @@ pub enum ControlError {
         oldest: Option<i64>,
     },
     /// The event is not among the plugin's failed events.
-    #[error("event {event_id} is not a failed event of plugin `{plugin}`\nhint: `sgevents failed list {plugin}` shows them")]
+    #[error(
+        "event {event_id} is not a failed event of plugin `{plugin}`\nhint: `sgevents failed list {plugin}` shows them"
+    )]
     NotFailed {
         /// The plugin.
         plugin: String,
@@ -179,7 +181,9 @@ pub enum ControlError {
         event_id: i64,
     },
     /// The request needs a running daemon.
-    #[error("the daemon is not running (no answer on `{socket}`)\nhint: start it with `sgevents run`; `sgevents status` shows the state it left")]
+    #[error(
+        "the daemon is not running (no answer on `{socket}`)\nhint: start it with `sgevents run`; `sgevents status` shows the state it left"
+    )]
     NotRunning {
         /// The socket path.
         socket: String,

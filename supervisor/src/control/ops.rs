@@ -285,7 +285,10 @@ pub struct FailedRow {
 }
 
 /// The failed events of `plugin` (or of every plugin), oldest first.
-pub fn failed_list(conn: &Connection, plugin: Option<&str>) -> Result<Vec<FailedRow>, ControlError> {
+pub fn failed_list(
+    conn: &Connection,
+    plugin: Option<&str>,
+) -> Result<Vec<FailedRow>, ControlError> {
     if let Some(p) = plugin {
         plugin_state(conn, p)?;
     }
@@ -311,7 +314,11 @@ pub fn failed_list(conn: &Connection, plugin: Option<&str>) -> Result<Vec<Failed
     Ok(rows.collect::<Result<_, _>>().map_err(StoreError::from)?)
 }
 
-fn check_failed_event(conn: &Connection, plugin: &str, event: Option<i64>) -> Result<(), ControlError> {
+fn check_failed_event(
+    conn: &Connection,
+    plugin: &str,
+    event: Option<i64>,
+) -> Result<(), ControlError> {
     plugin_state(conn, plugin)?;
     if let Some(id) = event {
         let found: Option<i64> = conn
@@ -333,7 +340,11 @@ fn check_failed_event(conn: &Connection, plugin: &str, event: Option<i64>) -> Re
 }
 
 /// Asks for the failed events of `plugin` (one, or all) to be delivered again; returns how many.
-pub fn failed_retry(conn: &Connection, plugin: &str, event: Option<i64>) -> Result<usize, ControlError> {
+pub fn failed_retry(
+    conn: &Connection,
+    plugin: &str,
+    event: Option<i64>,
+) -> Result<usize, ControlError> {
     check_failed_event(conn, plugin, event)?;
     Ok(conn
         .execute(
@@ -347,7 +358,11 @@ pub fn failed_retry(conn: &Connection, plugin: &str, event: Option<i64>) -> Resu
 }
 
 /// Forgets the failed events of `plugin` (one, or all); returns how many.
-pub fn failed_drop(conn: &Connection, plugin: &str, event: Option<i64>) -> Result<usize, ControlError> {
+pub fn failed_drop(
+    conn: &Connection,
+    plugin: &str,
+    event: Option<i64>,
+) -> Result<usize, ControlError> {
     check_failed_event(conn, plugin, event)?;
     Ok(conn
         .execute(
@@ -357,13 +372,13 @@ pub fn failed_drop(conn: &Connection, plugin: &str, event: Option<i64>) -> Resul
         .map_err(StoreError::from)?)
 }
 
+/// A failed event to deliver again: its journal row and the deliveries it had.
+pub type Replay = (JournalRow, u32);
+
 /// The failed events of `plugin` that an operator asked for again, with their journal rows, in
 /// journal order, each with the deliveries it had. Rows whose event left the journal are reported
 /// in the second list (and no longer marked for retry).
-pub fn replay_rows(
-    conn: &Connection,
-    plugin: &str,
-) -> Result<(Vec<(JournalRow, u32)>, Vec<i64>), StoreError> {
+pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<Replay>, Vec<i64>), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT f.seq, f.event_id, e.event_type, e.attribute_name, e.entity_type, e.project_id, \
          e.is_transient, e.created_at, e.body, f.attempts \

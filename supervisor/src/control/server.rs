@@ -23,7 +23,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub(crate) type Envelope = (Request, oneshot::Sender<Response>);
 
 /// The path of the socket in `state_dir`.
-pub fn socket_path(state_dir: &Path) -> PathBuf {
+pub(crate) fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_FILE)
 }
 
@@ -126,4 +126,3 @@ async fn ask(requests: &mpsc::Sender<Envelope>, request: Request) -> Response {
         .await
         .unwrap_or_else(|_| Response::error("the daemon is stopping"))
 }
-

@@ -175,12 +175,19 @@ impl Report {
 /// the values the old configuration took from it (`%(VAR)s`), except secrets, which stay
 /// references.
 pub fn run(options: &Options) -> Result<Report, MigrateError> {
-    let text = std::fs::read_to_string(&options.conf).map_err(|e| {
+    let bytes = std::fs::read(&options.conf).map_err(|e| {
         MigrateError::new(format!(
             "cannot read the shotgunEvents configuration `{}`: {e}\nhint: pass its path with `--conf` (shotgunEvents read shotgunEventDaemon.conf next to its script, or in /etc)",
             options.conf.display()
         ))
     })?;
+    // Python read it in the locale's encoding: UTF-8, or else most likely Latin-1. A byte order
+    // mark (Windows editors) is skipped.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    };
     let ini = conf::parse(&options.conf, &text)?;
     let cwd = std::env::current_dir().map_err(|e| {
         MigrateError::new(format!(
@@ -260,8 +267,8 @@ pub fn run(options: &Options) -> Result<Report, MigrateError> {
     ));
     std::fs::write(&tmp, &converted.toml).map_err(|e| {
         MigrateError::new(format!(
-            "cannot write `{}`: {e}\nhint: check that the folder exists and that you may write in it",
-            tmp.display()
+            "cannot write `{}`: {e}\nhint: check that its folder exists and that you may write in it; nothing was written",
+            out.display()
         ))
     })?;
     let state = match plan {

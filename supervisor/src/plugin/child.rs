@@ -72,6 +72,10 @@ impl PluginChild {
             .env_remove("SGEVENTS_SITE_URL")
             .env_remove("SGEVENTS_SCRIPT_NAME")
             .env_remove("SGEVENTS_SCRIPT_KEY")
+            // The service manager's channel is the daemon's alone.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -26,9 +26,16 @@ pub(crate) enum Command {
     Start,
     Enable,
     Disable,
-    Rewind { to: RewindTarget, dry_run: bool },
-    FailedRetry { event: Option<i64> },
-    FailedDrop { event: Option<i64> },
+    Rewind {
+        to: RewindTarget,
+        dry_run: bool,
+    },
+    FailedRetry {
+        event: Option<i64>,
+    },
+    FailedDrop {
+        event: Option<i64>,
+    },
     /// A new configuration, or a changed executable: restart if anything differs.
     Update(Box<PluginSpec>),
     /// Gone from the configuration: stop, keeping its state.
@@ -85,7 +92,8 @@ pub(crate) fn spawn(
         progress: progress_tx,
         replay: replay_tx,
         run: None,
-        held: false,
+        held: None,
+        fingerprint: String::new(),
     };
     let task = tokio::spawn(keeper.run(rx));
     KeeperHandle {
@@ -109,8 +117,20 @@ struct Keeper {
     progress: watch::Sender<i64>,
     replay: watch::Sender<u64>,
     run: Option<Run>,
-    /// Stopped by an operator (`plugin stop`) or disabled by one: no actor until told otherwise.
-    held: bool,
+    /// The fingerprint of what the keeper last started (or was created with): a changed
+    /// executable shows as a different fingerprint of the same spec.
+    fingerprint: String,
+    /// Stopped or disabled by an operator: no actor until told otherwise.
+    held: Option<Hold>,
+}
+
+/// Why an operator holds a plugin without an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// `plugin stop`: until `plugin start` or the daemon's next start.
+    Stopped,
+    /// `plugin disable`: until `plugin enable`, or a changed executable or configuration.
+    Disabled,
 }
 
 type Incoming = mpsc::UnboundedReceiver<(Command, oneshot::Sender<Response>)>;
@@ -152,7 +172,8 @@ impl Keeper {
     /// Starts an actor for the current spec.
     fn start(&mut self) {
         debug_assert!(self.run.is_none());
-        self.held = false;
+        self.held = None;
+        self.fingerprint = self.spec.fingerprint();
         let cancel = self.shared.cancel.child_token();
         let links = Links {
             store: self.shared.store.clone(),
@@ -182,9 +203,9 @@ impl Keeper {
     }
 
     /// Stops the actor and holds the plugin (no actor) until told otherwise; it counts as idle.
-    async fn hold(&mut self) -> bool {
+    async fn hold(&mut self, why: Hold) -> bool {
         let was = self.stop().await;
-        self.held = true;
+        self.held = Some(why);
         self.report.send_replace(ActorReport {
             caught_up_to: None,
             disabled: true,
@@ -221,13 +242,13 @@ impl Keeper {
                 ))
             }
             Command::Stop => {
-                if self.held {
+                if self.held.is_some() {
                     return Ok(Response::done(
                         format!("plugin `{name}` is already stopped"),
                         data("none"),
                     ));
                 }
-                self.hold().await;
+                self.hold(Hold::Stopped).await;
                 Ok(Response::done(
                     format!(
                         "stopped plugin `{name}`; it stays stopped until `sgevents plugin start {name}` or the daemon's next start"
@@ -279,7 +300,7 @@ impl Keeper {
                 }
             }
             Command::Disable => {
-                self.hold().await;
+                self.hold(Hold::Disabled).await;
                 let store_name = name.clone();
                 let changed = self
                     .shared
@@ -294,10 +315,7 @@ impl Keeper {
                         data("disabled"),
                     )
                 } else {
-                    Response::done(
-                        format!("plugin `{name}` is already disabled"),
-                        data("none"),
-                    )
+                    Response::done(format!("plugin `{name}` is already disabled"), data("none"))
                 })
             }
             Command::Rewind { to, dry_run } => {
@@ -325,7 +343,7 @@ impl Keeper {
                     .control(move |conn| ops::failed_retry(conn, &store_name, event))
                     .await??;
                 self.replay.send_modify(|v| *v += 1);
-                let when = if self.run.is_some() && !self.held {
+                let when = if self.run.is_some() && self.held.is_none() {
                     "now"
                 } else {
                     "once it runs again"
@@ -351,7 +369,8 @@ impl Keeper {
                 ))
             }
             Command::Update(spec) => {
-                let changed = *spec != self.spec || spec.fingerprint() != self.spec.fingerprint();
+                let fingerprint = spec.fingerprint();
+                let changed = *spec != self.spec || fingerprint != self.fingerprint;
                 if !changed {
                     return Ok(Response::done(
                         format!("plugin `{name}` is unchanged"),
@@ -359,7 +378,10 @@ impl Keeper {
                     ));
                 }
                 self.spec = *spec;
-                if self.held {
+                self.fingerprint = fingerprint;
+                // A plugin disabled by an operator is enabled again by a change (as after a
+                // failure: the actor compares fingerprints); one stopped by an operator stays so.
+                if self.held == Some(Hold::Stopped) {
                     return Ok(Response::done(
                         format!(
                             "plugin `{name}` changed; it stays stopped as an operator asked (`sgevents plugin start {name}`)"

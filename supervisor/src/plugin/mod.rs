@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sgevents_protocol::{
-    AlertRecipients, DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED, Subscription,
-    decode_plugin_line, encode, encode_event_raw, excerpt,
+    AlertRecipients, DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED,
+    Subscription, decode_plugin_line, encode, encode_event_raw, excerpt,
 };
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout};
@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::child::{Incoming, PluginChild, Stdin};
 use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy, retry_delay};
-use self::window::{Slot, SlotState, Window};
 use self::timings::Timings;
+use self::window::{Slot, SlotState, Window};
 use crate::alerts::{Alert, Alerts, Recipients};
 use crate::config::{PluginLimits, PluginSpec};
 use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Store};
@@ -735,7 +735,11 @@ impl Actor {
                 retry_after_ms,
             } => {
                 let seq = self.sent_seq(event_id, "nack")?;
-                self.record_timing(seq, "nack");
+                let gives_up = self
+                    .window
+                    .get_mut(seq)
+                    .is_some_and(|s| s.attempt + 1 - s.first_attempt >= limits.max_attempts);
+                self.record_timing(seq, if gives_up { "failed" } else { "nack" });
                 let slot = self.window.get_mut(seq).expect("found above");
                 let attempt = slot.attempt;
                 if attempt + 1 - slot.first_attempt >= limits.max_attempts {
@@ -842,7 +846,8 @@ impl Actor {
     fn finish(&mut self, seq: i64) {
         if let Some(slot) = self.window.finish(seq) {
             if slot.replay {
-                self.store.resolve_failed(&self.spec.name, slot.row.event_id);
+                self.store
+                    .resolve_failed(&self.spec.name, slot.row.event_id);
             } else if self.attempts.remove(&seq).is_some_and(|a| a > 1) {
                 self.store.clear_retry(&self.spec.name, seq);
             }

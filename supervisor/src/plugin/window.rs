@@ -120,7 +120,10 @@ impl Window {
     /// Takes a failed event sent again: it is at or behind the cursor, so the cursor and the
     /// frontier stay where they are (and the cursor waits while it is unfinished).
     pub(crate) fn replay(&mut self, slot: Slot) {
-        debug_assert!(slot.row.seq <= self.cursor, "a replayed event is behind the cursor");
+        debug_assert!(
+            slot.row.seq <= self.cursor,
+            "a replayed event is behind the cursor"
+        );
         self.slots.insert(slot.row.seq, slot);
     }
 
@@ -234,7 +237,11 @@ mod tests {
         assert_eq!(w.frontier(), 10, "a replay is not taken from the journal");
         w.sent(sent(11, now));
         w.finish(11);
-        assert_eq!(w.cursor(), 10, "the cursor waits while the replay is unfinished");
+        assert_eq!(
+            w.cursor(),
+            10,
+            "the cursor waits while the replay is unfinished"
+        );
         let done = w.finish(5).expect("the replay was in flight");
         assert!(done.replay);
         assert_eq!(w.cursor(), 11, "then it moves on, never backwards");

@@ -1,6 +1,6 @@
 //! Email alerts with the real daemon against the fake SMTP server (`sgevents_tests::smtp`): a
 //! failed event is mailed, a burst becomes one digest, STARTTLS with a login from the environment,
-//! and a mail server that never answers delays nothing.
+//! a mail server that never answers delays nothing, and a long ShotGrid outage is mailed once.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -294,4 +294,53 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_long_shotgrid_outage_is_mailed_once() {
+    use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions};
+    let site = FakeSite::start(SiteOptions {
+        script_key: "the-script-key".into(),
+        ..SiteOptions::default()
+    })
+    .expect("the fake site starts");
+    site.append(3);
+    site.fail_next(1_000_000, Fault::Status(503));
+    let smtp = FakeSmtp::plain();
+    let ctx = Ctx::new();
+    std::fs::write(ctx.path("key"), "the-script-key").expect("key file");
+    let text = format!(
+        "[daemon]\nstate_dir = \"var\"\n\n[source]\nkind = \"shotgrid\"\nurl = \"{}\"\nscript_name = \"sgevents\"\nscript_key_file = \"key\"\nrequest_timeout = \"2s\"\nstart_at = \"earliest\"\nalert_after = \"1s\"\n{}",
+        site.url(),
+        plain_alerts(smtp.port(), "10m")
+    );
+    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    let mut daemon = ctx.start();
+    let mails = smtp.wait_for_messages(1, GUARD);
+    let mail = &mails[0];
+    assert!(
+        mail.subject
+            .contains(": the event source has been failing for "),
+        "{}",
+        mail.subject
+    );
+    assert!(
+        mail.body.contains("HTTP 503") && mail.body.contains(&site.url()),
+        "the last error: {}",
+        mail.body
+    );
+    assert!(
+        mail.body.contains("nothing is lost"),
+        "what it means: {}",
+        mail.body
+    );
+    assert!(
+        !mail.data.contains("the-script-key"),
+        "no secret in the mail"
+    );
+    assert_eq!(mail.rcpt_to, ["pipeline@studio.example"]);
+    signal(&daemon, Signal::SIGTERM);
+    let status = wait_exit(&mut daemon);
+    assert!(status.success(), "{status}\n{}", ctx.log());
+    assert_eq!(smtp.messages().len(), 1, "once per outage");
 }

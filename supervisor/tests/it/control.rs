@@ -88,7 +88,9 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
     ctx.config(LIVE, &plugins);
     let daemon = ctx.start();
     ctx.wait_ready();
-    wait_for("every plugin started", || names.iter().all(|n| ctx.pid_of(n) > 0));
+    wait_for("every plugin started", || {
+        names.iter().all(|n| ctx.pid_of(n) > 0)
+    });
     let before: Vec<i32> = names.iter().map(|n| ctx.pid_of(n)).collect();
 
     // Events keep coming while `b` restarts.
@@ -97,7 +99,10 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
         std::thread::spawn(move || {
             for chunk in (101..=1000).collect::<Vec<i64>>().chunks(50) {
                 let text: String = chunk.iter().map(|&id| crate::event(id)).collect();
-                let mut f = fs::OpenOptions::new().append(true).open(&path).expect("events");
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .expect("events");
                 std::io::Write::write_all(&mut f, text.as_bytes()).expect("append");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -107,7 +112,10 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
     let response = ctx.cli_json(&["plugin", "restart", "b"]);
     assert_eq!(response["data"]["action"], "restarted", "{response}");
     assert!(
-        response["message"].as_str().unwrap().contains("restarted plugin `b`"),
+        response["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted plugin `b`"),
         "{response}"
     );
     wait_for("b's new child", || ctx.pid_of("b") != before[1]);
@@ -173,7 +181,10 @@ fn stop_start_disable_and_enable_one_plugin() {
     let r = ctx.cli_json(&["plugin", "restart", "b"]);
     assert_eq!(r["ok"], false);
     assert!(
-        r["message"].as_str().unwrap().contains("sgevents plugin enable b"),
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("sgevents plugin enable b"),
         "a disabled plugin is not restarted; the error says how to enable it: {r}"
     );
 
@@ -182,8 +193,14 @@ fn stop_start_disable_and_enable_one_plugin() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("PLUGIN"), "{text}");
-    let b_line = text.lines().find(|l| l.starts_with("b ")).expect("b listed");
-    assert!(b_line.contains("disabled") && b_line.contains("disabled by an operator"), "{b_line}");
+    let b_line = text
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .expect("b listed");
+    assert!(
+        b_line.contains("disabled") && b_line.contains("disabled by an operator"),
+        "{b_line}"
+    );
 
     // Disabled survives a restart of the daemon.
     ctx.stop(daemon);
@@ -191,12 +208,20 @@ fn stop_start_disable_and_enable_one_plugin() {
     ctx.wait_ready();
     ctx.append_events(21..=25);
     wait_for("a goes on", || ctx.ids("a").len() == 25);
-    assert_eq!(ctx.ids("b").len(), 20, "b stays disabled across a daemon restart");
+    assert_eq!(
+        ctx.ids("b").len(),
+        20,
+        "b stays disabled across a daemon restart"
+    );
     let r = ctx.cli_json(&["plugin", "enable", "b"]);
     assert_eq!(r["data"]["action"], "enabled", "{r}");
     wait_for("b catches up after enable", || ctx.ids("b").len() == 25);
     ctx.stop(daemon);
-    assert_eq!(ctx.ids("b"), (1..=25).collect::<Vec<_>>(), "nothing lost, nothing twice");
+    assert_eq!(
+        ctx.ids("b"),
+        (1..=25).collect::<Vec<_>>(),
+        "nothing lost, nothing twice"
+    );
 
     let r = ctx.cli_json(&["plugin", "restart", "nope"]);
     assert_eq!(r["ok"], false);
@@ -208,10 +233,15 @@ fn stop_start_disable_and_enable_one_plugin() {
 fn rewind_replays_from_an_event_or_skips_the_backlog() {
     let ctx = Ctx::new();
     ctx.events(1..=30);
-    ctx.config(LIVE, &format!("{}{}", ctx.test_plugin("a", ""), ctx.test_plugin("b", "")));
+    ctx.config(
+        LIVE,
+        &format!("{}{}", ctx.test_plugin("a", ""), ctx.test_plugin("b", "")),
+    );
     let daemon = ctx.start();
     ctx.wait_ready();
-    wait_for("caught up", || ctx.ids("a").len() == 30 && ctx.ids("b").len() == 30);
+    wait_for("caught up", || {
+        ctx.ids("a").len() == 30 && ctx.ids("b").len() == 30
+    });
 
     let r = ctx.cli_json(&["plugin", "rewind", "a", "--to-event", "21", "--dry-run"]);
     assert_eq!(r["data"]["replayed"], 10, "{r}");
@@ -225,11 +255,19 @@ fn rewind_replays_from_an_event_or_skips_the_backlog() {
     assert_eq!(r["data"]["next_event_id"], 21);
     wait_for("the replay", || ctx.ids("a").len() == 40);
     let ids = ctx.ids("a");
-    assert_eq!(&ids[30..], (21..=30).collect::<Vec<_>>(), "replayed in order");
+    assert_eq!(
+        &ids[30..],
+        (21..=30).collect::<Vec<_>>(),
+        "replayed in order"
+    );
     assert_eq!(ctx.ids("b").len(), 30, "the other plugin is not rewound");
 
     let r = ctx.cli_json(&["plugin", "rewind", "a", "--to-event", "999"]);
-    assert_eq!(r["data"]["next_event_id"], Value::Null, "past the newest: waits for new events");
+    assert_eq!(
+        r["data"]["next_event_id"],
+        Value::Null,
+        "past the newest: waits for new events"
+    );
 
     let r = ctx.cli_json(&["plugin", "rewind", "a", "--to-event", "0"]);
     assert_eq!(r["data"]["replayed"], 30, "from the start: {r}");
@@ -240,7 +278,10 @@ fn rewind_replays_from_an_event_or_skips_the_backlog() {
     ctx.append_events(31..=40);
     let r = ctx.cli_json(&["plugin", "rewind", "b", "--to-latest", "--dry-run"]);
     assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["data"]["skipped"], 0, "the stopped daemon journaled nothing new yet: {r}");
+    assert_eq!(
+        r["data"]["skipped"], 0,
+        "the stopped daemon journaled nothing new yet: {r}"
+    );
     let daemon = ctx.start();
     ctx.wait_ready();
     wait_for("b gets the new events", || ctx.ids("b").len() == 40);
@@ -248,7 +289,10 @@ fn rewind_replays_from_an_event_or_skips_the_backlog() {
     let out = ctx.cli(&["plugin", "rewind", "b", "--to-event", "35"]);
     assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("6 journaled events will be offered again"), "{text}");
+    assert!(
+        text.contains("6 journaled events will be offered again"),
+        "{text}"
+    );
     assert!(text.contains("the daemon is not running"), "{text}");
     let daemon = ctx.start();
     ctx.wait_ready();
@@ -260,10 +304,19 @@ fn rewind_replays_from_an_event_or_skips_the_backlog() {
     let out = ctx.cli(&["plugin", "rewind", "b"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--to-event") && err.contains("--to-latest"), "{err}");
+    assert!(
+        err.contains("--to-event") && err.contains("--to-latest"),
+        "{err}"
+    );
     let r = ctx.cli_json(&["plugin", "rewind", "ghost", "--to-latest"]);
     assert_eq!(r["ok"], false);
-    assert!(r["message"].as_str().unwrap().contains("known plugins: a, b"), "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("known plugins: a, b"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -290,7 +343,10 @@ fn failed_events_are_listed_retried_and_dropped() {
     assert_eq!(ids, [7, 9, 12], "{r}");
     let out = ctx.cli(&["failed", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("EVENT") && text.lines().count() == 4, "{text}");
+    assert!(
+        text.contains("EVENT") && text.lines().count() == 4,
+        "{text}"
+    );
 
     let r = ctx.cli_json(&["failed", "retry", "f", "--event", "7"]);
     assert_eq!(r["data"]["events"], 1, "{r}");
@@ -306,7 +362,10 @@ fn failed_events_are_listed_retried_and_dropped() {
     });
     let r = ctx.cli_json(&["failed", "retry", "f", "--event", "8"]);
     assert_eq!(r["ok"], false);
-    assert!(r["message"].as_str().unwrap().contains("failed list f"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("failed list f"),
+        "{r}"
+    );
     ctx.stop(daemon);
 
     // Offline: retry is recorded and done at the next start; drop forgets.
@@ -350,12 +409,17 @@ fn reload_restarts_only_what_changed_and_keeps_a_bad_configuration_out() {
     ctx.config(LIVE, &base);
     let daemon = ctx.start();
     ctx.wait_ready();
-    wait_for("caught up", || ctx.ids("a").len() == 10 && ctx.ids("b").len() == 10);
+    wait_for("caught up", || {
+        ctx.ids("a").len() == 10 && ctx.ids("b").len() == 10
+    });
     let (a_pid, b_pid) = (ctx.pid_of("a"), ctx.pid_of("b"));
 
     // Nothing changed.
     let r = ctx.cli_json(&["reload"]);
-    assert!(r["message"].as_str().unwrap().contains("nothing changed"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("nothing changed"),
+        "{r}"
+    );
 
     // b's settings change; c is new.
     let changed = format!(
@@ -366,9 +430,15 @@ fn reload_restarts_only_what_changed_and_keeps_a_bad_configuration_out() {
     );
     ctx.config(LIVE, &changed);
     signal(&daemon, Signal::SIGHUP);
-    wait_for("b restarted", || ctx.pid_of("b") != b_pid && ctx.pid_of("b") > 0);
+    wait_for("b restarted", || {
+        ctx.pid_of("b") != b_pid && ctx.pid_of("b") > 0
+    });
     wait_for("c started", || ctx.pid_of("c") > 0);
-    assert_eq!(ctx.pid_of("a"), a_pid, "a did not change, so it was not restarted");
+    assert_eq!(
+        ctx.pid_of("a"),
+        a_pid,
+        "a did not change, so it was not restarted"
+    );
 
     // A bad file is refused, the running configuration stays.
     fs::write(ctx.path("sgevents.toml"), "[daemon\nbroken").expect("write");
@@ -382,18 +452,35 @@ fn reload_restarts_only_what_changed_and_keeps_a_bad_configuration_out() {
     // Through SIGHUP, with a file that parses but does not validate.
     ctx.config(LIVE, &format!("{changed}\n[plugin.d]\n"));
     signal(&daemon, Signal::SIGHUP);
-    wait_for("the rejection logged", || ctx.log().contains("the new configuration is invalid"));
+    wait_for("the rejection logged", || {
+        ctx.log().contains("the new configuration is invalid")
+    });
     ctx.append_events(11..=15);
     wait_for("the old configuration keeps running", || {
-        ["a", "b", "c"].iter().all(|n| ctx.ids(n).last() == Some(&15))
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| ctx.ids(n).last() == Some(&15))
     });
     assert_eq!(ctx.pid_of("a"), a_pid);
 
     // c goes away: stopped, its state kept.
-    ctx.config(LIVE, &format!("{}{}", with_pid(&ctx, "a", ""), with_pid(&ctx, "b", "slow_ms = 1")));
+    ctx.config(
+        LIVE,
+        &format!(
+            "{}{}",
+            with_pid(&ctx, "a", ""),
+            with_pid(&ctx, "b", "slow_ms = 1")
+        ),
+    );
     let c_pid = ctx.pid_of("c");
     let r = ctx.cli_json(&["reload"]);
-    assert!(r["message"].as_str().unwrap().contains("no longer configured"), "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer configured"),
+        "{r}"
+    );
     assert!(!alive(c_pid), "c's child stopped");
     assert_eq!(ctx.plugin("c").1, Some(15), "c's position is kept");
     ctx.stop(daemon);
@@ -407,7 +494,8 @@ fn after_holds_a_plugin_back_until_the_one_it_waits_for_finished() {
     let plugins = format!(
         "{}{}",
         ctx.test_plugin("first", "hang_at = 10, hang_times = 1"),
-        ctx.test_plugin("second", "").replace("\nconfig", "\nafter = [\"first\"]\nconfig")
+        ctx.test_plugin("second", "")
+            .replace("\nconfig", "\nafter = [\"first\"]\nconfig")
     );
     ctx.config(
         &[
@@ -440,8 +528,14 @@ fn after_holds_a_plugin_back_until_the_one_it_waits_for_finished() {
     assert!(note.contains("waits for `first` (disabled)"), "{r}");
     let out = ctx.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("second")).expect("second listed");
-    assert!(line.contains("held back: waits for `first` (disabled)"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("second"))
+        .expect("second listed");
+    assert!(
+        line.contains("held back: waits for `first` (disabled)"),
+        "{text}"
+    );
     let out = ctx.cli(&["status", "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).expect("json");
     let second = &status["plugins"][1];
@@ -462,23 +556,32 @@ fn after_must_name_plugins_and_make_no_cycle() {
     ctx.events(1..=3);
     let cyc = format!(
         "{}{}",
-        ctx.test_plugin("x", "").replace("\nconfig", "\nafter = [\"y\"]\nconfig"),
-        ctx.test_plugin("y", "").replace("\nconfig", "\nafter = [\"x\"]\nconfig")
+        ctx.test_plugin("x", "")
+            .replace("\nconfig", "\nafter = [\"y\"]\nconfig"),
+        ctx.test_plugin("y", "")
+            .replace("\nconfig", "\nafter = [\"x\"]\nconfig")
     );
     ctx.config(&[], &cyc);
     let out = ctx.cli(&["check"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cycle") && err.contains("x waits for y waits for x"), "{err}");
+    assert!(
+        err.contains("cycle") && err.contains("x waits for y waits for x"),
+        "{err}"
+    );
 
     ctx.config(
         &[],
-        &ctx.test_plugin("x", "").replace("\nconfig", "\nafter = [\"nobody\"]\nconfig"),
+        &ctx.test_plugin("x", "")
+            .replace("\nconfig", "\nafter = [\"nobody\"]\nconfig"),
     );
     let out = ctx.cli(&["run"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("plugin.x.after") && err.contains("\"nobody\""), "{err}");
+    assert!(
+        err.contains("plugin.x.after") && err.contains("\"nobody\""),
+        "{err}"
+    );
     assert!(!ctx.path("var/state.db").exists(), "nothing started");
 }
 
@@ -497,7 +600,9 @@ fn the_control_socket_is_private_and_answers_bad_requests_clearly() {
     let stream = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
     let mut reader = BufReader::new(&stream);
     let mut ask = |line: &str| -> Value {
-        (&stream).write_all(format!("{line}\n").as_bytes()).expect("write");
+        (&stream)
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write");
         let mut answer = String::new();
         reader.read_line(&mut answer).expect("read");
         serde_json::from_str(&answer).expect("a JSON answer")
@@ -512,4 +617,108 @@ fn the_control_socket_is_private_and_answers_bad_requests_clearly() {
     assert_eq!(r["data"]["plugins"][0]["name"], "a");
     ctx.stop(daemon);
     assert!(!sock.exists(), "the socket is removed at exit");
+}
+
+#[test]
+fn replaced_new_and_removed_executables_are_picked_up_while_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = Ctx::new();
+    ctx.events(1..=5);
+    let bin = ctx.path("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    // A plugin is a small script around the test plugin, so each version can say it started.
+    let version = |name: &str, v: u32| {
+        format!(
+            "#!/bin/sh\necho {v} >> {:?}\nexec {:?}\n",
+            ctx.path(&format!("{name}.versions")).display().to_string(),
+            crate::test_plugin().display().to_string()
+        )
+    };
+    let install = |name: &str, v: u32| {
+        // An atomic save, as editors and deploy tools do: a temporary file renamed over.
+        let tmp = bin.join(format!(".{name}.tmp"));
+        fs::write(&tmp, version(name, v)).expect("write");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::rename(&tmp, bin.join(name)).expect("rename");
+    };
+    let versions = |name: &str| -> Vec<u32> {
+        fs::read_to_string(ctx.path(&format!("{name}.versions")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    install("p", 1);
+    install("q", 1);
+    let table = |name: &str| {
+        format!(
+            "\n[plugin.{name}]\nconfig = {{ record = {:?}, pid_file = {:?} }}\n",
+            ctx.path(&format!("{name}.rec")).display().to_string(),
+            ctx.path(&format!("{name}.pid")).display().to_string()
+        )
+    };
+    let mut overrides = LIVE.to_vec();
+    overrides.push(("[plugins]", "[plugins]\npaths = [\"bin\"]"));
+    ctx.config(&overrides, &format!("{}{}", table("p"), table("q")));
+    let daemon = ctx.start();
+    ctx.wait_ready();
+    wait_for("p and q deliver", || {
+        ctx.ids("p").len() == 5 && ctx.ids("q").len() == 5
+    });
+    let q_pid = ctx.pid_of("q");
+
+    // Replaced: version 2 serves the next event within 2 s, and q is untouched.
+    let replaced = std::time::Instant::now();
+    install("p", 2);
+    ctx.append_events([6]);
+    wait_for("version 2 of p delivers event 6", || {
+        versions("p") == [1, 2] && ctx.ids("p").contains(&6)
+    });
+    let took = replaced.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "the new executable served after {took:?}"
+    );
+    assert_eq!(ctx.pid_of("q"), q_pid, "q was not restarted");
+    assert_eq!(versions("q"), [1]);
+
+    // Editor temporary files change nothing.
+    fs::write(bin.join(".q.swp"), "x").expect("swap file");
+    fs::write(bin.join("q~"), "x").expect("backup file");
+    ctx.append_events([7]);
+    wait_for("7 delivered", || {
+        ctx.ids("q").contains(&7) && ctx.ids("p").contains(&7)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(versions("q"), [1], "editor files restarted nothing");
+
+    // New: r starts (it has no table: discovered as it is).
+    install("r", 1);
+    wait_for("r runs", || {
+        versions("r") == [1] && ctx.plugin_if_known("r").is_some_and(|p| p.0 == "running")
+    });
+    ctx.append_events([8]);
+    wait_for("r gets 8", || ctx.plugin("r").1 == Some(8));
+
+    // Removed: q stops, its state kept; back: it resumes where it stopped.
+    fs::remove_file(bin.join("q")).expect("remove");
+    wait_for("q stopped", || {
+        ctx.plugin("q").0 == "stopped" && !crate::alive(q_pid)
+    });
+    ctx.append_events([9, 10]);
+    wait_for("the others go on", || {
+        ctx.ids("p").contains(&10) && ctx.plugin("r").1 == Some(10)
+    });
+    assert!(!ctx.ids("q").contains(&9));
+    install("q", 2);
+    wait_for("q resumes", || ctx.ids("q").ends_with(&[9, 10]));
+    ctx.stop(daemon);
+    assert_eq!(
+        ctx.ids("q"),
+        (1..=10).collect::<Vec<_>>(),
+        "nothing lost while it was away"
+    );
+    let mut p = ctx.ids("p");
+    p.dedup();
+    assert_eq!(p, (1..=10).collect::<Vec<_>>());
 }

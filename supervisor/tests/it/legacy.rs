@@ -153,14 +153,19 @@ fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
     let mut ids = site.append_events(vec![shot_status(shot, "ip")]);
     ids.extend(site.append_events((0..4).map(|_| asset_change("description")).collect()));
     let daemon = ctx.start();
-    wait_for("log_all got the first five", || out(&ctx, "log_all").len() == 5);
+    wait_for("log_all got the first five", || {
+        out(&ctx, "log_all").len() == 5
+    });
     let boom = site.append_events(vec![asset_change("boom")])[0];
     let after_boom = site.append_events(vec![asset_change("description")])[0];
     ids.push(boom);
     ids.push(after_boom);
 
     wait_for("log_all got everything", || out(&ctx, "log_all").len() == 7);
-    let logged: Vec<i64> = out(&ctx, "log_all").iter().map(|l| l.parse().unwrap()).collect();
+    let logged: Vec<i64> = out(&ctx, "log_all")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
     assert_eq!(logged, ids, "every event, once, in order");
 
     // Two callbacks sharing `args`: the second sees the first's count, event after event.
@@ -188,14 +193,25 @@ fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
 
     // raises: even ids failed (stopOnError=False) and it moved on; "boom" disabled it there.
     wait_for("raises disabled at boom", || {
-        ctx.plugin_if_known("raises").is_some_and(|p| p.0 == "disabled")
+        ctx.plugin_if_known("raises")
+            .is_some_and(|p| p.0 == "disabled")
     });
     let (_, last, _, reason) = ctx.plugin("raises");
     assert_eq!(last, Some(boom - 1), "position kept before the fatal event");
-    assert!(reason.unwrap().contains("boom on event"), "the reason names the error");
+    assert!(
+        reason.unwrap().contains("boom on event"),
+        "the reason names the error"
+    );
     let failed: BTreeSet<i64> = ctx.failed("raises").iter().map(|f| f.0).collect();
-    let even: BTreeSet<i64> = ids.iter().copied().filter(|i| i % 2 == 0 && *i < boom).collect();
-    assert_eq!(failed, even, "the even ids before boom are in failed_events");
+    let even: BTreeSet<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| i % 2 == 0 && *i < boom)
+        .collect();
+    assert_eq!(
+        failed, even,
+        "the even ids before boom are in failed_events"
+    );
     let noted = out(&ctx, "raises");
     for id in ids.iter().filter(|&&i| i < boom) {
         assert!(
@@ -206,13 +222,58 @@ fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
 
     // broken_import: disabled, naming the file.
     wait_for("broken_import disabled", || {
-        ctx.plugin_if_known("broken_import").is_some_and(|p| p.0 == "disabled")
+        ctx.plugin_if_known("broken_import")
+            .is_some_and(|p| p.0 == "disabled")
     });
     let reason = ctx.plugin("broken_import").3.unwrap();
     assert!(
         reason.contains("broken_import.py") && reason.contains("ImportError"),
         "{reason}"
     );
+    // Fixed in place (not renamed): hot reload enables it again, and it resumes where it stopped.
+    std::fs::write(
+        folder.join("broken_import.py"),
+        format!(
+            "def registerCallbacks(reg):\n    reg.registerCallback('s', 'k', note)\n\n\ndef note(sg, logger, event, args):\n    with open({:?}, 'a') as f:\n        f.write('%d\\n' % event['id'])\n",
+            ctx.path("fixed.out").display().to_string()
+        ),
+    )
+    .expect("fix the plugin");
+    // Every journaled event: the seven above and the Task changes shot_to_task's updates made.
+    let journal = || -> Vec<i64> {
+        let db = ctx.db();
+        let mut stmt = db
+            .prepare("SELECT event_id FROM events ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    wait_for("the Task changes journaled", || {
+        journal().len() == ids.len() + tasks.len()
+    });
+    let start = std::time::Instant::now();
+    while out(&ctx, "fixed").len() != journal().len() {
+        assert!(
+            start.elapsed() < crate::GUARD,
+            "the fixed plugin did not catch up: {:?}; log:\n{}",
+            out(&ctx, "fixed"),
+            ctx.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let fixed: Vec<i64> = out(&ctx, "fixed")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(
+        fixed,
+        journal(),
+        "it got every event from where it was disabled (the start)"
+    );
+    assert_eq!(ctx.plugin("broken_import").0, "running");
+
     let log = ctx.log();
     assert!(
         !log.contains("hidden") && !log.contains("nested"),
@@ -230,7 +291,13 @@ fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
         .collect();
     assert_eq!(
         names,
-        ["broken_import", "log_all", "raises", "shared_state", "shot_to_task"]
+        [
+            "broken_import",
+            "log_all",
+            "raises",
+            "shared_state",
+            "shot_to_task"
+        ]
     );
     let pids: BTreeSet<String> = log
         .lines()

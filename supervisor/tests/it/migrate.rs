@@ -470,6 +470,14 @@ fn the_legacy_one_number_id_file_applies_to_every_plugin() {
 #[test]
 fn without_an_id_file_only_the_configuration_is_written() {
     let studio = Studio::new();
+    // Written on Windows in Latin-1, with a byte order mark: still read.
+    let conf = studio.ctx.path("shotgunEventDaemon.conf");
+    let text = fs::read(&conf).expect("read");
+    fs::write(
+        &conf,
+        [&b"\xef\xbb\xbf# R\xe9glages du studio\n"[..], &text].concat(),
+    )
+    .expect("write");
     let out = studio.migrate(&[]);
     assert_ok(&out);
     let report = stdout(&out);

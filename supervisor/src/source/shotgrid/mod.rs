@@ -310,7 +310,10 @@ impl Outage {
             );
             alerts.send(Alert::SourceFailing {
                 since: since.elapsed(),
-                error: format!("cannot read the event log of {}: {e}; hint: {hint}", config.url),
+                error: format!(
+                    "cannot read the event log of {}: {e}; hint: {hint}",
+                    config.url
+                ),
             });
         }
         wait
