@@ -118,7 +118,7 @@ impl Window {
     }
 
     /// Takes a failed event sent again: it is at or behind the cursor, so the cursor and the
-    /// frontier stay where they are (and the cursor waits while it is unfinished).
+    /// frontier stay where they are, and finishing it never moves them.
     pub(crate) fn replay(&mut self, slot: Slot) {
         debug_assert!(
             slot.row.seq <= self.cursor,
@@ -140,8 +140,9 @@ impl Window {
     }
 
     fn advance(&mut self) {
-        let next = match self.slots.keys().next() {
-            Some(&first) => first - 1,
+        // Replays sit behind the cursor, tracked in `failed_events`: they never hold it.
+        let next = match self.slots.values().find(|s| !s.replay) {
+            Some(first) => first.row.seq - 1,
             None => self.frontier,
         };
         debug_assert!(next >= self.cursor, "the cursor never moves backwards");
@@ -228,23 +229,29 @@ mod tests {
     }
 
     #[test]
-    fn a_replayed_event_holds_the_cursor_until_it_is_finished() {
+    fn a_replayed_event_never_moves_or_holds_the_cursor() {
         let now = Instant::now();
         let mut w = Window::new(10, 4);
         let mut old = sent(5, now);
         old.replay = true;
         w.replay(old);
         assert_eq!(w.frontier(), 10, "a replay is not taken from the journal");
+        assert_eq!(w.cursor(), 10);
         w.sent(sent(11, now));
         w.finish(11);
         assert_eq!(
             w.cursor(),
-            10,
-            "the cursor waits while the replay is unfinished"
+            11,
+            "the journal's events move on past an unfinished replay"
         );
+        assert!(w.get_mut(5).is_some(), "the replay still takes a slot");
         let done = w.finish(5).expect("the replay was in flight");
         assert!(done.replay);
-        assert_eq!(w.cursor(), 11, "then it moves on, never backwards");
+        assert_eq!(
+            w.cursor(),
+            11,
+            "finishing it leaves the cursor where it was"
+        );
     }
 
     #[test]
