@@ -5,7 +5,8 @@
 //! Keys (all optional): `record` (a file to append `event_id attempt` lines to, one per delivery),
 //! `subscriptions` (subscription objects; default every event), `max_in_flight`, `slow_ms` (work
 //! per event), `pid_file` (written at start), `progress_every_ms` (with `slow_ms`: send `progress` this often), `env_dump` (a file to write the `SGEVENTS_*` variables
-//! and `STUDIO_ROOT` to at `hello`), and per-event behaviours keyed by event id (one id, or a list):
+//! and `STUDIO_ROOT` to at `hello`), `trace` and `tag` (a file shared by plugins: `<tag> <id> recv`
+//! when an event arrives, `<tag> <id> done` just before it is answered), and per-event behaviours keyed by event id (one id, or a list):
 //! `crash_at` (exit 3), `hang_at` (stop answering, keep running), `garbage_at`, `oversize_at`
 //! (write a 17 MiB line), each with an optional `<behaviour>_times` (only that many times in all,
 //! counted in `<record>.<behaviour>` across restarts); `nack_at` (with `nack_times`: nack until
@@ -19,6 +20,21 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sgevents_protocol::{DaemonMessage, PluginMessage, decode_daemon_line, encode};
+
+/// With `trace` (a file shared by several plugins) and `tag`: appends `<tag> <event id> <phase>`,
+/// one write per line, so that the order of lines is the order things happened across plugins.
+fn trace(config: &Map<String, Value>, id: i64, phase: &str) {
+    if let Some(path) = config.get("trace").and_then(Value::as_str) {
+        let tag = config.get("tag").and_then(Value::as_str).unwrap_or("?");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("trace file");
+        f.write_all(format!("{tag} {id} {phase}\n").as_bytes())
+            .expect("trace");
+    }
+}
 
 fn main() {
     let stdin = std::io::stdin();
@@ -101,6 +117,7 @@ fn main() {
                     f.write_all(format!("{id} {}\n", delivery.attempt).as_bytes())
                         .expect("record");
                 }
+                trace(&config, id, "recv");
                 if is("crash_at") && once(&config, "crash") {
                     eprintln!("E! crashing on event {id}, as configured");
                     std::process::exit(3);
@@ -166,6 +183,7 @@ fn main() {
                 } else {
                     PluginMessage::Ack { event_id: id }
                 };
+                trace(&config, id, "done");
                 send_raw(&mut out, &encode(&answer));
             }
             DaemonMessage::Ping { nonce } => {

@@ -722,3 +722,91 @@ fn replaced_new_and_removed_executables_are_picked_up_while_running() {
     p.dedup();
     assert_eq!(p, (1..=10).collect::<Vec<_>>());
 }
+
+#[test]
+fn after_holds_under_load_while_plugins_are_restarted() {
+    let ctx = Ctx::new();
+    ctx.events(1..=50);
+    let trace = ctx.path("trace");
+    let traced = |name: &str, extra: &str| {
+        ctx.test_plugin(
+            name,
+            &format!(
+                "trace = {:?}, tag = {name:?}, max_in_flight = 8{extra}",
+                trace.display().to_string()
+            ),
+        )
+    };
+    // c waits for a and b; b waits for a. a is slow, b a little.
+    let plugins = format!(
+        "{}{}{}",
+        traced("a", ", slow_ms = 1"),
+        traced("b", "").replace("\nconfig", "\nafter = [\"a\"]\nconfig"),
+        traced("c", "").replace("\nconfig", "\nafter = [\"a\", \"b\"]\nconfig"),
+    );
+    ctx.config(LIVE, &plugins);
+    let daemon = ctx.start();
+    ctx.wait_ready();
+    let writer = {
+        let path = ctx.path("events.jsonl");
+        std::thread::spawn(move || {
+            for chunk in (51..=1500).collect::<Vec<i64>>().chunks(50) {
+                let text: String = chunk.iter().map(|&id| crate::event(id)).collect();
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .expect("events");
+                std::io::Write::write_all(&mut f, text.as_bytes()).expect("append");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+    };
+    for (round, name) in ["a", "b", "a", "c", "b", "a"].iter().enumerate() {
+        wait_for("progress", || ctx.ids("c").len() > 150 * (round + 1));
+        let r = ctx.cli_json(&["plugin", "restart", name]);
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    writer.join().expect("writer");
+    wait_for("c caught up", || ctx.ids("c").last() == Some(&1500));
+    ctx.stop(daemon);
+
+    // In the trace, every `b N recv` comes after some `a N done`, and every `c N recv` after
+    // an `a N done` and a `b N done`.
+    let text = fs::read_to_string(&trace).expect("trace");
+    let mut done: std::collections::HashSet<(String, i64)> = Default::default();
+    let mut checked = 0;
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (tag, id, phase) = (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().parse::<i64>().unwrap(),
+            parts.next().unwrap(),
+        );
+        if phase == "done" {
+            done.insert((tag, id));
+            continue;
+        }
+        let waits_for: &[&str] = match tag.as_str() {
+            "b" => &["a"],
+            "c" => &["a", "b"],
+            _ => &[],
+        };
+        for w in waits_for {
+            assert!(
+                done.contains(&(w.to_string(), id)),
+                "{tag} got event {id} before {w} finished it"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 1500 * 3,
+        "every delivery was checked ({checked})"
+    );
+    for n in ["a", "b", "c"] {
+        let mut ids = ctx.ids(n);
+        ids.dedup();
+        let unique: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), 1500, "{n} got every event");
+    }
+}

@@ -311,3 +311,145 @@ fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
     let mut daemon = daemon;
     assert!(daemon.wait().expect("exit").success(), "{}", ctx.log());
 }
+
+#[test]
+fn a_migrated_studio_resumes_exactly_where_shotgun_events_stopped() {
+    let ctx = Ctx::new();
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    let ids = site.append_events((0..30).map(|_| asset_change("description")).collect());
+    // The incumbent had processed up to ids[19] for `a` (still waiting for ids[16], a gap it
+    // saw) and up to ids[24] for `b`.
+    let folder = ctx.path("plugins");
+    std::fs::create_dir_all(&folder).expect("folder");
+    let log_all = root().join("sdk-python/tests/legacy_plugins/log_all.py");
+    for name in ["a.py", "b.py"] {
+        std::fs::copy(&log_all, folder.join(name)).expect("copy");
+    }
+    let conf = format!(
+        "[daemon]\neventIdFile: {id}\nlogMode: 0\nlogPath: {logs}\nlogFile: sged\nlogging: 20\nfetch_interval: 1\nmax_event_batch_size: 500\n\n\
+         [shotgun]\nserver: {url}\nname: sgevents\nkey: %(SG_ED_API_KEY)s\nuse_session_uuid: False\n\n\
+         [plugins]\npaths: {folder}\n\n[emails]\nenabled: False\n",
+        id = ctx.path("sged.id").display(),
+        logs = ctx.path("logs").display(),
+        url = site.url(),
+        folder = folder.display(),
+    );
+    std::fs::write(ctx.path("shotgunEventDaemon.conf"), conf).expect("conf");
+    let script = format!(
+        "import pickle, datetime\nexp = datetime.datetime.now() + datetime.timedelta(minutes=5)\n\
+         state = {{{folder:?}: {{'a': ({a}, {{{gap}: exp}}), 'b': ({b}, {{}})}}}}\n\
+         open({out:?}, 'wb').write(pickle.dumps(state, protocol=2))",
+        folder = folder.display().to_string(),
+        a = ids[19],
+        gap = ids[16],
+        b = ids[24],
+        out = ctx.path("sged.id").display().to_string(),
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+
+    let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_sgevents"))
+        .current_dir(ctx.path(""))
+        .args([
+            "migrate",
+            "--conf",
+            "shotgunEventDaemon.conf",
+            "--id-file",
+            "sged.id",
+        ])
+        .args(["--out", "sgevents.toml"])
+        .env("SG_ED_API_KEY", KEY)
+        .env_remove("SGEVENTS_CONFIG")
+        .output()
+        .expect("migrate runs");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let report = String::from_utf8_lossy(&migrated.stdout);
+    assert!(
+        report.contains(&format!("a resumes after event {} (1 backlog id", ids[19])),
+        "{report}"
+    );
+
+    // The migrated file, plus what this test needs: where the SDK is, and each plugin's output.
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("toml");
+    let text = text.replacen(
+        "[plugins]\n",
+        &format!(
+            "[plugins]\nlegacy_env = {{ PYTHONPATH = {:?} }}\n",
+            pythonpath()
+        ),
+        1,
+    );
+    let tables: String = ["a", "b"]
+        .iter()
+        .map(|n| {
+            format!(
+                "\n[plugin.{n}]\nenv = {{ LEGACY_OUT = {:?} }}\n",
+                ctx.path(&format!("{n}.out")).display().to_string()
+            )
+        })
+        .collect();
+    std::fs::write(ctx.path("sgevents.toml"), format!("{text}{tables}")).expect("toml");
+
+    let mut daemon = ctx
+        .sgevents(&["run"])
+        .env("SG_ED_API_KEY", KEY)
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ctx.path("daemon.log"))
+                .expect("log"),
+        )
+        .spawn()
+        .expect("daemon");
+    let want_a: Vec<i64> = std::iter::once(ids[16])
+        .chain(ids[20..].iter().copied())
+        .collect();
+    let want_b: Vec<i64> = ids[25..].to_vec();
+    let got =
+        |n: &str| -> BTreeSet<i64> { out(&ctx, n).iter().map(|l| l.parse().unwrap()).collect() };
+    let start = std::time::Instant::now();
+    while got("a").len() < want_a.len() || got("b").len() < want_b.len() {
+        assert!(
+            start.elapsed() < crate::GUARD,
+            "a: {:?}, b: {:?}; log:\n{}",
+            got("a"),
+            got("b"),
+            ctx.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // One more poll's worth: nothing else arrives.
+    site.append_events(vec![asset_change("description")]);
+    wait_for("the new event", || out(&ctx, "b").len() == want_b.len() + 1);
+    signal(&daemon, Signal::SIGTERM);
+    assert!(daemon.wait().expect("exit").success(), "{}", ctx.log());
+    let a: Vec<i64> = out(&ctx, "a").iter().map(|l| l.parse().unwrap()).collect();
+    let b: Vec<i64> = out(&ctx, "b").iter().map(|l| l.parse().unwrap()).collect();
+    let newest = *site.visible_ids().last().unwrap();
+    let mut want_a_all = want_a.clone();
+    want_a_all.push(newest);
+    let mut want_b_all = want_b.clone();
+    want_b_all.push(newest);
+    assert_eq!(
+        a.iter().copied().collect::<BTreeSet<_>>(),
+        want_a_all.iter().copied().collect::<BTreeSet<_>>(),
+        "a: its backlog id and everything after its last id, nothing it had done"
+    );
+    assert_eq!(a.len(), want_a_all.len(), "each once");
+    assert_eq!(
+        b, want_b_all,
+        "b: everything after its last id, in order, once"
+    );
+}
