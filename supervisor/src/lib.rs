@@ -14,9 +14,13 @@
 //! - [`config`] validates the TOML once into typed values and discovers plugins.
 //! - [`store`] owns the database: migrations, the journal, group commit, pruning.
 //! - [`source`] fills the journal; plugins never talk to it.
-//! - `plugin` is the actor of one plugin: its child, its window, its cursor, its restarts.
-//! - [`daemon`] starts everything and stops it in order; [`status`] and [`check`] are the read-only
-//!   commands.
+//! - `plugin` is the actor of one plugin (its child, its window, its cursor, its restarts) and its
+//!   keeper, which alone starts and stops the actor and does what operators ask of that plugin.
+//! - [`daemon`] starts everything, answers the [`control`] socket, applies new configurations and
+//!   changed plugin files (`watch`), and stops it all in order; [`status`] and [`check`] are the
+//!   read-only commands.
+//! - [`alerts`] mails operators, [`logging`] writes stderr and the log files, [`notify`] talks to
+//!   systemd, [`migrate`] converts a shotgunEvents installation.
 //!
 //! **Invariant:** only the store thread touches the read-write SQLite connection, and only actors
 //! touch their children.
