@@ -15,7 +15,7 @@
 //! - **Recipients.** A plugin's alert goes to what its `register` asked for
 //!   ([`Alerts::set_recipients`]), else to its `alert_to`, else to `alerts.to`; the source's go to
 //!   `alerts.to`. An empty set mails nobody.
-//! - **Rate limit, per recipient set** ([`Limiter`]). The first alert for a set goes out at once and
+//! - **Rate limit, per recipient set** (`Limiter`). The first alert for a set goes out at once and
 //!   opens a window of `rate_limit`; what comes for that set within the window is held and mailed
 //!   as one digest when the window ends, which opens the next window. A quiet window closes, and the
 //!   next alert goes out at once again.

@@ -1481,6 +1481,8 @@ impl Validator<'_> {
             )
         })?;
         for file in files {
+            // The host runs in the plugin's folder: it gets the file's absolute path.
+            let file = std::path::absolute(&file).unwrap_or(file);
             let name = plugin_name(&file);
             if let Some(first) = seen.get(&name) {
                 return Err(ConfigError::plain(

@@ -7,8 +7,8 @@
 //! `hard` token too, and actors then kill their children at once. *Wait*: every task ends, then the
 //! store commits what was answered and the daemon exits.
 //!
-//! Live changes go through one loop ([`Daemon::supervise`]), which never waits for a plugin:
-//! requests for one plugin go to its keeper ([`crate::plugin::keeper`]) and are answered from a
+//! Live changes go through one loop (`Daemon::supervise`), which never waits for a plugin:
+//! requests for one plugin go to its keeper (`plugin::keeper`) and are answered from a
 //! task of their own. A new configuration (SIGHUP, `sgevents reload`, or a plugin file that
 //! changed) is compared plugin by plugin, and only the plugins whose settings or executables
 //! changed are restarted.
@@ -76,6 +76,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         keepers: BTreeMap::new(),
         watcher: None,
     };
+    // Every configured plugin has its row before the source journals anything: on a brand-new
+    // database each one starts at the beginning of the journal, whoever is quicker.
+    for spec in &daemon.config.plugins {
+        store
+            .open_plugin(&spec.name, spec.start_at, &spec.fingerprint())
+            .await
+            .with_context(|| format!("cannot record plugin `{}`", spec.name))?;
+    }
     for spec in daemon.config.plugins.clone() {
         daemon.add(spec);
     }

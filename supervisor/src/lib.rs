@@ -13,7 +13,7 @@
 //!
 //! - [`config`] validates the TOML once into typed values and discovers plugins.
 //! - [`store`] owns the database: migrations, the journal, group commit, pruning.
-//! - [`source`] fills the journal; plugins never talk to it.
+//! - `source` fills the journal; plugins never talk to it.
 //! - `plugin` is the actor of one plugin (its child, its window, its cursor, its restarts) and its
 //!   keeper, which alone starts and stops the actor and does what operators ask of that plugin.
 //! - [`daemon`] starts everything, answers the [`control`] socket, applies new configurations and

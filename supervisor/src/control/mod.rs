@@ -3,7 +3,7 @@
 //! # Theory of operation
 //!
 //! While the daemon runs, it listens on `<state_dir>/control.sock` (mode 0600) for JSON lines:
-//! one [`Request`] per line, one [`Response`] per line back ([`server`]). The CLI's `plugin`,
+//! one [`Request`] per line, one [`Response`] per line back (`server`). The CLI's `plugin`,
 //! `failed` and `reload` subcommands are clients of that socket ([`client`]). Requests that act
 //! on a plugin go to that plugin's keeper, which alone starts and stops its actor, so one
 //! plugin's restart never touches another's.

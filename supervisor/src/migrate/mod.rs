@@ -6,11 +6,11 @@
 //!   (pickle, or one integer)                source_state, source_gaps)
 //! ```
 //!
-//! The old configuration is read with `configparser`'s rules ([`conf`]); secrets stay in the
+//! The old configuration is read with `configparser`'s rules (`conf`); secrets stay in the
 //! environment (a `%(VAR)s` reference becomes `*_env = "VAR"`; a literal key is never copied). The
-//! old state is read by a restricted unpickler that refuses anything but plain data ([`pickle`]),
+//! old state is read by a restricted unpickler that refuses anything but plain data (`pickle`),
 //! so a tampered id file cannot run code. Where each plugin resumes is decided and written in one
-//! transaction, under the state directory's lock ([`state`]).
+//! transaction, under the state directory's lock (`state`).
 //!
 //! Nothing is written unless everything succeeds: the TOML goes to a temporary file, the database
 //! transaction commits, then the TOML is renamed into place.

@@ -344,3 +344,71 @@ fn a_long_shotgrid_outage_is_mailed_once() {
     assert!(status.success(), "{status}\n{}", ctx.log());
     assert_eq!(smtp.messages().len(), 1, "once per outage");
 }
+
+#[test]
+fn a_legacy_plugin_s_set_emails_routes_its_alerts() {
+    let smtp = FakeSmtp::plain();
+    let ctx = Ctx::new();
+    ctx.events(1..=4);
+    let folder = ctx.path("legacy");
+    std::fs::create_dir_all(&folder).expect("folder");
+    let plugin = |emails: &str| {
+        format!(
+            "def registerCallbacks(reg):\n    reg.setEmails({emails})\n    reg.registerCallback('s', 'k', cb, None, None, stopOnError=False)\n\n\n\
+             def cb(sg, logger, event, args):\n    if event['id'] == 2:\n        raise ValueError('no good')\n"
+        )
+    };
+    std::fs::write(
+        folder.join("team.py"),
+        plugin("'td@studio.example', 'lead@studio.example'"),
+    )
+    .expect("team");
+    std::fs::write(folder.join("quiet.py"), plugin("False")).expect("quiet");
+    std::fs::write(folder.join("usual.py"), plugin("True")).expect("usual");
+    let pythonpath = crate::root().join("sdk-python/src").display().to_string();
+    ctx.config(
+        &[(
+            "[plugins]",
+            &format!(
+                "[plugins]\nlegacy_paths = [\"legacy\"]\nlegacy_env = {{ PYTHONPATH = {pythonpath:?} }}"
+            ),
+        )],
+        &plain_alerts(smtp.port(), "10m"),
+    );
+    assert_success(&ctx.run());
+    for name in ["team", "quiet", "usual"] {
+        assert_eq!(ctx.failed(name).len(), 1, "{name} failed event 2");
+    }
+    let mails = smtp.wait_for_messages(2, GUARD);
+    std::thread::sleep(Duration::from_millis(300));
+    let mails = if smtp.messages().len() > mails.len() {
+        smtp.messages()
+    } else {
+        mails
+    };
+    let to_of = |plugin: &str| -> Vec<Vec<String>> {
+        mails
+            .iter()
+            .filter(|m| m.subject.contains(&format!("plugin {plugin} failed")))
+            .map(|m| {
+                let mut to = m.rcpt_to.clone();
+                to.sort();
+                to
+            })
+            .collect()
+    };
+    assert_eq!(
+        to_of("team"),
+        [vec![
+            "lead@studio.example".to_owned(),
+            "td@studio.example".to_owned()
+        ]],
+        "setEmails(addresses)"
+    );
+    assert_eq!(
+        to_of("usual"),
+        [vec!["pipeline@studio.example".to_owned()]],
+        "setEmails(True)"
+    );
+    assert!(to_of("quiet").is_empty(), "setEmails(False): no mail");
+}
