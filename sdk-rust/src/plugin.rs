@@ -5,7 +5,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 use serde_json::{Map, Value};
-use sgevents_protocol::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES, Event};
+use sgevents_protocol::{AlertRecipients, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES, Event};
 
 use crate::context::{Context, Credentials};
 use crate::error::Error;
@@ -33,6 +33,7 @@ pub(crate) struct Handler {
 pub struct Plugin {
     pub(crate) handlers: Vec<Handler>,
     pub(crate) max_in_flight: u32,
+    pub(crate) alerts: Option<AlertRecipients>,
     pub(crate) setup: Vec<Box<SetupHook>>,
 }
 
@@ -42,6 +43,7 @@ impl Plugin {
         Plugin {
             handlers: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            alerts: None,
             setup: Vec::new(),
         }
     }
@@ -63,6 +65,14 @@ impl Plugin {
     /// worker threads, so callbacks of different events may run concurrently when it is above 1.
     pub fn max_in_flight(mut self, max_in_flight: u32) -> Plugin {
         self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Who the daemon mails about this plugin's alerts (disabled, crash loop, failed events):
+    /// `AlertRecipients::Default(true)` the daemon's configured recipients (also the default),
+    /// `Default(false)` nobody, or `To(addresses)`. Sent in `register`.
+    pub fn alerts(mut self, recipients: AlertRecipients) -> Plugin {
+        self.alerts = Some(recipients);
         self
     }
 
@@ -141,6 +151,7 @@ where
 pub struct Setup {
     pub(crate) handlers: Vec<Handler>,
     pub(crate) max_in_flight: u32,
+    pub(crate) alerts: Option<AlertRecipients>,
     pub(crate) plugin: String,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) logger: Logger,
@@ -160,6 +171,12 @@ impl Setup {
     /// Sets the window, like [`Plugin::max_in_flight`].
     pub fn max_in_flight(&mut self, max_in_flight: u32) -> &mut Setup {
         self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets who gets the plugin's alerts, like [`Plugin::alerts`].
+    pub fn alerts(&mut self, recipients: AlertRecipients) -> &mut Setup {
+        self.alerts = Some(recipients);
         self
     }
 

@@ -179,11 +179,13 @@ fn handshake(
     let Plugin {
         handlers,
         max_in_flight,
+        alerts,
         setup: hooks,
     } = plugin;
     let mut setup = Setup {
         handlers,
         max_in_flight,
+        alerts,
         plugin: hello.plugin,
         credentials,
         logger: logger.clone(),
@@ -203,6 +205,7 @@ fn handshake(
     let Setup {
         handlers,
         max_in_flight,
+        alerts,
         plugin,
         credentials,
         logger,
@@ -211,7 +214,7 @@ fn handshake(
         protocol,
         subscriptions: handlers.iter().map(|h| h.subscription.clone()).collect(),
         max_in_flight,
-        alerts: None,
+        alerts,
     };
     register
         .validate(&hello.protocols)

@@ -106,6 +106,36 @@ fn registers_every_subscription_in_order_with_an_explicit_default_window() {
 }
 
 #[test]
+fn alert_recipients_go_out_in_register_only_when_set() {
+    use sgevents_sdk::protocol::AlertRecipients;
+    let report = Harness::new(Plugin::new().on(every("e"), |_, _| Ok(()))).run();
+    let register = report.register.expect("registered");
+    assert_eq!(register.alerts, None);
+    let line = encode(&PluginMessage::Register(register));
+    assert!(!line.contains("alerts"), "absent unless set: {line}");
+
+    let to = AlertRecipients::To(vec!["td@studio.example".into()]);
+    let report = Harness::new(
+        Plugin::new()
+            .alerts(to.clone())
+            .on(every("e"), |_, _| Ok(())),
+    )
+    .run();
+    assert_eq!(report.register.expect("registered").alerts, Some(to));
+
+    let plugin = Plugin::new().setup(|setup, _| {
+        setup.on(every("e"), |_, _| Ok(()));
+        setup.alerts(AlertRecipients::Default(false));
+        Ok(())
+    });
+    let report = Harness::new(plugin).run();
+    let register = report.register.expect("registered");
+    assert_eq!(register.alerts, Some(AlertRecipients::Default(false)));
+    let line = encode(&PluginMessage::Register(register));
+    assert!(line.contains(r#""alerts":false"#), "{line}");
+}
+
+#[test]
 fn the_setup_hook_builds_subscriptions_from_the_config() {
     let plugin = Plugin::new().setup(|setup, config| {
         assert_eq!(setup.plugin(), "studio-sync");

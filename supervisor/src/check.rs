@@ -70,6 +70,17 @@ pub async fn check(config: &Config) -> (String, bool) {
             }
         },
     }
+    if let Some(alerts) = &config.alerts {
+        match crate::alerts::check(alerts).await {
+            Ok(text) => {
+                let _ = writeln!(out, "alerts:        {text}");
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(out, "alerts:        error: {e}");
+            }
+        }
+    }
     if config.plugins.is_empty() {
         let _ = writeln!(
             out,

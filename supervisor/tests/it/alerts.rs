@@ -412,3 +412,46 @@ fn a_legacy_plugin_s_set_emails_routes_its_alerts() {
     );
     assert!(to_of("quiet").is_empty(), "setEmails(False): no mail");
 }
+
+#[test]
+fn check_signs_in_to_the_mail_server_or_says_why_not() {
+    let smtp = FakeSmtp::plain();
+    let ctx = Ctx::new();
+    ctx.events(1..=2);
+    ctx.config(
+        &[],
+        &format!(
+            "{}{}",
+            ctx.test_plugin("p", ""),
+            plain_alerts(smtp.port(), "10m")
+        ),
+    );
+    let out = ctx.sgevents(&["check"]).output().expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "alerts:        mail server 127.0.0.1:{}: connected",
+            smtp.port()
+        )),
+        "{text}"
+    );
+    assert!(smtp.messages().is_empty(), "check sends no mail");
+
+    // Nobody listens on this port any more.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    ctx.config(
+        &[],
+        &format!("{}{}", ctx.test_plugin("p", ""), plain_alerts(port, "10m")),
+    );
+    let out = ctx.sgevents(&["check"]).output().expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("alerts:        error: mail server") && text.contains("hint:"),
+        "{text}"
+    );
+}
