@@ -81,9 +81,22 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
     let ctx = Ctx::new();
     ctx.events(1..=100);
     let names = ["a", "b", "c", "d"];
+    // b is slow to stop (it ignores SIGTERM and outlives its stdin), so its restart takes a
+    // while: long enough to see the others' deliveries go on meanwhile.
     let plugins: String = names
         .iter()
-        .map(|n| with_pid(&ctx, n, "slow_ms = 2, max_in_flight = 4"))
+        .map(|n| {
+            let stubborn = if *n == "b" {
+                ", ignore_sigterm = true"
+            } else {
+                ""
+            };
+            with_pid(
+                &ctx,
+                n,
+                &format!("slow_ms = 2, max_in_flight = 4{stubborn}"),
+            )
+        })
         .collect();
     ctx.config(LIVE, &plugins);
     let daemon = ctx.start();
@@ -97,7 +110,7 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
     let writer = {
         let path = ctx.path("events.jsonl");
         std::thread::spawn(move || {
-            for chunk in (101..=1000).collect::<Vec<i64>>().chunks(50) {
+            for chunk in (101..=3000).collect::<Vec<i64>>().chunks(50) {
                 let text: String = chunk.iter().map(|&id| crate::event(id)).collect();
                 let mut f = fs::OpenOptions::new()
                     .append(true)
@@ -109,7 +122,19 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
         })
     };
     wait_for("deliveries under way", || ctx.ids("b").len() > 150);
+    let counts =
+        |ctx: &Ctx| -> Vec<usize> { ["a", "c", "d"].iter().map(|n| ctx.ids(n).len()).collect() };
+    let before_restart = counts(&ctx);
     let response = ctx.cli_json(&["plugin", "restart", "b"]);
+    let after_restart = counts(&ctx);
+    for (i, n) in ["a", "c", "d"].iter().enumerate() {
+        assert!(
+            after_restart[i] > before_restart[i],
+            "{n} received events while b was restarting ({} then {})",
+            before_restart[i],
+            after_restart[i]
+        );
+    }
     assert_eq!(response["data"]["action"], "restarted", "{response}");
     assert!(
         response["message"]
@@ -123,7 +148,7 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
 
     for n in names {
         wait_for(&format!("{n} caught up"), || {
-            ctx.ids(n).last() == Some(&1000)
+            ctx.ids(n).last() == Some(&3000)
         });
     }
     let after: Vec<i32> = names.iter().map(|n| ctx.pid_of(n)).collect();
@@ -137,7 +162,7 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
     for n in names {
         assert_eq!(
             ctx.ids(n),
-            (1..=1000).collect::<Vec<_>>(),
+            (1..=3000).collect::<Vec<_>>(),
             "{n}: everything, once, in order (a graceful restart drains what is in flight)"
         );
     }
