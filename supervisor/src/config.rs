@@ -728,19 +728,13 @@ impl Validator<'_> {
             Some(p) => Some(self.resolve(p)),
             None => None,
         };
-        let retention = match raw.log_retention {
-            None => 14,
-            Some(n) if (1..=3650).contains(&n) => n as u32,
-            Some(n) => {
-                return Err(ConfigError::at(
-                    self.file,
-                    "daemon.log_retention",
-                    n,
-                    "out of range",
-                    "use 1 to 3650: how many daily files of each log are kept, today's included",
-                ));
-            }
-        };
+        let retention = self.int(
+            "daemon.log_retention",
+            raw.log_retention,
+            14,
+            1..=3650,
+            "use 1 to 3650: how many daily files of each log are kept, today's included",
+        )? as u32;
         let format = match &raw.log_format {
             None => crate::logging::LogFormat::Text,
             Some(text) => crate::logging::LogFormat::parse(text).ok_or_else(|| {
@@ -850,19 +844,13 @@ impl Validator<'_> {
                     Some(v) => self.start_at("source.start_at", v)?,
                     None => StartAt::Earliest,
                 };
-                let batch_size = match raw.batch_size {
-                    None => 500,
-                    Some(n) if (1..=10_000).contains(&n) => n as usize,
-                    Some(n) => {
-                        return Err(ConfigError::at(
-                            self.file,
-                            "source.batch_size",
-                            n,
-                            "out of range",
-                            "use 1 to 10000",
-                        ));
-                    }
-                };
+                let batch_size = self.int(
+                    "source.batch_size",
+                    raw.batch_size,
+                    500,
+                    1..=10_000,
+                    "use 1 to 10000",
+                )? as usize;
                 Ok(SourceConfig::Jsonl(JsonlSource {
                     path: self.resolve(&path),
                     follow: raw.follow.unwrap_or(false),
@@ -985,19 +973,13 @@ impl Validator<'_> {
                 ));
             }
         };
-        let batch_size = match raw.batch_size {
-            None => 500,
-            Some(n) if (1..=5000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(ConfigError::at(
-                    self.file,
-                    "source.batch_size",
-                    n,
-                    "out of range",
-                    "use 1 to 5000 (the site's largest page)",
-                ));
-            }
-        };
+        let batch_size = self.int(
+            "source.batch_size",
+            raw.batch_size,
+            500,
+            1..=5000,
+            "use 1 to 5000 (the site's largest page)",
+        )? as usize;
         let start_at = match &raw.start_at {
             Some(v) => self.start_at("source.start_at", v)?,
             None => StartAt::Latest,
@@ -1097,23 +1079,18 @@ impl Validator<'_> {
                 ));
             }
         };
-        let smtp_port = match raw.smtp_port {
-            None => match tls {
-                SmtpTls::StartTls => 587,
-                SmtpTls::Implicit => 465,
-                SmtpTls::None => 25,
-            },
-            Some(n) if (1..=65535).contains(&n) => n as u16,
-            Some(n) => {
-                return Err(ConfigError::at(
-                    self.file,
-                    "alerts.smtp_port",
-                    n,
-                    "out of range",
-                    "use the mail server's port: usually 587 (starttls), 465 (implicit) or 25 (none)",
-                ));
-            }
+        let default_port = match tls {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Implicit => 465,
+            SmtpTls::None => 25,
         };
+        let smtp_port = self.int(
+            "alerts.smtp_port",
+            raw.smtp_port,
+            default_port,
+            1..=65535,
+            "use the mail server's port: usually 587 (starttls), 465 (implicit) or 25 (none)",
+        )? as u16;
         let credentials = match (raw.username_env, raw.password_env) {
             (None, None) => None,
             (Some(user_var), Some(pass_var)) => {
@@ -1291,16 +1268,29 @@ impl Validator<'_> {
     }
 
     fn attempts(&self, key: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+        let n = self.int(
+            key,
+            value,
+            default.into(),
+            1..=1000,
+            "use 1 to 1000 deliveries",
+        )?;
+        Ok(n as u32)
+    }
+
+    /// An integer setting: `default` when absent, else within `range`.
+    fn int(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+        hint: &str,
+    ) -> Result<i64, ConfigError> {
         match value {
             None => Ok(default),
-            Some(n) if (1..=1000).contains(&n) => Ok(n as u32),
-            Some(n) => Err(ConfigError::at(
-                self.file,
-                key,
-                n,
-                "out of range",
-                "use 1 to 1000 deliveries",
-            )),
+            Some(n) if range.contains(&n) => Ok(n),
+            Some(n) => Err(ConfigError::at(self.file, key, n, "out of range", hint)),
         }
     }
 
