@@ -413,28 +413,18 @@ impl Daemon {
                 }
             };
             let mut notes = serde_json::Map::new();
-            let by_name: BTreeMap<&str, &ops::PluginRow> =
-                rows.iter().map(|r| (r.name.as_str(), r)).collect();
             for r in &rows {
                 match configured.get(&r.name) {
                     None => {
                         notes.insert(r.name.clone(), json!("not configured (state kept)"));
                     }
                     Some(after) => {
-                        let held: Vec<String> = after
+                        let held: Vec<(&str, &str)> = ops::held_back_by(after, &rows)
                             .iter()
-                            .filter(|a| {
-                                by_name
-                                    .get(a.as_str())
-                                    .is_some_and(|d| d.state == "disabled" || d.state == "stopped")
-                            })
-                            .map(|a| format!("`{a}` ({})", by_name[a.as_str()].state))
+                            .map(|d| (d.name.as_str(), d.state.as_str()))
                             .collect();
                         if !held.is_empty() {
-                            notes.insert(
-                                r.name.clone(),
-                                json!(format!("held back: waits for {}", held.join(", "))),
-                            );
+                            notes.insert(r.name.clone(), json!(ops::describe_held_back(&held)));
                         }
                     }
                 }

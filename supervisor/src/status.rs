@@ -10,32 +10,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::store::open_read_only;
-
-/// One plugin's row of the status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginRow {
-    /// Name.
-    pub name: String,
-    /// State (as recorded; `stopped` when the daemon is not running).
-    pub state: String,
-    /// The child's pid.
-    pub pid: Option<i64>,
-    /// The last event finished.
-    pub last_event_id: Option<i64>,
-    /// Journal events after its cursor.
-    pub lag: i64,
-    /// Events waiting for a retry.
-    pub retries: i64,
-    /// Failed events.
-    pub failed: i64,
-    /// Restarts.
-    pub restarts: i64,
-    /// Why it is disabled, or its last error.
-    pub last_error: Option<String>,
-    /// The summary of its delivery durations (JSON), once it has delivered.
-    pub timings: Option<Value>,
-}
+use crate::control::ops;
+use crate::store::{StoreError, open_read_only};
 
 /// Gathers the status as JSON (the `--json` output; the table is made from it).
 pub fn gather(config: &Config) -> anyhow::Result<Value> {
@@ -43,7 +19,7 @@ pub fn gather(config: &Config) -> anyhow::Result<Value> {
     gather_from(&conn, config).context("cannot read the state database")
 }
 
-fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
+fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> {
     let daemon: Option<(Option<i64>, Option<String>, Option<String>)> = conn
         .query_row(
             "SELECT pid, started_at, stopped_at FROM daemon WHERE id = 1",
@@ -79,28 +55,7 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
         s["missing_ids"] = json!(gap_ids);
         s
     });
-    let mut stmt = conn.prepare(
-        "SELECT p.name, p.state, p.pid, p.last_event_id, l.lag, l.retries_pending, l.failed, p.restarts, \
-         COALESCE(p.disabled_reason, p.last_error), p.timings FROM plugins p JOIN plugin_lag l ON l.name = p.name",
-    )?;
-    let mut rows: Vec<PluginRow> = stmt
-        .query_map([], |r| {
-            Ok(PluginRow {
-                name: r.get(0)?,
-                state: r.get(1)?,
-                pid: r.get(2)?,
-                last_event_id: r.get(3)?,
-                lag: r.get(4)?,
-                retries: r.get(5)?,
-                failed: r.get(6)?,
-                restarts: r.get(7)?,
-                last_error: r.get(8)?,
-                timings: r
-                    .get::<_, Option<String>>(9)?
-                    .and_then(|t| serde_json::from_str(&t).ok()),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let mut rows = ops::plugin_rows(conn)?;
     // The configuration's order first, then plugins that are only in the database.
     let order = |name: &str| {
         config
@@ -114,26 +69,32 @@ fn gather_from(conn: &Connection, config: &Config) -> rusqlite::Result<Value> {
             .cmp(&order(&b.name))
             .then(a.name.cmp(&b.name))
     });
-    let states: std::collections::BTreeMap<String, String> = rows
+    // A plugin that runs `after` a disabled or stopped one gets nothing meanwhile; that says
+    // something only while the daemon runs.
+    let held: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| (r.name.clone(), r.state.clone()))
+        .map(|r| match config.plugins.iter().find(|c| c.name == r.name) {
+            Some(spec) if running => ops::held_back_by(&spec.after, &rows)
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
+            _ => Vec::new(),
+        })
         .collect();
     let plugins: Vec<Value> = rows
         .into_iter()
-        .map(|mut p| {
+        .zip(held)
+        .map(|(mut p, held_back_by)| {
             if !running && p.state != "disabled" {
                 p.state = "stopped".into();
                 p.pid = None;
             }
-            let spec = config.plugins.iter().find(|c| c.name == p.name);
-            // A plugin that runs `after` a disabled one gets nothing until it is enabled.
-            let held_back_by: Vec<&String> = spec
-                .map(|s| s.after.iter().filter(|a| states.get(*a).map(String::as_str) == Some("disabled")).collect())
-                .unwrap_or_default();
+            let configured = config.plugins.iter().any(|c| c.name == p.name);
             json!({
                 "name": p.name, "state": p.state, "pid": p.pid, "last_event_id": p.last_event_id, "lag": p.lag,
-                "retries_pending": p.retries, "failed": p.failed, "restarts": p.restarts, "last_error": p.last_error,
-                "configured": spec.is_some(), "held_back_by": held_back_by, "timings": p.timings,
+                "retries_pending": p.retries_pending, "failed": p.failed, "restarts": p.restarts,
+                "last_error": p.disabled_reason.or(p.last_error),
+                "configured": configured, "held_back_by": held_back_by, "timings": p.timings,
             })
         })
         .collect();
@@ -224,11 +185,21 @@ pub fn render(status: &Value) -> String {
         }
     };
     for p in status["plugins"].as_array().into_iter().flatten() {
-        let held: Vec<String> = p["held_back_by"]
+        let state_of = |name: &str| {
+            status["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|q| q["name"] == name)
+                .and_then(|q| q["state"].as_str())
+                .unwrap_or("?")
+        };
+        let held: Vec<(&str, &str)> = p["held_back_by"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|a| a.as_str().map(|a| format!("`{a}` (disabled)")))
+            .filter_map(Value::as_str)
+            .map(|a| (a, state_of(a)))
             .collect();
         let error = if held.is_empty() {
             p["last_error"]
@@ -236,7 +207,7 @@ pub fn render(status: &Value) -> String {
                 .map(|e| e.lines().next().unwrap_or("").to_owned())
                 .unwrap_or_else(|| "-".into())
         } else {
-            format!("held back: waits for {}", held.join(", "))
+            ops::describe_held_back(&held)
         };
         let t = &p["timings"];
         let ms = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));

@@ -44,15 +44,12 @@ pub struct PluginRow {
     pub timings: Option<serde_json::Value>,
 }
 
-/// Every plugin the database knows, by name.
+/// Every plugin the database knows, by name (`plugin list` and `status` both show these).
 pub fn plugin_rows(conn: &Connection) -> Result<Vec<PluginRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT p.name, p.state, p.pid, p.cursor, p.last_event_id, \
-         (SELECT count(*) FROM events e WHERE e.seq > p.cursor), \
-         (SELECT count(*) FROM retries r WHERE r.plugin = p.name), \
-         (SELECT count(*) FROM failed_events f WHERE f.plugin = p.name), \
-         p.restarts, p.disabled_reason, p.last_error, p.timings \
-         FROM plugins p ORDER BY p.name",
+        "SELECT p.name, p.state, p.pid, p.cursor, p.last_event_id, l.lag, l.retries_pending, \
+         l.failed, p.restarts, p.disabled_reason, p.last_error, p.timings \
+         FROM plugins p JOIN plugin_lag l ON l.name = p.name ORDER BY p.name",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(PluginRow {
@@ -73,6 +70,21 @@ pub fn plugin_rows(conn: &Connection) -> Result<Vec<PluginRow>, StoreError> {
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The plugins among `after` that hold a plugin back: those disabled or stopped in `rows`.
+pub fn held_back_by<'a>(after: &[String], rows: &'a [PluginRow]) -> Vec<&'a PluginRow> {
+    after
+        .iter()
+        .filter_map(|a| rows.iter().find(|r| &r.name == a))
+        .filter(|r| r.state == "disabled" || r.state == "stopped")
+        .collect()
+}
+
+/// How `plugin list` and `status` say it: "held back: waits for `a` (disabled), `b` (stopped)".
+pub fn describe_held_back(by: &[(&str, &str)]) -> String {
+    let names: Vec<String> = by.iter().map(|(n, s)| format!("`{n}` ({s})")).collect();
+    format!("held back: waits for {}", names.join(", "))
 }
 
 /// The state of `plugin`, or an error naming the plugins the database knows.
