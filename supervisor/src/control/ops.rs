@@ -87,20 +87,36 @@ pub fn describe_held_back(by: &[(&str, &str)]) -> String {
     format!("held back: waits for {}", names.join(", "))
 }
 
+/// What the operator's changes read of one plugin's row.
+struct Known {
+    state: String,
+    disabled_reason: Option<String>,
+    cursor: i64,
+    last_event_id: Option<i64>,
+}
+
+/// The row of `plugin`, or an error naming the plugins the database knows.
+fn known(conn: &Connection, plugin: &str) -> Result<Known, ControlError> {
+    conn.query_row(
+        "SELECT state, disabled_reason, cursor, last_event_id FROM plugins WHERE name = ?1",
+        params![plugin],
+        |r| {
+            Ok(Known {
+                state: r.get(0)?,
+                disabled_reason: r.get(1)?,
+                cursor: r.get(2)?,
+                last_event_id: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(StoreError::from)?
+    .ok_or_else(|| unknown_plugin(conn, plugin))
+}
+
 /// The state of `plugin`, or an error naming the plugins the database knows.
 pub fn plugin_state(conn: &Connection, plugin: &str) -> Result<String, ControlError> {
-    let state: Option<String> = conn
-        .query_row(
-            "SELECT state FROM plugins WHERE name = ?1",
-            params![plugin],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(StoreError::from)?;
-    match state {
-        Some(s) => Ok(s),
-        None => Err(unknown_plugin(conn, plugin)),
-    }
+    Ok(known(conn, plugin)?.state)
 }
 
 fn unknown_plugin(conn: &Connection, plugin: &str) -> ControlError {
@@ -116,8 +132,7 @@ fn unknown_plugin(conn: &Connection, plugin: &str) -> ControlError {
 
 /// Marks `plugin` disabled by an operator; returns whether it was not disabled already.
 pub fn disable(conn: &Connection, plugin: &str) -> Result<bool, ControlError> {
-    let state = plugin_state(conn, plugin)?;
-    if state == "disabled" {
+    if known(conn, plugin)?.state == "disabled" {
         return Ok(false);
     }
     conn.execute(
@@ -133,17 +148,10 @@ pub fn disable(conn: &Connection, plugin: &str) -> Result<bool, ControlError> {
 /// Clears a disabled plugin's state; returns the reason it was disabled for, or `None` when it was
 /// not disabled.
 pub fn enable(conn: &Connection, plugin: &str) -> Result<Option<String>, ControlError> {
-    let state = plugin_state(conn, plugin)?;
-    if state != "disabled" {
+    let row = known(conn, plugin)?;
+    if row.state != "disabled" {
         return Ok(None);
     }
-    let reason: Option<String> = conn
-        .query_row(
-            "SELECT disabled_reason FROM plugins WHERE name = ?1",
-            params![plugin],
-            |r| r.get(0),
-        )
-        .map_err(StoreError::from)?;
     conn.execute(
         &format!(
             "UPDATE plugins SET state = 'stopped', disabled_reason = NULL, last_error = NULL, updated_at = {NOW} WHERE name = ?1"
@@ -151,7 +159,10 @@ pub fn enable(conn: &Connection, plugin: &str) -> Result<Option<String>, Control
         params![plugin],
     )
     .map_err(StoreError::from)?;
-    Ok(Some(reason.unwrap_or_else(|| "no reason recorded".into())))
+    Ok(Some(
+        row.disabled_reason
+            .unwrap_or_else(|| "no reason recorded".into()),
+    ))
 }
 
 /// What a rewind did, or would do with `--dry-run`.
@@ -184,14 +195,11 @@ pub fn rewind(
     target: RewindTarget,
     dry_run: bool,
 ) -> Result<RewindReport, ControlError> {
-    plugin_state(conn, plugin)?;
-    let (from_cursor, from_event_id): (i64, Option<i64>) = conn
-        .query_row(
-            "SELECT cursor, last_event_id FROM plugins WHERE name = ?1",
-            params![plugin],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(StoreError::from)?;
+    let Known {
+        cursor: from_cursor,
+        last_event_id: from_event_id,
+        ..
+    } = known(conn, plugin)?;
     let head: i64 = conn
         .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
         .map_err(StoreError::from)?;
