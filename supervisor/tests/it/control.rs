@@ -67,6 +67,21 @@ impl Ctx {
     }
 }
 
+/// Appends the events `ids` to the followed file from a thread, 50 at a time, `pause_ms` apart.
+fn feed(
+    ctx: &Ctx,
+    ids: std::ops::RangeInclusive<i64>,
+    pause_ms: u64,
+) -> std::thread::JoinHandle<()> {
+    let path = ctx.path("events.jsonl");
+    std::thread::spawn(move || {
+        for chunk in ids.collect::<Vec<i64>>().chunks(50) {
+            crate::append_events_to(&path, chunk.iter().copied());
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        }
+    })
+}
+
 fn with_pid(ctx: &Ctx, name: &str, extra: &str) -> String {
     let pid = ctx.path(&format!("{name}.pid"));
     let sep = if extra.is_empty() { "" } else { ", " };
@@ -107,20 +122,7 @@ fn restarting_one_of_four_plugins_under_load_leaves_the_others_alone() {
     let before: Vec<i32> = names.iter().map(|n| ctx.pid_of(n)).collect();
 
     // Events keep coming while `b` restarts.
-    let writer = {
-        let path = ctx.path("events.jsonl");
-        std::thread::spawn(move || {
-            for chunk in (101..=3000).collect::<Vec<i64>>().chunks(50) {
-                let text: String = chunk.iter().map(|&id| crate::event(id)).collect();
-                let mut f = fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .expect("events");
-                std::io::Write::write_all(&mut f, text.as_bytes()).expect("append");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        })
-    };
+    let writer = feed(&ctx, 101..=3000, 20);
     wait_for("deliveries under way", || ctx.ids("b").len() > 150);
     let counts =
         |ctx: &Ctx| -> Vec<usize> { ["a", "c", "d"].iter().map(|n| ctx.ids(n).len()).collect() };
@@ -772,20 +774,7 @@ fn after_holds_under_load_while_plugins_are_restarted() {
     ctx.config(LIVE, &plugins);
     let daemon = ctx.start();
     ctx.wait_ready();
-    let writer = {
-        let path = ctx.path("events.jsonl");
-        std::thread::spawn(move || {
-            for chunk in (51..=1500).collect::<Vec<i64>>().chunks(50) {
-                let text: String = chunk.iter().map(|&id| crate::event(id)).collect();
-                let mut f = fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .expect("events");
-                std::io::Write::write_all(&mut f, text.as_bytes()).expect("append");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        })
-    };
+    let writer = feed(&ctx, 51..=1500, 10);
     for (round, name) in ["a", "b", "a", "c", "b", "a"].iter().enumerate() {
         wait_for("progress", || ctx.ids("c").len() > 150 * (round + 1));
         let r = ctx.cli_json(&["plugin", "restart", name]);

@@ -133,13 +133,7 @@ impl Ctx {
 
     /// Appends events.
     fn append_events(&self, ids: impl IntoIterator<Item = i64>) {
-        use std::io::Write;
-        let text: String = ids.into_iter().map(event).collect();
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(self.path("events.jsonl"))
-            .expect("open events");
-        f.write_all(text.as_bytes()).expect("append");
+        append_events_to(&self.path("events.jsonl"), ids);
     }
 
     /// Writes `sgevents.toml`: [`HEADER`] with `overrides` applied by a plain text replace of
@@ -256,6 +250,17 @@ impl Ctx {
             .map(Result::unwrap)
             .collect()
     }
+}
+
+/// Appends events with the given ids to the events file at `path`, in one write.
+fn append_events_to(path: &Path, ids: impl IntoIterator<Item = i64>) {
+    use std::io::Write;
+    let text: String = ids.into_iter().map(event).collect();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open events");
+    f.write_all(text.as_bytes()).expect("append");
 }
 
 /// An example configuration from `config/`, rewritten to run inside `ctx`: state and ledgers in the
