@@ -98,19 +98,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notify::stopping();
     cancel.cancel();
     let keepers: Vec<KeeperHandle> = std::mem::take(&mut daemon.keepers).into_values().collect();
+    let source = daemon.source.take();
     let stop = async {
         for k in keepers {
             let _ = k.task.await;
         }
-        if let Some(s) = daemon.source.take() {
+        if let Some(s) = source {
             let _ = s.task.await;
         }
     };
+    tokio::pin!(stop);
     tokio::select! {
-        _ = stop => {}
+        _ = &mut stop => {}
         _ = hard.cancelled() => {
             // A second SIGINT: actors are killing their children; give them a moment to reap.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut stop).await;
         }
     }
     let _ = server_task.await;
