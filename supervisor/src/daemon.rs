@@ -74,6 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config,
         shared,
         keepers: BTreeMap::new(),
+        reports: Arc::new(Notify::new()),
         watcher: None,
     };
     // Every configured plugin has its row before the source journals anything: on a brand-new
@@ -142,6 +143,8 @@ struct Daemon {
     shared: Shared,
     keepers: BTreeMap<String, KeeperHandle>,
     source: Option<SourceRun>,
+    /// Fires when any plugin's report changes.
+    reports: Arc<Notify>,
     /// Hot reload: the plugin files' watcher, what it watches, and its reports.
     watcher: Option<(Watcher, Targets, mpsc::Receiver<WatchEvent>)>,
 }
@@ -161,6 +164,15 @@ impl Daemon {
         };
         let name = spec.name.clone();
         let handle = keeper::spawn(spec, self.shared.clone(), gate);
+        // Wake the loop whenever this plugin's report changes (for `exit_when_idle`); ends with
+        // the keeper.
+        let mut report = handle.report.clone();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            while report.changed().await.is_ok() {
+                reports.notify_one();
+            }
+        });
         self.keepers.insert(name, handle);
     }
 
@@ -239,10 +251,8 @@ impl Daemon {
         let mut failure = store.failure_watch();
         let mut head = store.head();
         let mut source_done = false;
-        let reports = Arc::new(Notify::new());
-        let mut watched: BTreeSet<String> = BTreeSet::new();
+        let reports = self.reports.clone();
         loop {
-            self.watch_reports(&mut watched, &reports);
             if self.config.daemon.exit_when_idle && source_done && self.all_idle(*head.borrow()) {
                 tracing::info!(
                     "the source is exhausted and every plugin has caught up; exiting (exit_when_idle)"
@@ -310,22 +320,6 @@ impl Daemon {
                 _ = head.changed() => {}
             }
         }
-    }
-
-    /// Makes `reports` fire whenever a keeper's report changes (keepers come and go on reload).
-    fn watch_reports(&self, watched: &mut BTreeSet<String>, reports: &Arc<Notify>) {
-        for (name, k) in &self.keepers {
-            if watched.insert(name.clone()) {
-                let mut rx = k.report.clone();
-                let notify = reports.clone();
-                tokio::spawn(async move {
-                    while rx.changed().await.is_ok() {
-                        notify.notify_one();
-                    }
-                });
-            }
-        }
-        watched.retain(|n| self.keepers.contains_key(n));
     }
 
     fn all_idle(&self, head: i64) -> bool {
