@@ -822,6 +822,12 @@ impl Actor {
             return;
         };
         let duration = slot.sent_at.elapsed();
+        self.timings.record(duration);
+        // The record itself only when something takes it (the timing log): parsing the event's
+        // time for every answer would cost the hot path for nothing otherwise.
+        if !tracing::enabled!(target: "sgevents::timing", tracing::Level::INFO) {
+            return;
+        }
         let (event_id, attempt) = (slot.row.event_id, slot.attempt);
         let delay_ms = slot
             .row
@@ -830,7 +836,6 @@ impl Actor {
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
             .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
             .map(|d| d.as_millis() as i64);
-        self.timings.record(duration);
         tracing::info!(
             target: "sgevents::timing",
             plugin = %self.spec.name,
