@@ -363,17 +363,7 @@ fn update(state: &mut State, author: &Author, call: &Value) -> Result<Value, Fau
         )));
     };
     log(state, entity_type, id, author, &changes, false);
-    let store = &state.store;
-    let mut out = Map::new();
-    out.insert("type".to_owned(), json!(entity_type));
-    out.insert("id".to_owned(), json!(id));
-    if let Some(record) = store.get(entity_type, id) {
-        for name in names {
-            let value = store.render(&store.resolve(record, &name));
-            out.insert(name, value);
-        }
-    }
-    Ok(Value::Object(out))
+    Ok(written(state, entity_type, id, names))
 }
 
 fn create(state: &mut State, author: &Author, call: &Value) -> Result<Value, Fault> {
@@ -387,6 +377,12 @@ fn create(state: &mut State, author: &Author, call: &Value) -> Result<Value, Fau
         .collect();
     let (id, changes) = state.store.create(entity_type, fields);
     log(state, entity_type, id, author, &changes, true);
+    Ok(written(state, entity_type, id, names))
+}
+
+/// The answer to `update` and `create`: the entity's type and id, and the fields `names` as they
+/// are now.
+fn written(state: &State, entity_type: &str, id: i64, names: Vec<String>) -> Value {
     let store = &state.store;
     let mut out = Map::new();
     out.insert("type".to_owned(), json!(entity_type));
@@ -399,5 +395,5 @@ fn create(state: &mut State, author: &Author, call: &Value) -> Result<Value, Fau
             }
         }
     }
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
