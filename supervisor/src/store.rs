@@ -370,18 +370,7 @@ impl Store {
         state_dir: &Path,
         options: StoreOptions,
     ) -> Result<(Store, thread::JoinHandle<()>), StoreError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| StoreError::Dir {
-                path: state_dir.to_path_buf(),
-                source,
-            })?;
-        let path = db_path(state_dir);
-        if !path.exists() {
-            create(&path)?;
-        }
+        let path = prepare(state_dir)?;
         let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -698,6 +687,24 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Makes the state directory (mode 0700) and the database in it if they are missing; returns the
+/// database's path.
+fn prepare(state_dir: &Path) -> Result<PathBuf, StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| StoreError::Dir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+    let path = db_path(state_dir);
+    if !path.exists() {
+        create(&path)?;
+    }
+    Ok(path)
+}
+
 /// Opens an existing state database read-write without the store thread, migrating it to this
 /// version's schema: for the CLI's changes while the daemon is not running. The caller must hold
 /// the state directory's lock ([`crate::lock::StateLock`]).
@@ -708,9 +715,17 @@ pub fn open_offline(state_dir: &Path) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open(&path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&conn, &path)?;
     Ok(conn)
+}
+
+/// Like [`open_offline`], creating the directory and the database first when they are missing
+/// (for `sgevents migrate`, which may write the first state).
+pub fn create_offline(state_dir: &Path) -> Result<Connection, StoreError> {
+    prepare(state_dir)?;
+    open_offline(state_dir)
 }
 
 /// Opens the state database read-only, for `status` and other readers. Never creates it.

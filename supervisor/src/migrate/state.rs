@@ -15,18 +15,16 @@
 //!   until its `gap_timeout`, like the incumbent did until its 5-minute expiry.
 //!
 //! Everything is written in one transaction, with the state directory's lock held, into a
-//! database created and migrated exactly as the daemon does it ([`Store::open`]).
+//! database created and migrated exactly as the daemon does it (`store::create_offline`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::pickle::{self, PickleError, Value};
-use crate::config::Synchronous;
 use crate::lock::{LockError, StateLock};
-use crate::store::{self, Store, StoreOptions};
+use crate::store;
 
 /// What went wrong with the state.
 #[derive(Debug, thiserror::Error)]
@@ -576,25 +574,9 @@ pub(crate) fn write(
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
-/// Opens the state database read-write, created and migrated by the daemon's own code: the store
-/// is opened (which creates the file or migrates it), closed, and the file opened again for this
-/// one transaction.
+/// Opens the state database read-write, created and migrated by the daemon's own code.
 fn open(state_dir: &Path) -> Result<Connection, StateError> {
-    let (handle, thread) = Store::open(
-        state_dir,
-        StoreOptions {
-            synchronous: Synchronous::Full,
-            commit_interval: Duration::from_millis(5),
-            retention: Duration::from_secs(7 * 24 * 3600),
-        },
-    )?;
-    drop(handle);
-    let _ = thread.join();
-    let conn = Connection::open(store::db_path(state_dir))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
+    Ok(store::create_offline(state_dir)?)
 }
 
 /// Consecutive ids as inclusive ranges.
