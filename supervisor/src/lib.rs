@@ -22,8 +22,9 @@
 //! - [`alerts`] mails operators, [`logging`] writes stderr and the log files, [`notify`] talks to
 //!   systemd, [`migrate`] converts a shotgunEvents installation.
 //!
-//! **Invariant:** only the store thread touches the read-write SQLite connection, and only actors
-//! touch their children.
+//! **Invariant:** while the daemon runs, only the store thread touches the read-write SQLite
+//! connection (the CLI writes directly only under the state directory's lock, which a running
+//! daemon holds), and only actors touch their children.
 
 pub mod alerts;
 pub mod check;
