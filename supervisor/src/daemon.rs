@@ -427,7 +427,7 @@ impl Daemon {
             }
             let n = rows.len();
             let _ = reply.send(Response::done(
-                format!("{n} plugin{}", if n == 1 { "" } else { "s" }),
+                format!("{n} plugin{}", client::plural(n)),
                 json!({"plugins": rows, "notes": notes}),
             ));
         });

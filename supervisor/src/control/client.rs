@@ -118,7 +118,7 @@ pub fn direct(conn: &Connection, request: &Request) -> Result<Response, ControlE
         } => {
             let report = ops::rewind(conn, plugin, *to, *dry_run)?;
             Ok(Response::done(
-                crate::plugin::keeper::describe_rewind(&report),
+                describe_rewind(&report),
                 serde_json::to_value(&report).unwrap_or_default(),
             ))
         }
@@ -128,7 +128,7 @@ pub fn direct(conn: &Connection, request: &Request) -> Result<Response, ControlE
             Ok(Response::done(
                 format!(
                     "{n} failed event{} of plugin `{plugin}` will be delivered again when it runs",
-                    if n == 1 { "" } else { "s" }
+                    plural(n)
                 ),
                 json!({"plugin": plugin, "action": "retry", "events": n}),
             ))
@@ -136,10 +136,7 @@ pub fn direct(conn: &Connection, request: &Request) -> Result<Response, ControlE
         Request::FailedDrop { plugin, event } => {
             let n = ops::failed_drop(conn, plugin, *event)?;
             Ok(Response::done(
-                format!(
-                    "dropped {n} failed event{} of plugin `{plugin}`",
-                    if n == 1 { "" } else { "s" }
-                ),
+                format!("dropped {n} failed event{} of plugin `{plugin}`", plural(n)),
                 json!({"plugin": plugin, "action": "drop", "events": n}),
             ))
         }
@@ -158,7 +155,7 @@ pub fn failed_list(conn: &Connection, plugin: Option<&str>) -> Result<Response, 
     let rows = ops::failed_list(conn, plugin)?;
     let n = rows.len();
     Ok(Response::done(
-        format!("{n} failed event{}", if n == 1 { "" } else { "s" }),
+        format!("{n} failed event{}", plural(n)),
         json!({"failed": rows}),
     ))
 }
@@ -237,4 +234,37 @@ fn render_failed(rows: &[FailedRow]) -> String {
         ));
     }
     out
+}
+
+/// The plural "s" of a count.
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One sentence saying what a rewind did or would do.
+fn describe_rewind(r: &ops::RewindReport) -> String {
+    let verb = if r.dry_run { "would move" } else { "moved" };
+    let next = match r.next_event_id {
+        Some(id) => format!("its next event is {id}"),
+        None => "it gets the next event the source journals".into(),
+    };
+    let what = if r.replayed > 0 {
+        format!(
+            "{} journaled event{} will be offered again",
+            r.replayed,
+            plural(r.replayed as usize)
+        )
+    } else if r.skipped > 0 {
+        format!(
+            "{} journaled event{} will be skipped",
+            r.skipped,
+            plural(r.skipped as usize)
+        )
+    } else {
+        "nothing is replayed or skipped".into()
+    };
+    format!(
+        "{verb} plugin `{}` from seq {} to seq {}: {what}; {next}",
+        r.plugin, r.from_cursor, r.to_cursor
+    )
 }

@@ -7,6 +7,7 @@
 //! Changes to the state database go through [`Store::control`], after everything the actor sent
 //! before, so an operator's change always wins over the cursor the stopped actor last reported.
 
+use rusqlite::Connection;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -15,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Actor, ActorReport, Links};
 use crate::alerts::Alerts;
 use crate::config::PluginSpec;
-use crate::control::{ControlError, Response, RewindTarget, ops};
+use crate::control::client::{self, plural};
+use crate::control::{ControlError, Request, Response, RewindTarget, ops};
 use crate::store::Store;
 
 /// What an operator (or the daemon) asks of one plugin.
@@ -213,12 +215,21 @@ impl Keeper {
         was
     }
 
-    async fn db_state(&self) -> Result<String, ControlError> {
+    /// Runs `f` on this plugin's row inside the store's transaction.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
         let name = self.spec.name.clone();
         self.shared
             .store
-            .control(move |conn| ops::plugin_state(conn, &name))
+            .control(move |conn| f(conn, &name))
             .await?
+    }
+
+    /// A change that only touches the database, answered as the CLI answers it without a daemon.
+    async fn direct(&self, request: Request) -> Result<Response, ControlError> {
+        self.db(move |conn, _| client::direct(conn, &request)).await
     }
 
     async fn handle(&mut self, command: Command) -> Response {
@@ -276,13 +287,7 @@ impl Keeper {
                         "plugin `{name}` is disabled in the configuration (`enabled = false`)\nhint: set `enabled = true` in `[plugin.{name}]`, then `sgevents reload`"
                     )));
                 }
-                let store_name = name.clone();
-                let was = self
-                    .shared
-                    .store
-                    .control(move |conn| ops::enable(conn, &store_name))
-                    .await??;
-                match was {
+                match self.db(ops::enable).await? {
                     Some(reason) => {
                         self.stop().await;
                         self.start();
@@ -301,47 +306,26 @@ impl Keeper {
             }
             Command::Disable => {
                 self.hold(Hold::Disabled).await;
-                let store_name = name.clone();
-                let changed = self
-                    .shared
-                    .store
-                    .control(move |conn| ops::disable(conn, &store_name))
-                    .await??;
-                Ok(if changed {
-                    Response::done(
-                        format!(
-                            "disabled plugin `{name}`; it keeps its position and stays disabled until `sgevents plugin enable {name}`"
-                        ),
-                        data("disabled"),
-                    )
-                } else {
-                    Response::done(format!("plugin `{name}` is already disabled"), data("none"))
-                })
+                self.direct(Request::PluginDisable { plugin: name }).await
             }
             Command::Rewind { to, dry_run } => {
                 let was_running = !dry_run && self.stop().await;
-                let store_name = name.clone();
                 let result = self
-                    .shared
-                    .store
-                    .control(move |conn| ops::rewind(conn, &store_name, to, dry_run))
+                    .direct(Request::PluginRewind {
+                        plugin: name,
+                        to,
+                        dry_run,
+                    })
                     .await;
                 if was_running {
                     self.start();
                 }
-                let report = result??;
-                Ok(Response::done(
-                    describe_rewind(&report),
-                    serde_json::to_value(&report).unwrap_or_default(),
-                ))
+                result
             }
             Command::FailedRetry { event } => {
-                let store_name = name.clone();
                 let n = self
-                    .shared
-                    .store
-                    .control(move |conn| ops::failed_retry(conn, &store_name, event))
-                    .await??;
+                    .db(move |conn, name| ops::failed_retry(conn, name, event))
+                    .await?;
                 self.replay.send_modify(|v| *v += 1);
                 let when = if self.run.is_some() && self.held.is_none() {
                     "now"
@@ -357,16 +341,11 @@ impl Keeper {
                 ))
             }
             Command::FailedDrop { event } => {
-                let store_name = name.clone();
-                let n = self
-                    .shared
-                    .store
-                    .control(move |conn| ops::failed_drop(conn, &store_name, event))
-                    .await??;
-                Ok(Response::done(
-                    format!("dropped {n} failed event{} of plugin `{name}`", plural(n)),
-                    json!({"plugin": name, "action": "drop", "events": n}),
-                ))
+                self.direct(Request::FailedDrop {
+                    plugin: name,
+                    event,
+                })
+                .await
             }
             Command::Update(spec) => {
                 let fingerprint = spec.fingerprint();
@@ -409,7 +388,7 @@ impl Keeper {
                 self.name()
             )));
         }
-        if self.db_state().await? == "disabled" {
+        if self.db(ops::plugin_state).await? == "disabled" {
             return Err(ControlError::Refused(format!(
                 "cannot {what} plugin `{}`: it is disabled\nhint: `sgevents plugin list` says why; `sgevents plugin enable {}` enables and starts it",
                 self.name(),
@@ -418,36 +397,4 @@ impl Keeper {
         }
         Ok(())
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-/// One sentence saying what a rewind did or would do.
-pub(crate) fn describe_rewind(r: &ops::RewindReport) -> String {
-    let verb = if r.dry_run { "would move" } else { "moved" };
-    let next = match r.next_event_id {
-        Some(id) => format!("its next event is {id}"),
-        None => "it gets the next event the source journals".into(),
-    };
-    let what = if r.replayed > 0 {
-        format!(
-            "{} journaled event{} will be offered again",
-            r.replayed,
-            plural(r.replayed as usize)
-        )
-    } else if r.skipped > 0 {
-        format!(
-            "{} journaled event{} will be skipped",
-            r.skipped,
-            plural(r.skipped as usize)
-        )
-    } else {
-        "nothing is replayed or skipped".into()
-    };
-    format!(
-        "{verb} plugin `{}` from seq {} to seq {}: {what}; {next}",
-        r.plugin, r.from_cursor, r.to_cursor
-    )
 }
