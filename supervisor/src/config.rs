@@ -247,7 +247,7 @@ impl Synchronous {
 }
 
 /// `[source]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     /// A JSON-lines file of events.
     Jsonl(JsonlSource),
@@ -266,7 +266,7 @@ impl SourceConfig {
 }
 
 /// `kind = "shotgrid"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShotgridSource {
     /// The site, without a trailing slash.
     pub url: String,
@@ -315,7 +315,7 @@ impl fmt::Debug for Secret {
 }
 
 /// `kind = "jsonl"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JsonlSource {
     /// The file.
     pub path: PathBuf,
@@ -345,7 +345,7 @@ pub enum StartAt {
 }
 
 /// `[alerts]`: mail to operators when something needs a person (see [`crate::alerts`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
     /// The mail server's host name or address.
     pub smtp_host: String,

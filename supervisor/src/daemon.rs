@@ -459,12 +459,12 @@ impl Daemon {
         if new.daemon.state_dir != self.config.daemon.state_dir {
             notes.push(later("`daemon.state_dir`"));
         }
-        if format!("{:?}", new.daemon.logs) != format!("{:?}", self.config.daemon.logs)
+        if new.daemon.logs != self.config.daemon.logs
             || new.daemon.log_level != self.config.daemon.log_level
         {
             notes.push(later("the log settings"));
         }
-        if format!("{:?}", new.alerts) != format!("{:?}", self.config.alerts) {
+        if new.alerts != self.config.alerts {
             match self.shared.alerts.reconfigure(&new) {
                 Ok(()) => notes.push("applied the new `[alerts]`".into()),
                 Err(e) => notes.push(format!("cannot apply the new `[alerts]`: {e}")),
@@ -507,7 +507,7 @@ impl Daemon {
                 None => added.push(spec.clone()),
             }
         }
-        let source_changed = !same_source(&self.config.source, &new.source);
+        let source_changed = self.config.source != new.source;
         self.config = new;
         self.watch();
         for spec in added {
@@ -554,11 +554,6 @@ async fn next_change(
         Some((_, _, rx)) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Whether the source's settings are the same (comparing what the operator wrote).
-fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
-    format!("{a:?}") == format!("{b:?}")
 }
 
 /// Passes a keeper's answer on.
