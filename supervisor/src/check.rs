@@ -11,20 +11,47 @@ use sgevents_protocol::{
 use crate::config::{Config, PluginSpec, SourceConfig};
 use crate::plugin::child::{Incoming, PluginChild};
 
+/// Checks the state database, if there is one, without changing it: what to print after its path.
+fn state_check(
+    state_dir: &std::path::Path,
+    deep: bool,
+) -> Result<String, crate::store::StoreError> {
+    use crate::store::{QUICK_CHECK_LIMIT, StoreError, check_integrity};
+    let db = crate::store::db_path(state_dir);
+    if !db.exists() {
+        return Ok("not created yet: the daemon creates it".into());
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(StoreError::Sqlite)?;
+    let limit = (!deep).then_some(QUICK_CHECK_LIMIT);
+    Ok(match check_integrity(&conn, &db, deep, limit)? {
+        true if deep => "sound: integrity_check ok".into(),
+        true => "sound: quick_check ok; `--deep` checks every page".into(),
+        false => format!(
+            "quick_check did not finish within {}; run `sgevents check --deep` to check it fully",
+            humantime::format_duration(QUICK_CHECK_LIMIT)
+        ),
+    })
+}
+
 /// Checks everything; returns the report and whether all is well.
-pub async fn check(config: &Config) -> (String, bool) {
+/// With `deep`, the state database is checked page by page (`integrity_check`), however long that
+/// takes; otherwise with SQLite's quick check, bounded in time like at the daemon's start.
+pub async fn check(config: &Config, deep: bool) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
     let _ = writeln!(out, "configuration: {} is valid", config.file.display());
-    let _ = writeln!(
-        out,
-        "state:         {}",
-        config
-            .daemon
-            .state_dir
-            .join(crate::store::DB_FILE)
-            .display()
-    );
+    let db = crate::store::db_path(&config.daemon.state_dir);
+    match state_check(&config.daemon.state_dir, deep) {
+        Ok(verdict) => {
+            let _ = writeln!(out, "state:         {} ({verdict})", db.display());
+        }
+        Err(e) => {
+            ok = false;
+            let _ = writeln!(out, "state:         error: {e}");
+        }
+    }
     match &config.source {
         SourceConfig::Jsonl(s) => match std::fs::metadata(&s.path) {
             Ok(m) if m.is_file() => {

@@ -70,6 +70,7 @@ struct RawDaemon {
     state_dir: Option<PathBuf>,
     synchronous: Option<String>,
     journal_retention: Option<String>,
+    prune_interval: Option<String>,
     exit_when_idle: Option<bool>,
     commit_interval: Option<String>,
     log_level: Option<String>,
@@ -201,6 +202,8 @@ pub struct DaemonConfig {
     pub synchronous: Synchronous,
     /// How long journaled events are kept once every plugin is past them.
     pub journal_retention: Duration,
+    /// How often the journal is pruned.
+    pub prune_interval: Duration,
     /// Exit once the source is exhausted and every plugin has caught up.
     pub exit_when_idle: bool,
     /// The longest an answer waits before its group commit.
@@ -702,6 +705,11 @@ impl Validator<'_> {
                 "daemon.journal_retention",
                 &raw.journal_retention,
                 Duration::from_secs(7 * 24 * 3600),
+            )?,
+            prune_interval: self.duration(
+                "daemon.prune_interval",
+                &raw.prune_interval,
+                Duration::from_secs(60),
             )?,
             exit_when_idle: raw.exit_when_idle.unwrap_or(false),
             commit_interval: self.duration(

@@ -40,13 +40,20 @@ const WATCH_DEBOUNCE: Duration = Duration::from_millis(300);
 /// Runs the daemon until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let options = StoreOptions {
-        synchronous: config.daemon.synchronous,
-        commit_interval: config.daemon.commit_interval,
-        retention: config.daemon.journal_retention,
+        prune_every: config.daemon.prune_interval,
+        ..StoreOptions::new(
+            config.daemon.synchronous,
+            config.daemon.commit_interval,
+            config.daemon.journal_retention,
+        )
     };
     // Held until this function returns: one daemon per state directory.
     let _lock = crate::lock::StateLock::acquire(&config.daemon.state_dir)?;
     let (store, store_thread) = Store::open(&config.daemon.state_dir, options)?;
+    // Before anything is delivered: a plugin that outlived a crashed daemon must not work on an
+    // event that a new instance is about to get.
+    let leftovers = store.leftovers().await?;
+    crate::orphans::kill_leftovers(&leftovers.groups, leftovers.boot_id.as_deref());
     let (listener, socket) = server::bind(&config.daemon.state_dir)?;
     store.daemon_started(std::process::id());
     tracing::info!(
@@ -126,8 +133,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(daemon);
     drop(store);
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
-    if let Some(e) = failure {
-        anyhow::bail!("stopped because the state database failed: {e}");
+    if failure.is_some() {
+        // The store logged the error itself, once, with its hint: the exit only points at it.
+        anyhow::bail!("stopped because the state database failed (the error above says why)");
     }
     tracing::info!("sgevents stopped");
     outcome

@@ -35,6 +35,7 @@ pub mod lock;
 pub mod logging;
 pub mod migrate;
 pub mod notify;
+pub mod orphans;
 pub(crate) mod plugin;
 pub(crate) mod source;
 pub mod status;

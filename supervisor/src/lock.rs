@@ -1,12 +1,15 @@
 //! The single-instance lock of a state directory: two daemons on one state database would deliver
 //! every event twice, so the second one refuses to start.
 //!
-//! The lock is an exclusive `flock` on `<state_dir>/sgevents.lock`, which also holds the pid of the
-//! daemon that has it. The kernel drops an `flock` when its process ends, however it ends, so a
+//! The lock is an exclusive `flock` on the state directory itself: a file can be deleted from under
+//! its holder (and a second daemon would then lock a new file of the same name), the directory that
+//! holds the database cannot be without taking the database with it. `<state_dir>/sgevents.lock`
+//! holds the pid of the daemon that has the lock, for people and for the error message; deleting
+//! it changes nothing. The kernel drops an `flock` when its process ends, however it ends, so a
 //! lock left by a `kill -9` never blocks the next start.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -40,7 +43,7 @@ pub enum LockError {
 /// The held lock; released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct StateLock {
-    _file: Flock<File>,
+    _dir: Flock<File>,
 }
 
 impl StateLock {
@@ -55,7 +58,22 @@ impl StateLock {
             .mode(0o700)
             .create(state_dir)
             .map_err(io)?;
-        let file = OpenOptions::new()
+        let dir = File::open(state_dir).map_err(io)?;
+        let dir = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                let pid = std::fs::read_to_string(state_dir.join(LOCK_FILE))
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok());
+                return Err(LockError::Busy {
+                    dir: state_dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+        };
+        // The pid, for `status` readers and the message above; written only under the lock.
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -63,23 +81,11 @@ impl StateLock {
             .mode(0o600)
             .open(state_dir.join(LOCK_FILE))
             .map_err(io)?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((mut file, Errno::EWOULDBLOCK)) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LockError::Busy {
-                    dir: state_dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
-                });
-            }
-            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
-        };
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
-        Ok(StateLock { _file: file })
+        Ok(StateLock { _dir: dir })
     }
 }
 
@@ -103,5 +109,17 @@ mod tests {
         assert!(err.contains("\nhint: "), "{err}");
         drop(first);
         StateLock::acquire(&state).expect("free again");
+    }
+
+    #[test]
+    fn deleting_the_lock_file_does_not_free_the_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("var");
+        let _first = StateLock::acquire(&state).expect("the first lock");
+        std::fs::remove_file(state.join(LOCK_FILE)).expect("delete the lock file");
+        let err = StateLock::acquire(&state)
+            .expect_err("still held")
+            .to_string();
+        assert!(err.starts_with("another sgevents"), "{err}");
     }
 }

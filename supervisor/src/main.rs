@@ -41,7 +41,12 @@ enum Command {
     /// Run the daemon
     Run,
     /// Validate the configuration, start each plugin, show its subscriptions, and stop it
-    Check,
+    Check {
+        /// Check the whole state database page by page (`PRAGMA integrity_check`), however long
+        /// it takes, instead of the bounded quick check
+        #[arg(long)]
+        deep: bool,
+    },
     /// Show each plugin's state and the source's position, from the state database
     Status {
         /// Print JSON, for scripts
@@ -267,8 +272,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(sgevents::daemon::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => {
-            let (report, ok) = runtime.block_on(sgevents::check::check(&config));
+        Command::Check { deep } => {
+            let (report, ok) = runtime.block_on(sgevents::check::check(&config, deep));
             write_stdout(&report)?;
             Ok(if ok {
                 ExitCode::SUCCESS

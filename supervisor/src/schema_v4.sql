@@ -8,6 +8,9 @@
 -- never a process that merely reuses the pid.
 ALTER TABLE plugins ADD COLUMN pgid INTEGER;
 ALTER TABLE plugins ADD COLUMN pid_start_ticks INTEGER;
+-- The machine's boot (/proc/sys/kernel/random/boot_id) when the daemon last started: after a
+-- reboot no process of before survives, and start times are counted from another boot.
+ALTER TABLE daemon ADD COLUMN boot_id TEXT;
 
 -- Deliveries sent and not yet finished, recorded in the same group commits as the answers: after
 -- a crash, an event that was in flight is delivered again as attempt N + 1.

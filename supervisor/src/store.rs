@@ -13,7 +13,7 @@
 //!
 //! The schema is public (documented in `docs/STATE.md`) and versioned with `PRAGMA user_version`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -42,6 +42,28 @@ const MAX_GROUP: usize = 512;
 
 /// How often the journal is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How many events one pruning transaction deletes at most: deliveries go on between two.
+const PRUNE_CHUNK: usize = 10_000;
+
+/// How many free pages one `incremental_vacuum` transaction gives back at most (16 MiB of 4 KiB
+/// pages).
+const VACUUM_CHUNK: i64 = 4096;
+
+/// The size the write-ahead log is cut back to after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// How long SQLite waits for another process's lock before it says "busy".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest wait between two retries of a write that another process's lock held up.
+const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How often an idle store checks that `state.db` is still the file it opened.
+const IDENTITY_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the check of the database at start may take before it is skipped.
+pub const QUICK_CHECK_LIMIT: Duration = Duration::from_secs(10);
 
 /// The file name of the state database inside the state directory.
 pub const DB_FILE: &str = "state.db";
@@ -80,6 +102,39 @@ pub enum StoreError {
     /// The store thread stopped after an earlier error.
     #[error("the state database is unavailable after an earlier error: {0}")]
     Stopped(String),
+    /// The file is damaged (a failed `quick_check` or `integrity_check`, or SQLite's own refusal).
+    #[error(
+        "the state database `{path}` is damaged: {detail}\nhint: stop here and restore it from a backup (docs/OPERATIONS.md, \"Restore\"); `sgevents check --deep` checks a file thoroughly"
+    )]
+    Damaged {
+        /// The database.
+        path: PathBuf,
+        /// What SQLite found.
+        detail: String,
+    },
+    /// The file the daemon opened is no longer the one at its path.
+    #[error(
+        "the state database `{path}` was deleted or replaced while the daemon was using it; stopping so as to write nothing more into a file that is gone\nhint: never move or overwrite state.db while the daemon runs; restore a backup with the daemon stopped (docs/OPERATIONS.md, \"Restore\"), then start it again"
+    )]
+    Replaced {
+        /// The database.
+        path: PathBuf,
+    },
+}
+
+impl StoreError {
+    /// `e`, or [`StoreError::Damaged`] when SQLite says the file is not a sound database.
+    fn from_sqlite(path: &Path, e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::Damaged {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                }
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
 }
 
 /// One event to append to the journal.
@@ -145,6 +200,15 @@ pub struct SourcePosition {
     pub skipped: i64,
     /// The last problem the source reported.
     pub last_error: Option<String>,
+}
+
+/// What the previous daemon recorded of its plugins' processes.
+#[derive(Debug, Clone, Default)]
+pub struct Leftovers {
+    /// The boot it ran in.
+    pub boot_id: Option<String>,
+    /// The process groups of the plugins it was running.
+    pub groups: Vec<crate::orphans::Recorded>,
 }
 
 /// A run of ids the source is waiting for, as saved.
@@ -239,6 +303,18 @@ pub struct PluginStatus {
     pub fingerprint: String,
 }
 
+/// A delivery the actor sent: recorded (group-committed) until the cursor passes it, so that after a
+/// crash of the daemon the event is delivered again as the next attempt, not as attempt 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Its journal seq.
+    pub seq: i64,
+    /// Its ShotGrid id.
+    pub event_id: i64,
+    /// The attempt number it was sent as.
+    pub attempt: u32,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// An operator's change, run inside the current transaction; it returns whether it succeeded (if
@@ -277,6 +353,9 @@ enum Cmd {
     },
     SourceGaps {
         reply: Reply<Vec<GapRow>>,
+    },
+    Leftovers {
+        reply: Reply<Leftovers>,
     },
     SaveSource {
         position: SourcePosition,
@@ -323,6 +402,10 @@ enum Cmd {
         plugin: String,
         json: String,
     },
+    Sent {
+        plugin: String,
+        sent: Vec<Sent>,
+    },
     ResolveFailed {
         plugin: String,
         event_id: i64,
@@ -336,7 +419,10 @@ impl Cmd {
     fn is_write(&self) -> bool {
         !matches!(
             self,
-            Cmd::ReadEvents { .. } | Cmd::SourcePosition { .. } | Cmd::SourceGaps { .. }
+            Cmd::ReadEvents { .. }
+                | Cmd::SourcePosition { .. }
+                | Cmd::SourceGaps { .. }
+                | Cmd::Leftovers { .. }
         )
     }
 }
@@ -358,6 +444,20 @@ pub struct StoreOptions {
     pub commit_interval: Duration,
     /// How long finished events are kept.
     pub retention: Duration,
+    /// How often the journal is pruned ([`PRUNE_EVERY`] by default; benchmarks use less).
+    pub prune_every: Duration,
+}
+
+impl StoreOptions {
+    /// The options with the default pruning interval.
+    pub fn new(synchronous: Synchronous, commit_interval: Duration, retention: Duration) -> Self {
+        StoreOptions {
+            synchronous,
+            commit_interval,
+            retention,
+            prune_every: PRUNE_EVERY,
+        }
+    }
 }
 
 /// The path of the state database in `state_dir`.
@@ -372,26 +472,60 @@ impl Store {
         options: StoreOptions,
     ) -> Result<(Store, thread::JoinHandle<()>), StoreError> {
         let path = prepare(state_dir)?;
-        let conn = Connection::open(&path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let identity = file_identity(&path).map_err(|source| StoreError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        let sql = |e| StoreError::from_sqlite(&path, e);
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+            .map_err(sql)?;
+        if !check_integrity(&conn, &path, false, Some(QUICK_CHECK_LIMIT))? {
+            tracing::warn!(
+                path = %path.display(),
+                "the check of the state database `{}` did not finish within {} and was skipped\nhint: stop the daemon and run `sgevents check --deep` to check it fully",
+                path.display(),
+                humantime::format_duration(QUICK_CHECK_LIMIT)
+            );
+        }
         migrate(&conn, &path)?;
-        let head: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        incremental_vacuum_on(&conn, &path)?;
+        let head: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(sql)?;
         let (head_tx, head_rx) = watch::channel(head);
         let (fail_tx, fail_rx) = watch::channel(None);
         let (tx, rx) = mpsc::channel();
+        // The write-ahead log and its index as they are now, to remove them if the database is
+        // replaced under the daemon (see `Worker::fail`).
+        let sidecars = ["-wal", "-shm"]
+            .iter()
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+            .filter_map(|p| Some((file_identity(&p).ok()?, p)))
+            .map(|(identity, p)| (p, identity))
+            .collect();
         let worker = Worker {
             conn,
+            path,
+            identity,
+            sidecars,
             options,
             head_tx,
             fail_tx,
             cursors: HashMap::new(),
             statuses: HashMap::new(),
+            in_flight: HashMap::new(),
             writes: 0,
             failed: None,
+            busy_since: None,
+            prune: Prune::Idle,
         };
         let thread = thread::Builder::new()
             .name("sgevents-store".into())
@@ -510,6 +644,12 @@ impl Store {
         .await
     }
 
+    /// The plugin process groups the previous daemon recorded as running, and its boot id: what a
+    /// daemon that crashed may have left behind ([`crate::orphans`]).
+    pub async fn leftovers(&self) -> Result<Leftovers, StoreError> {
+        self.ask(|reply| Cmd::Leftovers { reply }).await
+    }
+
     /// The missing ids the source saved.
     pub async fn source_gaps(&self) -> Result<Vec<GapRow>, StoreError> {
         self.ask(|reply| Cmd::SourceGaps { reply }).await
@@ -607,6 +747,14 @@ impl Store {
         })
     }
 
+    /// Records deliveries just sent (group-committed with the answers; see [`Sent`]).
+    pub fn sent(&self, plugin: &str, sent: Vec<Sent>) {
+        self.send(Cmd::Sent {
+            plugin: plugin.to_owned(),
+            sent,
+        });
+    }
+
     /// Records a plugin's delivery-duration summary (JSON).
     pub fn set_timings(&self, plugin: &str, json: String) {
         self.send(Cmd::Timings {
@@ -664,6 +812,8 @@ fn create(path: &Path) -> Result<(), StoreError> {
         .open(&tmp)
         .map_err(dir_error)?;
     let conn = Connection::open(&tmp)?;
+    // Before the first table: the file then gives pruned pages back (see `Worker::prune_step`).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     migrate(&conn, &tmp)?;
     conn.close().map_err(|(_, e)| e)?;
@@ -671,8 +821,75 @@ fn create(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The device and inode of `path`: what "the same file" means.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Runs SQLite's `quick_check` (or, `deep`, its `integrity_check`), interrupted after `limit`.
+/// `Ok(true)`: the file is sound; `Ok(false)`: the check ran out of time; `Err(Damaged)`: it is not.
+pub fn check_integrity(
+    conn: &Connection,
+    path: &Path,
+    deep: bool,
+    limit: Option<Duration>,
+) -> Result<bool, StoreError> {
+    let pragma = if deep {
+        "integrity_check"
+    } else {
+        "quick_check"
+    };
+    let (done, finished) = mpsc::channel::<()>();
+    let timer = limit.map(|limit| {
+        let handle = conn.get_interrupt_handle();
+        thread::spawn(move || {
+            if finished.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
+                handle.interrupt();
+            }
+        })
+    });
+    // At most 5 problems: the first ones say enough.
+    let result: rusqlite::Result<Vec<String>> = conn
+        .prepare(&format!("PRAGMA {pragma}(5)"))
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+    drop(done);
+    if let Some(timer) = timer {
+        let _ = timer.join();
+    }
+    match result {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(true),
+        Ok(lines) => Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: format!("`PRAGMA {pragma}` found: {}", lines.join("; ")),
+        }),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+            Ok(false)
+        }
+        Err(e) => Err(StoreError::from_sqlite(path, e)),
+    }
+}
+
+/// Turns on `auto_vacuum = INCREMENTAL` in a database made before schema 4, which takes one
+/// `VACUUM` (a rewrite of the file, once).
+fn incremental_vacuum_on(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .map_err(|e| StoreError::from_sqlite(path, e))?;
+    if mode != 2 {
+        tracing::info!(path = %path.display(), "rewriting the state database once so that pruning gives disk space back (auto_vacuum = incremental)");
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .and_then(|()| conn.execute_batch("VACUUM"))
+            .map_err(|e| StoreError::from_sqlite(path, e))?;
+    }
+    Ok(())
+}
+
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StoreError::from_sqlite(path, e))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
             path: path.to_path_buf(),
@@ -715,7 +932,7 @@ pub fn open_offline(state_dir: &Path) -> Result<Connection, StoreError> {
         return Err(StoreError::Missing(path));
     }
     let conn = Connection::open(&path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&conn, &path)?;
@@ -739,8 +956,10 @@ pub fn open_read_only(state_dir: &Path) -> Result<Connection, StoreError> {
         &path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StoreError::from_sqlite(&path, e))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
             path,
@@ -755,13 +974,32 @@ pub fn open_read_only(state_dir: &Path) -> Result<Connection, StoreError> {
 
 struct Worker {
     conn: Connection,
+    /// The database file, and the device and inode it had when opened.
+    path: PathBuf,
+    identity: (u64, u64),
+    /// `state.db-wal` and `state.db-shm`, with the device and inode they had when opened.
+    sidecars: Vec<(PathBuf, (u64, u64))>,
     options: StoreOptions,
     head_tx: watch::Sender<i64>,
     fail_tx: watch::Sender<Option<String>>,
     cursors: HashMap<String, i64>,
     statuses: HashMap<String, PluginStatus>,
+    /// Deliveries sent and not yet passed by the plugin's cursor, not yet written: most are
+    /// answered within the group and never reach the file.
+    in_flight: HashMap<String, BTreeMap<i64, (i64, u32)>>,
     writes: usize,
     failed: Option<String>,
+    /// Since when another process's write lock has held up our writes.
+    busy_since: Option<Instant>,
+    prune: Prune,
+}
+
+/// Where pruning is: deleting old events a chunk at a time, then giving the pages back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prune {
+    Idle,
+    Deleting { deleted: usize },
+    Vacuuming { deleted: usize },
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -775,7 +1013,13 @@ impl Worker {
                 Some(t) => {
                     (t + self.options.commit_interval).saturating_duration_since(Instant::now())
                 }
-                None => PRUNE_EVERY.saturating_sub(last_prune.elapsed()),
+                // Pruning goes on a chunk at a time whenever nothing else is waiting.
+                None if self.prune != Prune::Idle => Duration::ZERO,
+                None => self
+                    .options
+                    .prune_every
+                    .saturating_sub(last_prune.elapsed())
+                    .min(IDENTITY_EVERY),
             };
             let cmd = match rx.recv_timeout(wait) {
                 Ok(cmd) => cmd,
@@ -783,10 +1027,27 @@ impl Worker {
                     if txn_started.take().is_some() {
                         self.commit();
                     } else if self.failed.is_none() {
-                        if let Err(e) = self.prune() {
-                            tracing::warn!(error = %e, "cannot prune the journal");
+                        if let Err(e) = self.check_identity() {
+                            self.fail(e);
+                            continue;
                         }
-                        last_prune = Instant::now();
+                        if self.prune == Prune::Idle
+                            && last_prune.elapsed() >= self.options.prune_every
+                        {
+                            self.prune = Prune::Deleting { deleted: 0 };
+                            last_prune = Instant::now();
+                        }
+                        if self.prune != Prune::Idle {
+                            if let Err(e) = self.prune_step() {
+                                self.prune = Prune::Idle;
+                                match e {
+                                    StoreError::Replaced { .. } | StoreError::Damaged { .. } => {
+                                        self.fail(e)
+                                    }
+                                    e => tracing::warn!(error = %e, "cannot prune the journal"),
+                                }
+                            }
+                        }
                     }
                     continue;
                 }
@@ -802,8 +1063,8 @@ impl Worker {
                 continue;
             }
             if cmd.is_write() && txn_started.is_none() {
-                if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-                    self.fail(e.into());
+                if let Err(e) = self.begin() {
+                    self.fail(e);
                     self.refuse(cmd);
                     continue;
                 }
@@ -882,10 +1143,67 @@ impl Worker {
         }
     }
 
+    /// Opens a write transaction. Another process holding the write lock (a `sqlite3` shell in a
+    /// transaction, a backup tool) is waited for, with backoff and one warning per episode:
+    /// nothing is lost meanwhile, the writes wait in the channel.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    if let Some(since) = self.busy_since.take() {
+                        tracing::info!(
+                            path = %self.path.display(),
+                            "the write lock on `{}` is free again after {}; writing on",
+                            self.path.display(),
+                            humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    if self.busy_since.is_none() {
+                        self.busy_since = Some(Instant::now());
+                        tracing::warn!(
+                            path = %self.path.display(),
+                            "another process holds a write lock on `{}`; deliveries pause until it lets go (nothing is lost)\nhint: end the other program's transaction (a `sqlite3` shell? read with `sqlite3 \"file:state.db?mode=ro\"` instead)",
+                            self.path.display()
+                        );
+                    }
+                    self.check_identity()?;
+                    thread::sleep(delay);
+                    delay = (delay * 2).min(BUSY_BACKOFF_MAX);
+                }
+                Err(e) => return Err(StoreError::from_sqlite(&self.path, e)),
+            }
+        }
+    }
+
+    /// Whether `state.db` is still the file this connection opened.
+    fn check_identity(&self) -> Result<(), StoreError> {
+        match file_identity(&self.path) {
+            Ok(identity) if identity == self.identity => Ok(()),
+            _ => Err(StoreError::Replaced {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
     fn fail(&mut self, e: StoreError) {
         let _ = self.conn.execute_batch("ROLLBACK");
+        if let StoreError::Replaced { .. } = e {
+            // The log beside the new file is this connection's, about the old one: left there,
+            // SQLite would replay it onto the new file at the next start and damage it. (SQLite
+            // itself leaves it behind when the file it belongs to was renamed or deleted.)
+            for (sidecar, identity) in &self.sidecars {
+                if file_identity(sidecar).ok() == Some(*identity) {
+                    let _ = std::fs::remove_file(sidecar);
+                }
+            }
+        }
         let message = e.to_string();
-        tracing::error!(error = %message, "the state database failed; stopping");
+        // Said once, here; the daemon's exit names it again only as the reason it stopped.
+        tracing::error!("{message}");
         self.failed = Some(message.clone());
         self.fail_tx.send_replace(Some(message));
     }
@@ -897,6 +1215,7 @@ impl Worker {
             Cmd::OpenPlugin { reply, .. } => drop(reply.send(Err(err()))),
             Cmd::SourcePosition { reply } => drop(reply.send(Err(err()))),
             Cmd::SourceGaps { reply } => drop(reply.send(Err(err()))),
+            Cmd::Leftovers { reply } => drop(reply.send(Err(err()))),
             Cmd::Append { reply, .. } => drop(reply.send(Err(err()))),
             Cmd::Flush { reply } => drop(reply.send(())),
             Cmd::Control { op } => op(&self.conn).1(Err(self.failed.clone().unwrap_or_default())),
@@ -907,6 +1226,7 @@ impl Worker {
     fn commit(&mut self) {
         let result = self
             .apply_coalesced()
+            .and_then(|()| self.check_identity())
             .and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
         self.writes = 0;
         if let Err(e) = result {
@@ -923,14 +1243,28 @@ impl Worker {
                      updated_at = {NOW} WHERE name = ?1"
                 ))?
                 .execute(params![plugin, cursor])?;
+            self.conn
+                .prepare_cached("DELETE FROM in_flight WHERE plugin = ?1 AND seq <= ?2")?
+                .execute(params![plugin, cursor])?;
+        }
+        for (plugin, sent) in &mut self.in_flight {
+            let mut insert = self.conn.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO in_flight (plugin, seq, event_id, attempt, sent_at) VALUES (?1, ?2, ?3, ?4, {NOW})"
+            ))?;
+            for (seq, (event_id, attempt)) in std::mem::take(sent) {
+                insert.execute(params![plugin, seq, event_id, attempt])?;
+            }
         }
         for (plugin, s) in self.statuses.drain() {
+            // A plugin's process group is its pid (children lead their own group); its start
+            // time tells it from a later process that reuses the pid (see `orphans`).
+            let start_ticks = s.pid.and_then(crate::orphans::start_ticks);
             self.conn
                 .prepare_cached(&format!(
                     "UPDATE plugins SET state = ?2, pid = ?3, restarts = ?4, disabled_reason = ?5, last_error = ?6, \
-                     fingerprint = ?7, updated_at = {NOW} WHERE name = ?1"
+                     fingerprint = ?7, pgid = ?3, pid_start_ticks = ?8, updated_at = {NOW} WHERE name = ?1"
                 ))?
-                .execute(params![plugin, s.state.as_str(), s.pid, s.restarts, s.disabled_reason, s.last_error, s.fingerprint])?;
+                .execute(params![plugin, s.state.as_str(), s.pid, s.restarts, s.disabled_reason, s.last_error, s.fingerprint, start_ticks])?;
         }
         Ok(())
     }
@@ -961,9 +1295,22 @@ impl Worker {
             Cmd::SourceGaps { reply } => {
                 let _ = reply.send(self.source_gaps());
             }
+            Cmd::Leftovers { reply } => {
+                let _ = reply.send(self.leftovers());
+            }
             Cmd::SaveSource { position } => self.save_source(&position)?,
             Cmd::Cursor { plugin, cursor } => {
+                // What the cursor passed was answered: it need not be written at all.
+                if let Some(sent) = self.in_flight.get_mut(&plugin) {
+                    *sent = sent.split_off(&(cursor + 1));
+                }
                 self.cursors.insert(plugin, cursor);
+            }
+            Cmd::Sent { plugin, sent } => {
+                let pending = self.in_flight.entry(plugin).or_default();
+                for d in sent {
+                    pending.insert(d.seq, (d.event_id, d.attempt));
+                }
             }
             Cmd::Status { plugin, status } => {
                 self.statuses.insert(plugin, status);
@@ -1018,11 +1365,11 @@ impl Worker {
             Cmd::DaemonStarted { pid } => {
                 self.conn.execute(
                     &format!(
-                        "INSERT INTO daemon (id, pid, started_at, stopped_at, version) VALUES (1, ?1, {NOW}, NULL, ?2) \
+                        "INSERT INTO daemon (id, pid, started_at, stopped_at, version, boot_id) VALUES (1, ?1, {NOW}, NULL, ?2, ?3) \
                          ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at, \
-                         stopped_at = NULL, version = excluded.version"
+                         stopped_at = NULL, version = excluded.version, boot_id = excluded.boot_id"
                     ),
-                    params![pid, env!("CARGO_PKG_VERSION")],
+                    params![pid, env!("CARGO_PKG_VERSION"), crate::orphans::boot_id()],
                 )?;
             }
             Cmd::DaemonStopped => {
@@ -1104,11 +1451,22 @@ impl Worker {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, attempts FROM retries WHERE plugin = ?1 AND seq > ?2")?;
-        let attempts = stmt
+        let mut attempts = stmt
             .query_map(params![name, cursor], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
             })?
             .collect::<Result<HashMap<_, _>, _>>()?;
+        // Deliveries in flight when the daemon last stopped (or crashed) count as attempts made.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, attempt FROM in_flight WHERE plugin = ?1 AND seq > ?2")?;
+        for row in stmt.query_map(params![name, cursor], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?))
+        })? {
+            let (seq, attempt) = row?;
+            let known = attempts.entry(seq).or_insert(attempt);
+            *known = (*known).max(attempt);
+        }
         let resume = self
             .conn
             .query_row(
@@ -1196,6 +1554,28 @@ impl Worker {
         self.save_source(position)
     }
 
+    fn leftovers(&self) -> Result<Leftovers, StoreError> {
+        let boot_id = self
+            .conn
+            .query_row("SELECT boot_id FROM daemon WHERE id = 1", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let mut stmt = self.conn.prepare(
+            "SELECT name, pgid, pid_start_ticks FROM plugins \
+             WHERE pgid IS NOT NULL AND pid_start_ticks IS NOT NULL ORDER BY name",
+        )?;
+        let groups = stmt
+            .query_map([], |r| {
+                Ok(crate::orphans::Recorded {
+                    plugin: r.get(0)?,
+                    pgid: r.get(1)?,
+                    start_ticks: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Leftovers { boot_id, groups })
+    }
+
     fn source_gaps(&self) -> Result<Vec<GapRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT first_id, last_id, first_seen FROM source_gaps ORDER BY first_id",
@@ -1245,27 +1625,90 @@ impl Worker {
             .optional()?)
     }
 
-    /// Deletes journaled events that every known plugin is past and that are older than the
-    /// retention.
-    fn prune(&mut self) -> Result<(), StoreError> {
-        let deleted = prune_journal(&self.conn, self.options.retention)?;
-        if deleted > 0 {
+    /// One step of pruning, in a transaction of its own so that deliveries go on between two:
+    /// delete up to [`PRUNE_CHUNK`] events that every known plugin is past and that are older than
+    /// the retention; once none are left, give up to [`VACUUM_CHUNK`] free pages back to the file
+    /// system; then checkpoint, so that the file and its write-ahead log shrink.
+    fn prune_step(&mut self) -> Result<(), StoreError> {
+        self.begin()?;
+        let step = match self.prune {
+            Prune::Idle => Ok(Prune::Idle),
+            Prune::Deleting { deleted } => {
+                prune_journal(&self.conn, self.options.retention, PRUNE_CHUNK).map(|n| {
+                    if n == PRUNE_CHUNK {
+                        Prune::Deleting {
+                            deleted: deleted + n,
+                        }
+                    } else if deleted + n > 0 {
+                        Prune::Vacuuming {
+                            deleted: deleted + n,
+                        }
+                    } else {
+                        Prune::Idle
+                    }
+                })
+            }
+            Prune::Vacuuming { deleted } => self
+                .conn
+                .pragma_query_value(None, "freelist_count", |r| r.get::<_, i64>(0))
+                .and_then(|free| {
+                    if free == 0 {
+                        return Ok(Prune::Idle);
+                    }
+                    self.conn
+                        .execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_CHUNK})"))?;
+                    let left: i64 = self
+                        .conn
+                        .pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+                    // Nothing given back (no incremental vacuum on this file): stop here.
+                    Ok(if left < free {
+                        Prune::Vacuuming { deleted }
+                    } else {
+                        Prune::Idle
+                    })
+                })
+                .map_err(StoreError::from),
+        };
+        let next = match step {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        self.check_identity()?;
+        self.conn.execute_batch("COMMIT")?;
+        if let (Prune::Vacuuming { deleted }, Prune::Idle) = (self.prune, next) {
+            // Moves the pruned pages out of the log into the file, which shrinks; the log is cut
+            // back to `journal_size_limit` when it next starts over. PASSIVE never waits for
+            // readers.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             tracing::info!(deleted, "pruned the journal");
         }
+        self.prune = next;
         Ok(())
     }
 }
 
-/// Deletes journaled events that every known plugin is past and that were journaled longer than
-/// `retention` ago; returns how many.
-fn prune_journal(conn: &Connection, retention: Duration) -> Result<usize, StoreError> {
+/// Deletes up to `limit` journaled events that every known plugin is past and that were journaled
+/// longer than `retention` ago, oldest first; returns how many.
+fn prune_journal(
+    conn: &Connection,
+    retention: Duration,
+    limit: usize,
+) -> Result<usize, StoreError> {
     let cutoff = format!("-{:.3} seconds", retention.as_secs_f64());
-    Ok(conn.execute(
-        "DELETE FROM events WHERE seq <= (SELECT COALESCE(MIN(cursor), 0) FROM plugins) \
-         AND seq NOT IN (SELECT seq FROM failed_events) \
-         AND journaled_at < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
-        params![cutoff],
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
+             WHERE seq <= (SELECT COALESCE(MIN(cursor), 0) FROM plugins) \
+             AND seq NOT IN (SELECT seq FROM failed_events) \
+             AND journaled_at < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1) \
+             ORDER BY seq LIMIT ?2)",
+        )?
+        .execute(params![cutoff, limit as i64])?)
 }
 
 #[cfg(test)]
@@ -1277,6 +1720,7 @@ mod tests {
             synchronous: Synchronous::Normal,
             commit_interval: Duration::from_millis(1),
             retention: Duration::from_secs(3600),
+            prune_every: PRUNE_EVERY,
         }
     }
 
@@ -1405,14 +1849,14 @@ mod tests {
         }
         let day = Duration::from_secs(24 * 3600);
         assert_eq!(
-            prune_journal(&conn, day).expect("prune"),
+            prune_journal(&conn, day, 1000).expect("prune"),
             5,
             "only what the slowest plugin is past"
         );
         conn.execute("UPDATE plugins SET cursor = 10 WHERE name = 'behind'", [])
             .expect("advance");
         assert_eq!(
-            prune_journal(&conn, day).expect("prune"),
+            prune_journal(&conn, day, 1000).expect("prune"),
             3,
             "events 9 and 10 are younger than the retention"
         );

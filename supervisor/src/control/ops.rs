@@ -272,6 +272,9 @@ pub fn rewind(
         .map_err(StoreError::from)?;
         conn.execute("DELETE FROM retries WHERE plugin = ?1", params![plugin])
             .map_err(StoreError::from)?;
+        // A rewound event is a new delivery from attempt 1, like a retry forgotten.
+        conn.execute("DELETE FROM in_flight WHERE plugin = ?1", params![plugin])
+            .map_err(StoreError::from)?;
     }
     Ok(RewindReport {
         plugin: plugin.to_owned(),

@@ -41,7 +41,7 @@ use self::timings::Timings;
 use self::window::{Slot, SlotState, Window};
 use crate::alerts::{Alert, Alerts, Recipients};
 use crate::config::{PluginLimits, PluginSpec};
-use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Store};
+use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Sent, Store, StoreError};
 
 /// How many journal rows an actor reads at once.
 const READ_BATCH: usize = 512;
@@ -136,6 +136,8 @@ pub(crate) struct Actor {
     status: PluginStatus,
     published_cursor: i64,
     published_at: Instant,
+    /// Deliveries sent since the last publish, for the store's record of what is in flight.
+    sent: Vec<Sent>,
     policy: RestartPolicy,
 }
 
@@ -181,6 +183,7 @@ impl Actor {
             },
             published_cursor: 0,
             published_at: Instant::now(),
+            sent: Vec::new(),
             policy: RestartPolicy::new(spec.limits.restart_delay, spec.limits.restart_delay_max),
             spec,
         }
@@ -317,6 +320,11 @@ impl Actor {
     }
 
     fn publish_cursor(&mut self) {
+        if !self.sent.is_empty() {
+            self.store
+                .sent(&self.spec.name, std::mem::take(&mut self.sent));
+            self.published_at = Instant::now();
+        }
         let cursor = self.window.cursor();
         if cursor != self.published_cursor {
             self.store.set_cursor(&self.spec.name, cursor);
@@ -332,11 +340,16 @@ impl Actor {
     /// Publishes a moved cursor now and then rather than after every answer: the store commits in
     /// groups anyway, and one message per answer would wake it for each one.
     fn publish_cursor_soon(&mut self) {
-        if self.window.cursor() != self.published_cursor
+        if self.unpublished()
             && (self.window.is_empty() || self.published_at.elapsed() >= PUBLISH_EVERY)
         {
             self.publish_cursor();
         }
+    }
+
+    /// Whether a cursor move or a delivery waits to be handed to the store.
+    fn unpublished(&self) -> bool {
+        self.window.cursor() != self.published_cursor || !self.sent.is_empty()
     }
 
     fn publish_report(&self) {
@@ -662,9 +675,18 @@ impl Actor {
                     Ok(rows) => self
                         .buffer
                         .extend(rows.into_iter().take_while(|r| r.seq <= head)),
-                    Err(e) => {
+                    // The store stopped: the daemon is stopping with it.
+                    Err(e @ StoreError::Stopped(_)) => {
                         tracing::error!(plugin = %self.spec.name, error = %e, "cannot read the journal");
                         return Err(End::Stopped);
+                    }
+                    // A damaged part of the journal stops this plugin, not the daemon.
+                    Err(e) => {
+                        return Err(End::Disable(format!(
+                            "cannot read the journal after its position (seq {}): {}",
+                            self.window.frontier(),
+                            first_line(&e.to_string())
+                        )));
                     }
                 }
             }
@@ -701,6 +723,11 @@ impl Actor {
     fn deliver(&mut self, stdin: &Stdin, mut slot: Slot) {
         send_slot(stdin, &self.spec.limits, &mut slot);
         self.attempts.insert(slot.row.seq, slot.attempt);
+        self.sent.push(Sent {
+            seq: slot.row.seq,
+            event_id: slot.row.event_id,
+            attempt: slot.attempt,
+        });
         tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, attempt = slot.attempt, "delivered");
         self.window.sent(slot);
     }
@@ -885,7 +912,8 @@ impl Actor {
     /// The next moment something may be due; `far` when nothing is.
     fn next_timer(&self, ping: &Ping, far: Instant) -> Instant {
         let ping_at = (!self.window.any_sent()).then_some(ping.next);
-        let publish_at = (self.window.cursor() != self.published_cursor)
+        let publish_at = self
+            .unpublished()
             .then(|| self.published_at + PUBLISH_EVERY);
         [
             self.window.next_deadline().map(|(d, _)| d),
@@ -919,6 +947,13 @@ impl Actor {
                 slot.attempt += 1;
                 send_slot(stdin, &limits, slot);
                 self.attempts.insert(seq, slot.attempt);
+                if !slot.replay {
+                    self.sent.push(Sent {
+                        seq,
+                        event_id: slot.row.event_id,
+                        attempt: slot.attempt,
+                    });
+                }
             }
         }
         if !self.window.any_sent() && ping.next <= now {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{Ctx, alive, assert_success, signal, wait_for};
 
 /// A followed events file and a daemon that runs until it is stopped.
-const LIVE: &[(&str, &str)] = &[
+pub(crate) const LIVE: &[(&str, &str)] = &[
     ("exit_when_idle = true", "exit_when_idle = false"),
     (
         "path = \"events.jsonl\"",
@@ -21,12 +21,12 @@ const LIVE: &[(&str, &str)] = &[
 
 impl Ctx {
     /// Runs `sgevents ARGS` to its end.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         self.sgevents(args).output().expect("sgevents runs")
     }
 
     /// Runs `sgevents ARGS --json` and returns the response, asserting the exit status matches.
-    fn cli_json(&self, args: &[&str]) -> Value {
+    pub(crate) fn cli_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.cli(&all);
@@ -46,7 +46,7 @@ impl Ctx {
         response
     }
 
-    fn pid_of(&self, name: &str) -> i32 {
+    pub(crate) fn pid_of(&self, name: &str) -> i32 {
         fs::read_to_string(self.path(&format!("{name}.pid")))
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -54,13 +54,13 @@ impl Ctx {
     }
 
     /// Waits until the daemon answers on its control socket.
-    fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         wait_for("the control socket", || {
             self.path("var/control.sock").exists() && self.cli(&["plugin", "list"]).status.success()
         });
     }
 
-    fn stop(&self, mut daemon: Child) {
+    pub(crate) fn stop(&self, mut daemon: Child) {
         signal(&daemon, Signal::SIGTERM);
         let status = daemon.wait().expect("daemon exits");
         assert!(status.success(), "clean exit; log:\n{}", self.log());
@@ -68,7 +68,7 @@ impl Ctx {
 }
 
 /// Appends the events `ids` to the followed file from a thread, 50 at a time, `pause_ms` apart.
-fn feed(
+pub(crate) fn feed(
     ctx: &Ctx,
     ids: std::ops::RangeInclusive<i64>,
     pause_ms: u64,
@@ -82,7 +82,7 @@ fn feed(
     })
 }
 
-fn with_pid(ctx: &Ctx, name: &str, extra: &str) -> String {
+pub(crate) fn with_pid(ctx: &Ctx, name: &str, extra: &str) -> String {
     let pid = ctx.path(&format!("{name}.pid"));
     let sep = if extra.is_empty() { "" } else { ", " };
     ctx.test_plugin(
