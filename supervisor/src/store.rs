@@ -1089,19 +1089,28 @@ impl Worker {
                 }
                 Cmd::Flush { reply } => (true, Some(AfterCommit::Flush(reply))),
                 Cmd::Control { op } => {
-                    // The actors' coalesced cursor moves first: the operator's change must see,
-                    // and win over, everything sent before it.
-                    if let Err(e) = self.apply_coalesced() {
-                        self.fail(e);
-                        txn_started = None;
+                    // Everything sent before it is committed first: the operator's change must
+                    // see, and win over, it; and a change that fails (it met a damaged page,
+                    // say) then takes nothing else with it when it is rolled back.
+                    self.commit();
+                    txn_started = None;
+                    if let Some(e) = self.failed.clone() {
+                        op(&self.conn).1(Err(e));
                         continue;
                     }
-                    let _ = self.conn.execute_batch("SAVEPOINT control");
+                    if let Err(e) = self.begin() {
+                        self.fail(e);
+                        self.refuse(Cmd::Control { op });
+                        continue;
+                    }
+                    txn_started = Some(Instant::now());
                     let (ok, answer) = op(&self.conn);
                     if !ok {
-                        let _ = self.conn.execute_batch("ROLLBACK TO control");
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                        txn_started = None;
+                        answer(Ok(()));
+                        continue;
                     }
-                    let _ = self.conn.execute_batch("RELEASE control");
                     (true, Some(AfterCommit::Control(answer)))
                 }
                 other => {

@@ -313,3 +313,61 @@ fn pruning_gives_the_space_back() {
         .expect("pragma");
     assert_eq!(auto_vacuum, 2, "incremental");
 }
+
+#[test]
+fn a_damaged_journal_range_stops_the_plugin_that_reads_it_not_the_daemon() {
+    let ctx = Ctx::new();
+    ctx.events(1..=20_000);
+    // b is slow: it is still at the start of the journal when the middle is damaged.
+    let plugins = ctx.test_plugin("a", "max_in_flight = 32") + &ctx.test_plugin("b", "slow_ms = 2");
+    ctx.config(LIVE, &plugins);
+    let daemon = ctx.start();
+    ctx.wait_ready();
+    wait_for("a to reach the end", || ctx.ids("a").len() == 20_000);
+    assert!(ctx.ids("b").len() < 5_000, "b is still early");
+
+    // Journal pages of the middle (events 10,000 to 12,000 or so), long written back from the
+    // log into the file and out of the daemon's cache, are damaged on disk.
+    let db = ctx.path("var/state.db");
+    let (leaves, page_size): (Vec<i64>, i64) = {
+        let conn = ctx.db();
+        let mut stmt = conn
+            .prepare("SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' ORDER BY path")
+            .expect("dbstat");
+        let leaves = stmt
+            .query_map([], |r| r.get(0))
+            .expect("pages")
+            .map(Result::unwrap)
+            .collect();
+        let size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page size");
+        (leaves, size)
+    };
+    for page in &leaves[leaves.len() / 2..leaves.len() * 6 / 10] {
+        damage(&db, ((page - 1) * page_size) as u64, page_size as usize);
+    }
+
+    wait_for("b to be disabled", || ctx.plugin("b").0 == "disabled");
+    let reason = ctx.plugin("b").3.unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot read the journal after its position"),
+        "{reason}"
+    );
+    assert!(reason.contains("malformed"), "{reason}");
+    assert!(
+        ctx.ids("b").len() < 12_000,
+        "b got no event past the damage"
+    );
+
+    // An operator's rewind into the damaged range fails, alone.
+    let out = ctx.cli(&["plugin", "rewind", "a", "--to-event", "1"]);
+    assert!(!out.status.success(), "the rewind cannot read the range");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("malformed"), "{err}");
+
+    // The daemon and the other plugin go on.
+    ctx.append_events(20_001..=20_010);
+    wait_for("a to get the new events", || ctx.ids("a").len() == 20_010);
+    ctx.stop(daemon);
+}
