@@ -1,7 +1,8 @@
 //! The JSON-lines source's faults: the followed file replaced, rewritten or shrunk under the
 //! daemon (while it runs and while it is stopped), an event longer than `max_event_bytes`, and a
-//! line that never ends. Each time, every event of the new file above the last one journaled
-//! reaches the plugin exactly once, and the daemon says what it did once.
+//! line that never ends; and the ShotGrid source's oversized event. Each time, every event of the
+//! new file above the last one journaled reaches the plugin exactly once, and the daemon says what
+//! it did once.
 
 use std::fs;
 use std::io::Write;
@@ -306,6 +307,53 @@ fn a_line_that_never_ends_is_skipped_without_holding_it() {
         .log()
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains("skipped event `11`"))
+        .count();
+    assert_eq!(errors, 1, "one ERROR:\n{}", ctx.log());
+    assert_eq!(ctx.plugin("p").2, 0, "the plugin never restarted");
+}
+
+#[test]
+fn a_17_mib_shotgrid_event_is_skipped_and_counted() {
+    use sgevents_tests::fake_site::{FakeSite, SiteOptions};
+    let site = FakeSite::start(SiteOptions {
+        script_key: "fake-key".into(),
+        ..SiteOptions::default()
+    })
+    .expect("the fake site starts");
+    let mut ids = site.append(5);
+    let big = site.append_events(vec![serde_json::json!({
+        "id": 0, "event_type": "Shotgun_Shot_New", "attribute_name": null, "meta": {"type": "new_entity"},
+        "entity": {"type": "Shot", "id": 1, "name": "010"}, "user": null, "project": {"type": "Project", "id": 66, "name": "p"},
+        "session_uuid": null, "created_at": "2026-11-02T08:00:00Z", "description": "a".repeat(17 << 20)
+    })])[0];
+    ids.extend(site.append(5));
+    let ctx = Ctx::new();
+    fs::write(ctx.path("key"), "fake-key").expect("key file");
+    let text = format!(
+        "[daemon]\nstate_dir = \"var\"\ncommit_interval = \"1ms\"\n\n[source]\nkind = \"shotgrid\"\n\
+         url = \"{}\"\nscript_name = \"sgevents\"\nscript_key_file = \"key\"\nfetch_interval = \"50ms\"\n\
+         start_at = \"earliest\"\nrequest_timeout = \"20s\"\n\n[plugins]\nstop_grace = \"500ms\"\n{}",
+        site.url(),
+        ctx.test_plugin("p", "")
+    );
+    fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    let daemon = ctx.start();
+    wait_for("the events around the big one", || {
+        ctx.ids("p").last() == ids.last()
+    });
+    stop(daemon);
+    assert_delivered(&ctx, ids);
+    // (`last_error` is cleared by the next successful poll, so it is not looked at here.)
+    let (oversized, file_ino, _) = source_state(&ctx);
+    assert_eq!(
+        (oversized, file_ino),
+        (1, None),
+        "counted; no file identity"
+    );
+    let errors = ctx
+        .log()
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains(&format!("skipped event `{big}`")))
         .count();
     assert_eq!(errors, 1, "one ERROR:\n{}", ctx.log());
     assert_eq!(ctx.plugin("p").2, 0, "the plugin never restarted");
