@@ -77,15 +77,6 @@ pub(crate) async fn run(
     tracing::info!(path = %location, offset = position.offset, line = position.line, follow = config.follow, "reading events");
     let mut reader = Reader::new(&config);
     loop {
-        if let Some(seen) = reader.idle_at {
-            // Nothing changed since the last look reached the end: do not read it again.
-            if std::fs::metadata(&config.path).is_ok_and(|m| Stamp::of(&m) == seen) {
-                if wait(&cancel, config.poll_interval).await {
-                    return Ok(());
-                }
-                continue;
-            }
-        }
         let from = position.clone();
         let (back, read) = tokio::task::spawn_blocking(move || {
             let read = reader.read_batch(from);
@@ -470,6 +461,16 @@ impl Reader {
 
     /// One look: up to `batch_size` events after `position`.
     fn read_batch(&mut self, mut position: SourcePosition) -> std::io::Result<Batch> {
+        if let Some(seen) = self.idle_at {
+            // Nothing changed since the last look reached the end: it is not read again.
+            if std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == seen) {
+                return Ok(Batch {
+                    events: Vec::new(),
+                    position,
+                    at_end: true,
+                });
+            }
+        }
         let path = self.path.display().to_string();
         let mut file = File::open(&self.path)?;
         let stamp = Stamp::of(&file.metadata()?);
@@ -523,9 +524,9 @@ impl Reader {
                         None => format!("line {number} of `{path}`"),
                     };
                     let size = if ended {
-                        format!("{} bytes", consumed - 1)
+                        format!("{} bytes long", consumed - 1)
                     } else {
-                        format!("more than {max} bytes (its end is not written yet)")
+                        format!("at least {consumed} bytes long (its end is not written yet)")
                     };
                     oversized(&mut position, &event, &size, max);
                     if !ended {
@@ -976,5 +977,33 @@ mod tests {
         let b = reader.read_batch(saved).expect("read");
         assert_eq!(ids(&b), (31..=60).collect::<Vec<_>>());
         assert_eq!(b.position.line, 36);
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("e.jsonl");
+        let unfinished = "x".repeat(26);
+        std::fs::write(&path, format!("{}{unfinished}", lines([1]))).expect("write");
+        let mut reader = Reader::new(&config(&path, 100, true, StartAt::Earliest));
+        let b = reader.read_batch(position()).expect("read");
+        assert_eq!((ids(&b), b.at_end), (vec![1], true));
+        // Its unfinished line changed behind the reader's back, with the same size and time: not
+        // looked at. (A real writer changes the size or the time.)
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let mtime = f.metadata().expect("stat").modified().expect("mtime");
+        let end = lines([2]);
+        assert_eq!(end.len(), unfinished.len());
+        f.write_all_at(end.as_bytes(), lines([1]).len() as u64)
+            .expect("overwrite");
+        f.set_modified(mtime).expect("set mtime");
+        let b = reader.read_batch(b.position).expect("read");
+        assert!(b.events.is_empty() && b.at_end, "not read again");
+        f.set_modified(std::time::SystemTime::now()).expect("touch");
+        let b = reader.read_batch(b.position).expect("read");
+        assert_eq!(ids(&b), [2], "read once it changed");
     }
 }

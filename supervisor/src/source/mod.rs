@@ -38,12 +38,11 @@ pub(crate) fn journal_row(event: &Event) -> NewEvent {
 }
 
 /// Records an event skipped for its size: an ERROR naming it (`event`, an event id or a line),
-/// `size` (a number of bytes, or "more than N bytes") and `max`, counted in `position.oversized`
-/// and kept as `position.last_error`.
+/// its `size` (such as "17825792 bytes long") and `max`, counted in `position.oversized` and kept
+/// as `position.last_error`.
 pub(crate) fn oversized(position: &mut SourcePosition, event: &str, size: &str, max: usize) {
     position.oversized += 1;
-    let message =
-        format!("skipped {event}: it is {size} long, above `source.max_event_bytes` ({max})");
+    let message = format!("skipped {event}: it is {size}, above `source.max_event_bytes` ({max})");
     tracing::error!(
         source = %position.location,
         oversized = position.oversized,
@@ -62,7 +61,7 @@ pub(crate) fn fits(row: &NewEvent, max: usize, position: &mut SourcePosition) ->
     oversized(
         position,
         &format!("event `{}`", row.event_id),
-        &format!("{} bytes", row.body.len()),
+        &format!("{} bytes long", row.body.len()),
         max,
     );
     false
