@@ -142,6 +142,14 @@ fn a_file_rotated_while_the_daemon_is_stopped_is_read_from_its_start() {
     let daemon = ctx.start();
     wait_for("the first file", || ctx.ids("p").len() == 100);
     stop(daemon);
+    // The same file, grown while stopped: resumed at the offset, nothing said.
+    ctx.append_events(101..=110);
+    let daemon = ctx.start();
+    wait_for("the events appended while stopped", || {
+        ctx.ids("p").len() == 110
+    });
+    stop(daemon);
+    assert!(warnings(&ctx).is_empty(), "{:#?}", warnings(&ctx));
     fs::rename(ctx.path("events.jsonl"), ctx.path("events.jsonl.1")).expect("rotate");
     fs::rename(new_file(&ctx, 51..=300), ctx.path("events.jsonl")).expect("mv");
     let daemon = ctx.start();
