@@ -18,6 +18,20 @@ use serde_json::{Map, Value};
 /// Where the configuration is looked for when `-c` is not given and `$SGEVENTS_CONFIG` is unset.
 pub const DEFAULT_CONFIG: &str = "sgevents.toml";
 
+/// The room an event line keeps for everything around the event itself (`encode_event_raw`): the
+/// fixed fields take under 160 bytes (`event_id`, `attempt` and `deadline_ms` at their largest),
+/// the rest is for the names of the subscriptions that matched.
+pub const EVENT_ENVELOPE_RESERVE: usize = 64 * 1024;
+
+/// The largest `[source] max_event_bytes`, and its default: an event this long still fits the
+/// protocol's line limit ([`sgevents_protocol::DEFAULT_MAX_LINE_BYTES`], 16 MiB) once it is wrapped
+/// in its event line (16 MiB − 64 KiB = 16,711,680 bytes).
+pub const MAX_EVENT_BYTES: usize =
+    sgevents_protocol::DEFAULT_MAX_LINE_BYTES - EVENT_ENVELOPE_RESERVE;
+
+/// The smallest `[source] max_event_bytes`.
+pub const MIN_EVENT_BYTES: usize = 1024;
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -87,6 +101,7 @@ struct RawSource {
     kind: String,
     start_at: Option<toml::Value>,
     batch_size: Option<i64>,
+    max_event_bytes: Option<i64>,
     // kind = "jsonl"
     path: Option<PathBuf>,
     follow: Option<bool>,
@@ -293,6 +308,8 @@ pub struct ShotgridSource {
     pub request_timeout: Duration,
     /// After failing this long, the source logs an error (what alerts hook onto).
     pub alert_after: Duration,
+    /// The longest event journaled (its JSON, in bytes); a longer one is skipped and counted.
+    pub max_event_bytes: usize,
 }
 
 /// A secret string: never shown by `Debug`.
@@ -332,6 +349,8 @@ pub struct JsonlSource {
     pub batch_size: usize,
     /// The site the events came from.
     pub site_url: Option<String>,
+    /// The longest line (one event) read; a longer one is skipped and counted, never held whole.
+    pub max_event_bytes: usize,
 }
 
 /// Where to start: the source's journal on a new database, or a plugin that is new.
@@ -870,6 +889,7 @@ impl Validator<'_> {
                     )?,
                     batch_size,
                     site_url: raw.site_url,
+                    max_event_bytes: self.max_event_bytes(raw.max_event_bytes)?,
                 }))
             }
             "shotgrid" => self.shotgrid(raw),
@@ -1050,7 +1070,34 @@ impl Validator<'_> {
                 &raw.alert_after,
                 Duration::from_secs(5 * 60),
             )?,
+            max_event_bytes: self.max_event_bytes(raw.max_event_bytes)?,
         }))
+    }
+
+    /// `source.max_event_bytes`: at most [`MAX_EVENT_BYTES`], so that every journaled event fits
+    /// the protocol's line limit once wrapped in its event line.
+    fn max_event_bytes(&self, value: Option<i64>) -> Result<usize, ConfigError> {
+        let key = "source.max_event_bytes";
+        match value {
+            None => Ok(MAX_EVENT_BYTES),
+            Some(n) if n > MAX_EVENT_BYTES as i64 => Err(ConfigError::at(
+                self.file,
+                key,
+                n,
+                format!(
+                    "above the largest event an event line can carry ({MAX_EVENT_BYTES} bytes: the protocol's 16 MiB line limit less 64 KiB for the rest of the line)"
+                ),
+                "leave it out for the largest, or use a smaller value; bigger events cannot reach plugins",
+            )),
+            Some(n) if n < MIN_EVENT_BYTES as i64 => Err(ConfigError::at(
+                self.file,
+                key,
+                n,
+                "too small for an event",
+                "use at least 1024 (bytes); leave it out for the largest",
+            )),
+            Some(n) => Ok(n as usize),
+        }
     }
 
     fn alerts(&self, raw: RawAlerts) -> Result<AlertsConfig, ConfigError> {
@@ -1760,6 +1807,42 @@ mod tests {
     }
 
     const MINIMAL: &str = "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n";
+
+    #[test]
+    fn max_event_bytes_defaults_to_what_an_event_line_can_carry() {
+        let SourceConfig::Jsonl(s) = parse_ok(MINIMAL).source else {
+            panic!("a jsonl source")
+        };
+        assert_eq!(s.max_event_bytes, MAX_EVENT_BYTES);
+        // The largest event, wrapped with the largest fixed fields and 63 KiB of subscription
+        // names, still fits the protocol's line limit.
+        let body = format!(
+            "{{\"id\":1,\"x\":\"{}\"}}",
+            "a".repeat(MAX_EVENT_BYTES - 15)
+        );
+        assert_eq!(body.len(), MAX_EVENT_BYTES);
+        let names: Vec<String> = (0..63).map(|i| format!("{i:0>1018}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let line = sgevents_protocol::encode_event_raw(i64::MAX, u32::MAX, &names, u64::MAX, &body);
+        assert!(
+            line.len() <= sgevents_protocol::DEFAULT_MAX_LINE_BYTES,
+            "{} bytes",
+            line.len()
+        );
+        let c = parse_ok(&MINIMAL.replace("path", "max_event_bytes = 4096\npath"));
+        let SourceConfig::Jsonl(s) = c.source else {
+            panic!("a jsonl source")
+        };
+        assert_eq!(s.max_event_bytes, 4096);
+        let err = parse_err(&MINIMAL.replace("path", "max_event_bytes = 16777216\npath"));
+        assert!(
+            err.contains("`source.max_event_bytes` = `16777216`: above the largest")
+                && err.contains("\nhint: "),
+            "{err}"
+        );
+        let err = parse_err(&MINIMAL.replace("path", "max_event_bytes = 10\npath"));
+        assert!(err.contains("too small"), "{err}");
+    }
 
     #[test]
     fn defaults() {

@@ -26,6 +26,15 @@ CREATE TABLE in_flight (
 
 -- == The source (file identity, oversized events) ==
 
+-- Events skipped because they exceed `[source] max_event_bytes` (both kinds), in all.
+ALTER TABLE source_state ADD COLUMN oversized INTEGER NOT NULL DEFAULT 0;
+-- The jsonl source's file as last read: its device and inode, and a hex FNV-1a 64 fingerprint of
+-- its first line (at most its first 4 KiB), so that a replaced, rewritten or shrunk file is read
+-- again from its start instead of from an offset that means nothing in it. NULL for ShotGrid.
+ALTER TABLE source_state ADD COLUMN file_dev INTEGER;
+ALTER TABLE source_state ADD COLUMN file_ino INTEGER;
+ALTER TABLE source_state ADD COLUMN file_head TEXT;
+
 
 
 -- == Plugins' retries and errors ==

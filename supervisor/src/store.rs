@@ -200,6 +200,14 @@ pub struct SourcePosition {
     pub skipped: i64,
     /// The last problem the source reported.
     pub last_error: Option<String>,
+    /// Events skipped because they exceed `max_event_bytes`, in all.
+    pub oversized: i64,
+    /// The jsonl source's file: its device number (`None` for ShotGrid).
+    pub file_dev: Option<i64>,
+    /// The jsonl source's file: its inode number.
+    pub file_ino: Option<i64>,
+    /// The jsonl source's file: a hex fingerprint of its first line.
+    pub file_head: Option<String>,
 }
 
 /// What the previous daemon recorded of its plugins' processes.
@@ -1602,13 +1610,29 @@ impl Worker {
     fn save_source(&self, p: &SourcePosition) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(&format!(
-                "INSERT INTO source_state (id, kind, location, position, line, last_event_id, malformed, skipped, last_error, updated_at) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {NOW}) \
+                "INSERT INTO source_state (id, kind, location, position, line, last_event_id, malformed, skipped, last_error, \
+                 oversized, file_dev, file_ino, file_head, updated_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, {NOW}) \
                  ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, location = excluded.location, position = excluded.position, \
                  line = excluded.line, last_event_id = excluded.last_event_id, malformed = excluded.malformed, \
-                 skipped = excluded.skipped, last_error = excluded.last_error, updated_at = excluded.updated_at"
+                 skipped = excluded.skipped, last_error = excluded.last_error, oversized = excluded.oversized, \
+                 file_dev = excluded.file_dev, file_ino = excluded.file_ino, file_head = excluded.file_head, \
+                 updated_at = excluded.updated_at"
             ))?
-            .execute(params![p.kind, p.location, p.offset, p.line, p.last_event_id, p.malformed, p.skipped, p.last_error])?;
+            .execute(params![
+                p.kind,
+                p.location,
+                p.offset,
+                p.line,
+                p.last_event_id,
+                p.malformed,
+                p.skipped,
+                p.last_error,
+                p.oversized,
+                p.file_dev,
+                p.file_ino,
+                p.file_head
+            ])?;
         Ok(())
     }
 
@@ -1616,7 +1640,8 @@ impl Worker {
         Ok(self
             .conn
             .query_row(
-                "SELECT kind, location, position, line, last_event_id, malformed, skipped, last_error FROM source_state WHERE id = 1",
+                "SELECT kind, location, position, line, last_event_id, malformed, skipped, last_error, \
+                 oversized, file_dev, file_ino, file_head FROM source_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(SourcePosition {
@@ -1628,6 +1653,10 @@ impl Worker {
                         malformed: r.get(5)?,
                         skipped: r.get(6)?,
                         last_error: r.get(7)?,
+                        oversized: r.get(8)?,
+                        file_dev: r.get(9)?,
+                        file_ino: r.get(10)?,
+                        file_head: r.get(11)?,
                     })
                 },
             )
@@ -1753,6 +1782,10 @@ mod tests {
             offset: last * 10,
             line: last,
             last_event_id: Some(last),
+            oversized: 2,
+            file_dev: Some(2049),
+            file_ino: Some(last + 7),
+            file_head: Some("cbf29ce484222325".into()),
             ..Default::default()
         }
     }

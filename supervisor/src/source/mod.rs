@@ -9,13 +9,18 @@
 //!
 //! [`shotgrid`] polls a site's event log over REST; [`jsonl`] reads a file (the demo, tests,
 //! replays).
+//!
+//! Both sources refuse an event longer than `[source] max_event_bytes` (by default, and at most,
+//! the protocol's line limit less [`EVENT_ENVELOPE_RESERVE`](crate::config::EVENT_ENVELOPE_RESERVE),
+//! so that every journaled event fits in the line that carries it to a plugin): it is skipped with
+//! an ERROR and counted in `source_state.oversized` ([`oversized`]), never journaled.
 
 pub(crate) mod jsonl;
 pub(crate) mod shotgrid;
 
 use sgevents_protocol::{Event, MatchFields};
 
-use crate::store::NewEvent;
+use crate::store::{NewEvent, SourcePosition};
 
 /// Turns a parsed event into a journal row, normalised to the flat shape.
 pub(crate) fn journal_row(event: &Event) -> NewEvent {
@@ -29,5 +34,55 @@ pub(crate) fn journal_row(event: &Event) -> NewEvent {
         is_transient: fields.is_transient,
         created_at: event.created_at.clone(),
         body: serde_json::to_string(event).expect("events always serialize"),
+    }
+}
+
+/// Records an event skipped for its size: an ERROR naming it (`event`, an event id or a line),
+/// its `size` (such as "17825792 bytes long") and `max`, counted in `position.oversized` and kept
+/// as `position.last_error`.
+pub(crate) fn oversized(position: &mut SourcePosition, event: &str, size: &str, max: usize) {
+    position.oversized += 1;
+    let message = format!("skipped {event}: it is {size}, above `source.max_event_bytes` ({max})");
+    tracing::error!(
+        source = %position.location,
+        oversized = position.oversized,
+        "{message}\nhint: no plugin receives it; fix or trim the event at its origin, or raise \
+         `source.max_event_bytes` (at most {}) if it was set lower; `source_state.oversized` counts these",
+        crate::config::MAX_EVENT_BYTES
+    );
+    position.last_error = Some(message);
+}
+
+/// Whether `row` is within `max` bytes; if not, it is recorded with [`oversized`].
+pub(crate) fn fits(row: &NewEvent, max: usize, position: &mut SourcePosition) -> bool {
+    if row.body.len() <= max {
+        return true;
+    }
+    oversized(
+        position,
+        &format!("event `{}`", row.event_id),
+        &format!("{} bytes long", row.body.len()),
+        max,
+    );
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_row_is_counted_and_named() {
+        let mut position = SourcePosition::default();
+        let row =
+            journal_row(&serde_json::from_str(r#"{"id":7,"event_type":"A"}"#).expect("event"));
+        assert!(fits(&row, row.body.len(), &mut position));
+        assert!(!fits(&row, row.body.len() - 1, &mut position));
+        assert_eq!(position.oversized, 1);
+        let error = position.last_error.expect("last error");
+        assert!(
+            error.starts_with("skipped event `7`: it is ") && error.contains("max_event_bytes"),
+            "{error}"
+        );
     }
 }

@@ -16,6 +16,7 @@ mod logs;
 mod migrate;
 mod service;
 mod shotgrid;
+mod source_faults;
 mod store_faults;
 
 use std::fs;

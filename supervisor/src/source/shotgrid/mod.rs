@@ -19,6 +19,9 @@
 //! events after a late one, and stalling on a gap followed by a full batch) cannot happen, since
 //! the mark never moves back and a poll never re-reads what it already has.
 //!
+//! An event whose journaled JSON is longer than `max_event_bytes` is skipped with an ERROR and
+//! counted in `source_state.oversized` ([`super::fits`]); the mark moves past it.
+//!
 //! A full batch is followed at once by the next poll; otherwise the poller waits `fetch_interval`.
 //! Failures are retried with backoff (1 s doubling to 60 s, with jitter), or after the delay a 429
 //! asks for; each is a warning, and failing for longer than `alert_after` is an error and an email
@@ -35,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::{Client, ClientError};
 use self::gaps::{Gap, Gaps, MAX_RANGES_PER_POLL, given_up};
-use super::journal_row;
+use super::{fits, journal_row};
 use crate::alerts::{Alert, Alerts};
 use crate::config::{ShotgridSource, StartAt};
 use crate::store::{GapRow, SourcePosition, Store};
@@ -182,10 +185,17 @@ pub(crate) async fn run(
         }
 
         late.sort_by_key(|e| e.id);
-        let rows: Vec<_> = late.iter().chain(fresh.iter()).map(journal_row).collect();
         position.offset = mark;
         position.last_event_id = Some(mark);
         position.last_error = None;
+        // An event too long for an event line is skipped (an ERROR, `source_state.oversized`);
+        // the mark moves past it all the same, so it is never asked for again.
+        let rows: Vec<_> = late
+            .iter()
+            .chain(fresh.iter())
+            .map(journal_row)
+            .filter(|row| fits(row, config.max_event_bytes, &mut position))
+            .collect();
         let journaled = rows.len();
         store
             .append_with_gaps(rows, position.clone(), gap_rows(&gaps))
