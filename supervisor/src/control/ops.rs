@@ -419,6 +419,14 @@ pub fn failed_drop(
     event: Option<i64>,
 ) -> Result<usize, ControlError> {
     check_failed_event(conn, plugin, event)?;
+    // A retry of a dropped failed event that was waiting (behind the cursor) waits no more.
+    conn.execute(
+        "DELETE FROM retries WHERE plugin = ?1 AND (?2 IS NULL OR event_id = ?2) \
+         AND seq IN (SELECT seq FROM failed_events WHERE plugin = ?1) \
+         AND seq <= (SELECT cursor FROM plugins WHERE name = ?1)",
+        params![plugin, event],
+    )
+    .map_err(StoreError::from)?;
     Ok(conn
         .execute(
             "DELETE FROM failed_events WHERE plugin = ?1 AND (?2 IS NULL OR event_id = ?2)",

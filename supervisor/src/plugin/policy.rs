@@ -131,10 +131,12 @@ pub(crate) const UNSOLICITED_RATE: f64 = 10.0;
 /// See [`UNSOLICITED_RATE`].
 pub(crate) const UNSOLICITED_BURST: f64 = 20.0;
 /// `progress` messages a plugin may send per second for each event it may have in flight
-/// (`max_in_flight`), and as a burst for each; beyond, it broke the protocol.
-pub(crate) const PROGRESS_RATE: f64 = 10.0;
+/// (`max_in_flight`), and as a burst for each; beyond, it broke the protocol. Generous: a plugin
+/// that calls `progress` for each item of a loop is legitimate; one that writes it as fast as it
+/// can only burns the daemon's time.
+pub(crate) const PROGRESS_RATE: f64 = 100.0;
 /// See [`PROGRESS_RATE`].
-pub(crate) const PROGRESS_BURST: f64 = 20.0;
+pub(crate) const PROGRESS_BURST: f64 = 1000.0;
 
 /// `n` with thousands separators: `48,210`.
 pub(crate) fn thousands(n: u64) -> String {

@@ -19,7 +19,7 @@ fn an_event_that_hangs_its_plugin_is_dead_lettered_after_max_attempts() {
     // `h3` gives up after 3 attempts; `h10` has the default 10, as many as the crash-loop limit,
     // and must not be disabled before event 4 is dead-lettered.
     let plugins = format!(
-        "{}max_attempts = 3\nack_timeout = \"500ms\"\n{}ack_timeout = \"500ms\"\n",
+        "{}max_attempts = 3\nack_timeout = \"1s\"\n{}ack_timeout = \"1s\"\n",
         ctx.test_plugin("h3", "hang_at = 4"),
         ctx.test_plugin("h10", "hang_at = 4"),
     );
@@ -34,7 +34,7 @@ fn an_event_that_hangs_its_plugin_is_dead_lettered_after_max_attempts() {
         let (event, n, error) = &failed[0];
         assert_eq!((*event, *n), (4, i64::from(attempts)), "{name}: {error}");
         assert!(
-            error.contains("did not answer within ack_timeout 500ms")
+            error.contains("did not answer within ack_timeout 1s")
                 && error.contains(&format!("given up after {attempts} attempts")),
             "{name}: {error}"
         );
@@ -326,6 +326,59 @@ fn a_retried_failed_event_backs_off_from_the_start_and_shows_in_status() {
         "{text}"
     );
 
+    signal(&daemon, Signal::SIGTERM);
+    assert!(daemon.wait().expect("exit").success());
+}
+
+#[test]
+fn a_retried_failed_event_that_hangs_its_plugin_is_dead_lettered_again() {
+    let ctx = Ctx::new();
+    ctx.events(1..=4);
+    // Event 3 is termed on its first delivery, then hangs the plugin on every later one.
+    ctx.config(
+        &[("exit_when_idle = true", "exit_when_idle = false")],
+        &format!(
+            "{}max_attempts = 2\nack_timeout = \"1s\"\n",
+            ctx.test_plugin("t", "term_at = 3, hang_at = 3, hang_from_attempt = 2")
+        ),
+    );
+    let mut daemon = ctx.start();
+    wait_for("event 3 to fail", || {
+        ctx.plugin_if_known("t").is_some_and(|p| p.1 == Some(4))
+    });
+    assert_eq!(ctx.failed("t")[0].1, 1);
+    let out = ctx
+        .sgevents(&["failed", "retry", "t", "--event", "3"])
+        .output()
+        .expect("sgevents failed retry");
+    assert_success(&out);
+    // Two timeouts in this retry (attempts 2 and 3), then it is given up again.
+    wait_for("event 3 to fail again", || {
+        ctx.failed("t").first().is_some_and(|f| f.1 == 3)
+    });
+    let (event, attempts, error) = ctx.failed("t").remove(0);
+    assert_eq!((event, attempts), (3, 3));
+    assert!(
+        error.contains(
+            "did not answer within ack_timeout 1s (or 15m in all) (given up after 3 attempts)"
+        ),
+        "{error}"
+    );
+    let threes: Vec<u32> = ctx
+        .records("t")
+        .into_iter()
+        .filter(|r| r.0 == 3)
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        threes,
+        [1, 2, 3],
+        "each timeout counts: no attempt is repeated"
+    );
+    wait_for("the restart after the second timeout", || {
+        ctx.plugin("t").2 == 2
+    });
+    assert_ne!(ctx.plugin("t").0, "disabled");
     signal(&daemon, Signal::SIGTERM);
     assert!(daemon.wait().expect("exit").success());
 }
