@@ -9,13 +9,19 @@
 //! when an event arrives, `<tag> <id> done` just before it is answered), and per-event behaviours keyed by event id (one id, or a list):
 //! `crash_at` (exit 3), `hang_at` (stop answering, keep running), `garbage_at`, `oversize_at`
 //! (write a 17 MiB line), each with an optional `<behaviour>_times` (only that many times in all,
-//! counted in `<record>.<behaviour>` across restarts); `nack_at` (with `nack_times`: nack until
-//! that many attempts), `term_at`, `fatal_at`. Whole-plugin behaviours: `exit_at_start` (exit with
-//! that status at `hello`), `no_register`, `bad_register`, `banner` (a non-protocol line before
-//! `register`), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`.
+//! counted in `<record>.<behaviour>` across restarts; `hang_from_attempt`: hang only on deliveries
+//! with at least that attempt number); `nack_at` (with `nack_times`: nack until that many
+//! attempts; with `nack_backoff = true` the nack asks for no delay, so the daemon's backoff
+//! applies), `term_at`, `fatal_at`. Whole-plugin behaviours: `exit_at_start` (exit with that
+//! status at `hello`), `no_register`, `bad_register`, `banner` (a non-protocol line before
+//! `register`), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`,
+//! `stderr_flood` (that many stderr lines, `flood line N`, written by a thread started at `hello`;
+//! the first event is answered only once they are all written), `pong_flood` (that many `pong`s
+//! for no ping right after `register`; with `pong_flood_times`).
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -40,6 +46,7 @@ fn main() {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     let mut config = Map::new();
+    let mut flood: Option<JoinHandle<()>> = None;
     let mut lines = stdin.lock().lines();
     while let Some(Ok(line)) = lines.next() {
         let Ok(msg) = decode_daemon_line(line.as_bytes()) else {
@@ -96,8 +103,26 @@ fn main() {
                     1
                 };
                 let window = config.get("max_in_flight").cloned().unwrap_or(json!(1));
+                if let Some(n) = config.get("stderr_flood").and_then(Value::as_u64) {
+                    flood = Some(std::thread::spawn(move || {
+                        let mut err = std::io::BufWriter::new(std::io::stderr().lock());
+                        for i in 0..n {
+                            if writeln!(err, "flood line {i}").is_err() {
+                                return;
+                            }
+                        }
+                        let _ = err.flush();
+                    }));
+                }
                 let register = json!({"type": "register", "protocol": protocol, "subscriptions": subs, "max_in_flight": window});
                 send_raw(&mut out, &format!("{register}\n"));
+                if let Some(n) = config.get("pong_flood").and_then(Value::as_u64) {
+                    if once(&config, "pong_flood") {
+                        let pong = encode(&PluginMessage::Pong { nonce: 999_999 });
+                        let text = pong.repeat(n as usize);
+                        send_raw(&mut out, &text);
+                    }
+                }
             }
             DaemonMessage::Event(delivery) => {
                 let id = delivery.event_id;
@@ -118,11 +143,21 @@ fn main() {
                         .expect("record");
                 }
                 trace(&config, id, "recv");
+                if let Some(thread) = flood.take() {
+                    let _ = thread.join();
+                }
                 if is("crash_at") && once(&config, "crash") {
                     eprintln!("E! crashing on event {id}, as configured");
                     std::process::exit(3);
                 }
-                if is("hang_at") && once(&config, "hang") {
+                let hang_from = config
+                    .get("hang_from_attempt")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                if is("hang_at")
+                    && u64::from(delivery.attempt) >= hang_from
+                    && once(&config, "hang")
+                {
                     eprintln!("W! hanging on event {id}, as configured");
                     loop {
                         std::thread::sleep(Duration::from_secs(3600));
@@ -165,7 +200,13 @@ fn main() {
                     PluginMessage::Nack {
                         event_id: id,
                         error: format!("cannot do event {id} yet"),
-                        retry_after_ms: Some(10),
+                        retry_after_ms: if config.get("nack_backoff").and_then(Value::as_bool)
+                            == Some(true)
+                        {
+                            None
+                        } else {
+                            Some(10)
+                        },
                     }
                 } else if is("term_at") {
                     PluginMessage::Term {

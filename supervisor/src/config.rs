@@ -139,6 +139,7 @@ struct RawPlugins {
     stop_grace: Option<String>,
     restart_delay: Option<String>,
     restart_delay_max: Option<String>,
+    log_rate: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +155,7 @@ struct RawPlugin {
     script_key_env: Option<String>,
     ack_timeout: Option<String>,
     max_attempts: Option<i64>,
+    log_rate: Option<i64>,
     alert_to: Option<Vec<String>>,
     #[serde(default)]
     after: Vec<String>,
@@ -483,6 +485,9 @@ pub struct PluginLimits {
     pub restart_delay: Duration,
     /// The longest restart delay.
     pub restart_delay_max: Duration,
+    /// Stderr lines a second relayed to the log (and as many in a burst); the excess is dropped
+    /// and counted. 0: no limit.
+    pub log_rate: u32,
 }
 
 impl Default for PluginLimits {
@@ -497,6 +502,7 @@ impl Default for PluginLimits {
             stop_grace: Duration::from_secs(5),
             restart_delay: Duration::from_secs(1),
             restart_delay_max: Duration::from_secs(5 * 60),
+            log_rate: 1000,
         }
     }
 }
@@ -1319,7 +1325,19 @@ impl Validator<'_> {
                 &raw.restart_delay_max,
                 d.restart_delay_max,
             )?,
+            log_rate: self.log_rate("plugins.log_rate", raw.log_rate, d.log_rate)?,
         })
+    }
+
+    fn log_rate(&self, key: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+        let n = self.int(
+            key,
+            value,
+            default.into(),
+            0..=1_000_000,
+            "use 0 (no limit) to 1000000 lines per second",
+        )?;
+        Ok(n as u32)
     }
 
     fn attempts(&self, key: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
@@ -1678,6 +1696,7 @@ impl Validator<'_> {
             raw.max_attempts,
             defaults.max_attempts,
         )?;
+        limits.log_rate = self.log_rate(&key("log_rate"), raw.log_rate, defaults.log_rate)?;
         let alert_to = match raw.alert_to {
             None => None,
             Some(list) => Some(
@@ -1960,6 +1979,29 @@ mod tests {
         assert!(!c.plugins[0].enabled);
         assert_eq!(c.plugins[0].start_at, Some(StartAt::EventId(2011531)));
         assert_eq!(c.plugins[0].limits.ack_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn log_rate_defaults_overrides_and_bounds() {
+        let c = parse_ok(&format!(
+            "{MINIMAL}[plugins]\nlog_rate = 50\n\
+             [plugin.quiet]\ncommand = [\"/bin/true\"]\nlog_rate = 0\n\
+             [plugin.plain]\ncommand = [\"/bin/true\"]\n"
+        ));
+        let rate = |name: &str| {
+            c.plugins
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.limits.log_rate)
+        };
+        assert_eq!(rate("quiet"), Some(0), "0: no limit");
+        assert_eq!(rate("plain"), Some(50), "the [plugins] default");
+        assert_eq!(PluginLimits::default().log_rate, 1000);
+        let err = parse_err(&format!("{MINIMAL}[plugins]\nlog_rate = -1\n"));
+        assert!(
+            err.contains("`plugins.log_rate` = `-1`: out of range") && err.contains("\nhint: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -39,6 +39,11 @@ ALTER TABLE source_state ADD COLUMN file_head TEXT;
 
 -- == Plugins' retries and errors ==
 
+-- The last delivery error of each plugin (a nack's, a timeout's, a term's), with its event and
+-- attempt: "event 42 (attempt 3): <error>". Kept when the event later succeeds, until another
+-- delivery error replaces it.
+ALTER TABLE plugins ADD COLUMN last_delivery_error TEXT;
+
 
 
 -- == Secrets and isolation ==

@@ -95,6 +95,7 @@ fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> 
                 "retries_pending": p.retries_pending, "failed": p.failed, "restarts": p.restarts,
                 "last_error": p.disabled_reason.or(p.last_error),
                 "configured": configured, "held_back_by": held_back_by, "timings": p.timings,
+                "waiting_retry": p.waiting_retry, "last_delivery_error": p.last_delivery_error,
             })
         })
         .collect();
@@ -261,6 +262,27 @@ pub fn render(status: &Value) -> String {
             })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    // What a plugin waits for, and its last delivery error, under the table.
+    for p in status["plugins"].as_array().into_iter().flatten() {
+        let mut notes = Vec::new();
+        if let Ok(retry) = serde_json::from_value::<ops::WaitingRetry>(p["waiting_retry"].clone()) {
+            notes.push(ops::describe_retry(&retry));
+        }
+        if let Some(error) = p["last_delivery_error"].as_str() {
+            notes.push(format!(
+                "last delivery error: {}",
+                error.lines().next().unwrap_or_default()
+            ));
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(
+                out,
+                "`{}`: {}",
+                p["name"].as_str().unwrap_or("?"),
+                notes.join("; ")
+            );
+        }
     }
     out
 }

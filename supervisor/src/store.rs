@@ -1354,6 +1354,7 @@ impl Worker {
                          last_error = excluded.last_error, updated_at = excluded.updated_at"
                     ))?
                     .execute(params![plugin, seq, event_id, attempts, offset, error])?;
+                self.last_delivery_error(&plugin, event_id, attempts, &error)?;
             }
             Cmd::ClearRetry { plugin, seq } => {
                 self.conn
@@ -1378,6 +1379,7 @@ impl Worker {
                          last_error = excluded.last_error, failed_at = excluded.failed_at, retry_requested_at = NULL"
                     ))?
                     .execute(params![plugin, event_id, seq, attempts, error])?;
+                self.last_delivery_error(&plugin, event_id, attempts, &error)?;
             }
             Cmd::DaemonStarted { pid } => {
                 self.conn.execute(
@@ -1407,6 +1409,23 @@ impl Worker {
                 unreachable!("handled by the commit loop")
             }
         }
+        Ok(())
+    }
+
+    /// Records a plugin's last delivery error (`plugins.last_delivery_error`).
+    fn last_delivery_error(
+        &self,
+        plugin: &str,
+        event_id: i64,
+        attempt: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE plugins SET last_delivery_error = ?2 WHERE name = ?1")?
+            .execute(params![
+                plugin,
+                format!("event {event_id} (attempt {attempt}): {error}")
+            ])?;
         Ok(())
     }
 

@@ -193,6 +193,15 @@ fn render_plugins(rows: &[PluginRow], data: &serde_json::Value) -> String {
         if let Some(extra) = data["notes"][&r.name].as_str() {
             note.push(extra.to_owned());
         }
+        if let Some(retry) = &r.waiting_retry {
+            note.push(ops::describe_retry(retry));
+        }
+        if let Some(error) = &r.last_delivery_error {
+            note.push(format!(
+                "last delivery error: {}",
+                error.lines().next().unwrap_or_default()
+            ));
+        }
         out.push_str(&format!(
             "{:<24} {:<9} {:>8} {:>12} {:>8} {:>7} {:>8} {:>10}  {}\n",
             r.name,

@@ -42,13 +42,36 @@ pub struct PluginRow {
     pub last_error: Option<String>,
     /// The summary of its delivery durations (JSON), when it has delivered.
     pub timings: Option<serde_json::Value>,
+    /// Its waiting retry with the earliest `next_at` (from `retries`), if any.
+    #[serde(default)]
+    pub waiting_retry: Option<WaitingRetry>,
+    /// Its last delivery error (a nack's, a timeout's, a term's): "event N (attempt A): error".
+    #[serde(default)]
+    pub last_delivery_error: Option<String>,
+}
+
+/// An event waiting for its redelivery to one plugin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WaitingRetry {
+    /// The ShotGrid id.
+    pub event_id: i64,
+    /// The number of the delivery that waits (the deliveries made so far, plus one).
+    pub attempt: i64,
+    /// Not before this time (UTC, ISO 8601); a retry that is already sent and not answered yet
+    /// keeps its row, with this time in the past.
+    pub next_at: String,
+    /// The error of the delivery before it.
+    pub error: String,
 }
 
 /// Every plugin the database knows, by name (`plugin list` and `status` both show these).
 pub fn plugin_rows(conn: &Connection) -> Result<Vec<PluginRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT p.name, p.state, p.pid, p.cursor, p.last_event_id, l.lag, l.retries_pending, \
-         l.failed, p.restarts, p.disabled_reason, p.last_error, p.timings \
+         l.failed, p.restarts, p.disabled_reason, p.last_error, p.timings, p.last_delivery_error, \
+         (SELECT json_object('event_id', r.event_id, 'attempt', r.attempts + 1, 'next_at', r.next_at, \
+                 'error', r.last_error) \
+          FROM retries r WHERE r.plugin = p.name ORDER BY r.next_at, r.seq LIMIT 1) \
          FROM plugins p JOIN plugin_lag l ON l.name = p.name ORDER BY p.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -67,9 +90,21 @@ pub fn plugin_rows(conn: &Connection) -> Result<Vec<PluginRow>, StoreError> {
             timings: r
                 .get::<_, Option<String>>(11)?
                 .and_then(|t| serde_json::from_str(&t).ok()),
+            last_delivery_error: r.get(12)?,
+            waiting_retry: r
+                .get::<_, Option<String>>(13)?
+                .and_then(|t| serde_json::from_str(&t).ok()),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How `plugin list` and `status` say a waiting retry: "retry of event 42 (attempt 3) at <time>".
+pub fn describe_retry(r: &WaitingRetry) -> String {
+    format!(
+        "retry of event {} (attempt {}) at {}",
+        r.event_id, r.attempt, r.next_at
+    )
 }
 
 /// The plugins among `after` that hold a plugin back: those disabled or stopped in `rows`.
@@ -387,6 +422,14 @@ pub fn failed_drop(
     event: Option<i64>,
 ) -> Result<usize, ControlError> {
     check_failed_event(conn, plugin, event)?;
+    // A retry of a dropped failed event that was waiting (behind the cursor) waits no more.
+    conn.execute(
+        "DELETE FROM retries WHERE plugin = ?1 AND (?2 IS NULL OR event_id = ?2) \
+         AND seq IN (SELECT seq FROM failed_events WHERE plugin = ?1) \
+         AND seq <= (SELECT cursor FROM plugins WHERE name = ?1)",
+        params![plugin, event],
+    )
+    .map_err(StoreError::from)?;
     Ok(conn
         .execute(
             "DELETE FROM failed_events WHERE plugin = ?1 AND (?2 IS NULL OR event_id = ?2)",

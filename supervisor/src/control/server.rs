@@ -4,17 +4,22 @@
 //! The server only parses and forwards: each request goes to the daemon's supervisor loop with a
 //! channel for the answer, so a slow request (a plugin draining before a restart) never holds
 //! up another connection.
+//!
+//! A request is read with a bounded line reader: one longer than [`MAX_REQUEST`] is refused as
+//! soon as it passes the limit (an error answer, then the connection is closed), so a connection
+//! never holds more than that much of it in memory.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Request, Response, SOCKET_FILE};
+use crate::plugin::child::read_bounded_line;
 
 /// The longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -84,37 +89,47 @@ async fn connection(
     cancel: CancellationToken,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
     loop {
-        let line = tokio::select! {
+        // At most one byte over the limit is read: enough to know the request is too long.
+        let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
+        let read = tokio::select! {
             _ = cancel.cancelled() => return,
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => line,
+            read = read_bounded_line(&mut limited, &mut line, MAX_REQUEST) => match read {
+                Ok(Some(read)) => read,
                 Ok(None) | Err(_) => return,
             },
         };
-        if line.trim().is_empty() {
+        if read.is_some() {
+            let response = Response::error(format!(
+                "request over the {MAX_REQUEST}-byte limit: refused, and the connection closed\nhint: send one JSON request per line, each shorter than {MAX_REQUEST} bytes"
+            ));
+            let _ = write_response(&mut write, &response).await;
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let response = if line.len() > MAX_REQUEST {
-            Response::error(format!(
-                "request of {} bytes is over the {MAX_REQUEST}-byte limit\nhint: one request per line",
-                line.len()
-            ))
-        } else {
-            match serde_json::from_str::<Request>(&line) {
-                Ok(request) => ask(&requests, request).await,
-                Err(e) => Response::error(format!(
-                    "not a control request: {e}\nhint: send one JSON object per line, such as {{\"command\": \"plugin_list\"}}; see docs/OPERATIONS.md"
-                )),
-            }
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(request) => ask(&requests, request).await,
+            Err(e) => Response::error(format!(
+                "not a control request: {e}\nhint: send one JSON object per line, such as {{\"command\": \"plugin_list\"}}; see docs/OPERATIONS.md"
+            )),
         };
-        let mut text = serde_json::to_string(&response).unwrap_or_default();
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
+        if write_response(&mut write, &response).await.is_err() {
             return;
         }
     }
+}
+
+async fn write_response(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(response).unwrap_or_default();
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
 }
 
 async fn ask(requests: &mpsc::Sender<Envelope>, request: Request) -> Response {

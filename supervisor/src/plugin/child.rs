@@ -2,13 +2,16 @@
 //!
 //! The child runs in its own process group, so that signals reach everything it started and a
 //! terminal's Ctrl-C reaches only the daemon. Each pipe has a task of its own: the stdout task
-//! reads bounded lines and forwards them, the stderr task turns lines into log records, and the
+//! reads bounded lines and forwards them, the stderr task turns lines into log records (at most
+//! `log_rate` a second, counting the rest), and the
 //! stdin task writes what the actor queues. The actor therefore never blocks on a pipe, and can
 //! always notice a deadline or a cancellation.
 
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -18,6 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, BufWrit
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+use super::policy::{TokenBucket, thousands};
 use crate::config::PluginSpec;
 
 /// The longest stderr line kept in one log record.
@@ -103,6 +107,7 @@ impl PluginChild {
             BufReader::new(stderr),
             spec.name.clone(),
             Arc::clone(&stderr_tail),
+            spec.limits.log_rate,
         );
         tokio::spawn(async move {
             stderr_task.await;
@@ -201,9 +206,11 @@ async fn read_stdout(mut reader: impl AsyncBufRead + Unpin, tx: mpsc::Sender<Inc
     }
 }
 
-/// Reads one line into `buf`. `Ok(None)` at end of file; `Ok(Some(None))` for a line;
-/// `Ok(Some(Some(len)))` for a line longer than `max`, consumed and dropped.
-async fn read_bounded_line(
+/// Reads one line into `buf`, never holding more than `max` bytes of it. `Ok(None)` at end of
+/// file; `Ok(Some(None))` for a line; `Ok(Some(Some(len)))` for a line longer than `max`, consumed
+/// and dropped. (The control socket reads its requests with it too, through a `take` that ends
+/// an over-long request as soon as it passes the limit.)
+pub(crate) async fn read_bounded_line(
     reader: &mut (impl AsyncBufRead + Unpin),
     buf: &mut Vec<u8>,
     max: usize,
@@ -236,30 +243,63 @@ async fn read_bounded_line(
     }
 }
 
+/// Relays the child's stderr lines as log records, at most `log_rate` a second (and as many in a
+/// burst; 0: no limit). Lines over the rate are read and dropped without being decoded or
+/// formatted; their count is reported once a second while it grows, by a task started with the
+/// first drop ([`report_dropped`]).
 async fn read_stderr(
     mut reader: impl AsyncBufRead + Unpin,
     plugin: String,
     tail: Arc<Mutex<VecDeque<String>>>,
+    log_rate: u32,
 ) {
+    let mut bucket = (log_rate > 0).then(|| {
+        let rate = f64::from(log_rate);
+        TokenBucket::new(rate, rate, Instant::now())
+    });
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut reporter: Option<tokio::task::JoinHandle<()>> = None;
     let mut line = Vec::new();
+    // The last line dropped, kept raw so that an exit message can still show it.
+    let mut last_dropped: Option<Vec<u8>> = None;
     loop {
-        let text = match read_bounded_line(&mut reader, &mut line, MAX_LOG_LINE).await {
-            Ok(Some(None)) => String::from_utf8_lossy(&line).into_owned(),
-            Ok(Some(Some(len))) => {
+        let too_long = match read_bounded_line(&mut reader, &mut line, MAX_LOG_LINE).await {
+            Ok(Some(None)) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                None
+            }
+            Ok(Some(Some(len))) => Some(len),
+            Ok(None) | Err(_) => break,
+        };
+        if let Some(bucket) = &mut bucket {
+            if !bucket.take(Instant::now()) {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                let keep = last_dropped.get_or_insert_with(Vec::new);
+                std::mem::swap(keep, &mut line);
+                if reporter.as_ref().is_none_or(|r| r.is_finished()) {
+                    reporter = Some(tokio::spawn(report_dropped(
+                        plugin.clone(),
+                        Arc::clone(&dropped),
+                        log_rate,
+                    )));
+                }
+                continue;
+            }
+        }
+        last_dropped = None;
+        let text = match too_long {
+            None => String::from_utf8_lossy(&line).into_owned(),
+            Some(len) => {
                 format!("(a log line of {len} bytes was dropped: longer than {MAX_LOG_LINE})")
             }
-            Ok(None) | Err(_) => return,
         };
         if text.trim().is_empty() {
             continue;
         }
         let record = parse_log_line(&text);
-        if let Ok(mut t) = tail.lock() {
-            if t.len() == STDERR_TAIL {
-                t.pop_front();
-            }
-            t.push_back(record.message.clone());
-        }
+        push_tail(&tail, record.message.clone());
         let message = if record.fields.is_empty() {
             record.message
         } else {
@@ -277,6 +317,48 @@ async fn read_stderr(
             Level::Trace => tracing::trace!(target: "plugin", plugin = %plugin, "{message}"),
         }
     }
+    if let Some(raw) = last_dropped {
+        push_tail(
+            &tail,
+            parse_log_line(&String::from_utf8_lossy(&raw)).message,
+        );
+    }
+    let n = dropped.swap(0, Ordering::Relaxed);
+    if n > 0 {
+        warn_dropped(&plugin, n, log_rate);
+    }
+}
+
+/// Keeps `message` among the last [`STDERR_TAIL`] lines.
+fn push_tail(tail: &Mutex<VecDeque<String>>, message: String) {
+    if let Ok(mut t) = tail.lock() {
+        if t.len() == STDERR_TAIL {
+            t.pop_front();
+        }
+        t.push_back(message);
+    }
+}
+
+/// Reports the lines dropped, once a second, until a second passes without any.
+async fn report_dropped(plugin: String, dropped: Arc<AtomicU64>, log_rate: u32) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n = dropped.swap(0, Ordering::Relaxed);
+        if n == 0 {
+            return;
+        }
+        warn_dropped(&plugin, n, log_rate);
+    }
+}
+
+fn warn_dropped(plugin: &str, n: u64, log_rate: u32) {
+    tracing::warn!(
+        plugin = %plugin,
+        dropped = n,
+        log_rate,
+        "plugin `{plugin}`: {} log lines dropped",
+        thousands(n)
+    );
 }
 
 async fn write_stdin(stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<String>) {

@@ -7,9 +7,15 @@
 //! performs the handshake, then serves: it fills the window from the journal (events that match
 //! none of the plugin's subscriptions only move the cursor), and `select!`s over the child's
 //! stdout lines, its timers (answer deadlines, retries, pings) and the daemon's cancellation. A
-//! session ends in one of three ways ([`End`]): the daemon stopped it, it crashed (restart after
-//! a backoff, see [`policy`]), or it must be disabled (fatal, failed handshake, exit status 125,
-//! crash loop), keeping its position.
+//! session ends in one of four ways ([`End`]): the daemon stopped it, it crashed or broke the
+//! protocol (restart after a backoff, see [`policy`]), it hung on an event (the same, but the
+//! timeout is charged to that event as a failed attempt, so a poison event is dead-lettered after
+//! `max_attempts` instead of feeding the crash loop), or it must be disabled (fatal, failed
+//! handshake, exit status 125, crash loop), keeping its position.
+//!
+//! What a plugin sends unasked is bounded: `pong`s for no ping and `progress` beyond a small rate
+//! end the session as a protocol violation; its stderr lines beyond `log_rate` are dropped and
+//! counted ([`child`]).
 //!
 //! Answers move the cursor through [`window::Window`]; the actor hands cursor moves, retries and
 //! failures to the [`Store`], which group-commits them. After any crash, the plugin restarts
@@ -36,7 +42,10 @@ use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use self::child::{Incoming, PluginChild, Stdin};
-use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy, retry_delay};
+use self::policy::{
+    AfterCrash, CRASH_LIMIT, PROGRESS_BURST, PROGRESS_RATE, RestartPolicy, TokenBucket,
+    UNSOLICITED_BURST, UNSOLICITED_RATE, retry_delay,
+};
 use self::timings::Timings;
 use self::window::{Slot, SlotState, Window};
 use crate::alerts::{Alert, Alerts, Recipients};
@@ -80,6 +89,9 @@ enum End {
     Stopped,
     /// It crashed, hung or broke the protocol: restart after a backoff.
     Crashed(String),
+    /// It hung on an event, and the timeout was charged to that event as a failed attempt: restart
+    /// after a backoff, without counting towards the crash loop (see [`policy`]).
+    Hung(String),
     /// Disable it, keeping its position.
     Disable(String),
 }
@@ -139,6 +151,11 @@ pub(crate) struct Actor {
     /// Deliveries sent since the last publish, for the store's record of what is in flight.
     sent: Vec<Sent>,
     policy: RestartPolicy,
+    /// When the current session's child was started.
+    session_started: Instant,
+    /// What the plugin may send unasked this session: `pong`s for no ping, and `progress`.
+    unsolicited: TokenBucket,
+    progress_budget: TokenBucket,
 }
 
 impl Actor {
@@ -185,6 +202,9 @@ impl Actor {
             published_at: Instant::now(),
             sent: Vec::new(),
             policy: RestartPolicy::new(spec.limits.restart_delay, spec.limits.restart_delay_max),
+            session_started: Instant::now(),
+            unsolicited: TokenBucket::new(UNSOLICITED_RATE, UNSOLICITED_BURST, Instant::now()),
+            progress_budget: TokenBucket::new(PROGRESS_RATE, PROGRESS_BURST, Instant::now()),
             spec,
         }
     }
@@ -237,41 +257,45 @@ impl Actor {
 
         loop {
             let started = Instant::now();
-            match self.session().await {
+            let (reason, after) = match self.session().await {
                 End::Stopped => break,
                 End::Disable(reason) => {
                     self.disable(reason).await;
                     return;
                 }
-                End::Crashed(reason) => {
-                    self.status.restarts += 1;
-                    self.status.last_error = Some(reason.clone());
-                    match self.policy.on_crash(started, Instant::now()) {
-                        AfterCrash::Disable => {
-                            let window = humantime::format_duration(policy::CRASH_WINDOW);
-                            self.alerts.send(Alert::CrashLoop {
-                                plugin: self.spec.name.clone(),
-                                reason: reason.clone(),
-                            });
-                            self.disable_quietly(format!(
-                                "crash loop: {CRASH_LIMIT} restarts within {window}; last: {reason}"
-                            ))
-                            .await;
-                            return;
-                        }
-                        AfterCrash::Restart(delay) => {
-                            tracing::warn!(
-                                plugin = %self.spec.name,
-                                "plugin `{}` {reason}; restarting in {}",
-                                self.spec.name,
-                                humantime::format_duration(delay)
-                            );
-                            self.set_state(PluginState::Backoff, None);
-                            tokio::select! {
-                                _ = sleep(delay) => {}
-                                _ = self.cancel.cancelled() => break,
-                            }
-                        }
+                End::Crashed(reason) => (reason, self.policy.on_crash(started, Instant::now())),
+                // Charged to the event it hung on: `max_attempts` bounds it, not the crash loop.
+                End::Hung(reason) => (
+                    reason,
+                    AfterCrash::Restart(self.policy.on_hang(started, Instant::now())),
+                ),
+            };
+            self.status.restarts += 1;
+            self.status.last_error = Some(reason.clone());
+            match after {
+                AfterCrash::Disable => {
+                    let window = humantime::format_duration(policy::CRASH_WINDOW);
+                    self.alerts.send(Alert::CrashLoop {
+                        plugin: self.spec.name.clone(),
+                        reason: reason.clone(),
+                    });
+                    self.disable_quietly(format!(
+                        "crash loop: {CRASH_LIMIT} restarts within {window}; last: {reason}"
+                    ))
+                    .await;
+                    return;
+                }
+                AfterCrash::Restart(delay) => {
+                    tracing::warn!(
+                        plugin = %self.spec.name,
+                        "plugin `{}` {reason}; restarting in {}",
+                        self.spec.name,
+                        humantime::format_duration(delay)
+                    );
+                    self.set_state(PluginState::Backoff, None);
+                    tokio::select! {
+                        _ = sleep(delay) => {}
+                        _ = self.cancel.cancelled() => break,
                     }
                 }
             }
@@ -372,6 +396,7 @@ impl Actor {
     }
 
     async fn session(&mut self) -> End {
+        self.session_started = Instant::now();
         self.set_state(PluginState::Starting, None);
         let mut child = match PluginChild::spawn(&self.spec) {
             Ok(c) => c,
@@ -402,6 +427,11 @@ impl Actor {
         );
         self.window.reset();
         self.window.set_capacity(register.max_in_flight as usize);
+        let now = Instant::now();
+        self.unsolicited = TokenBucket::new(UNSOLICITED_RATE, UNSOLICITED_BURST, now);
+        let window = f64::from(register.max_in_flight.max(1));
+        self.progress_budget =
+            TokenBucket::new(PROGRESS_RATE * window, PROGRESS_BURST * window, now);
         self.buffer.clear();
         self.load_replays().await;
         self.set_state(PluginState::Running, Some(child.pid()));
@@ -644,17 +674,23 @@ impl Actor {
                 continue;
             }
             tracing::info!(plugin = %self.spec.name, event_id = row.event_id, "delivering failed event {} to plugin `{}` again, as an operator asked", row.event_id, self.spec.name);
-            // The delivery count goes on from where it failed; `max_attempts` counts afresh.
+            // The delivery count goes on from where it failed; `max_attempts` and the retry
+            // backoff count afresh, from the first delivery of this retry.
+            let delivered = self
+                .attempts
+                .get(&row.seq)
+                .map_or(attempts, |&a| a.max(attempts));
             let mut slot = Slot {
                 row,
                 subscriptions: names,
-                attempt: attempts + 1,
+                attempt: delivered + 1,
                 first_attempt: attempts + 1,
                 state: SlotState::Waiting { at: Instant::now() },
                 replay: true,
                 sent_at: Instant::now(),
             };
             send_slot(stdin, &self.spec.limits, &mut slot);
+            self.attempts.insert(slot.row.seq, slot.attempt);
             self.window.replay(slot);
         }
         while self.window.has_room() {
@@ -776,18 +812,19 @@ impl Actor {
                         &format!("{error} (given up after {attempt} attempts)"),
                     );
                 } else {
+                    // The backoff counts the attempts of this series: a failed event an operator
+                    // asked for again starts it from the beginning.
                     let delay = match retry_after_ms {
                         Some(ms) => Duration::from_millis(ms),
-                        None => retry_delay(attempt, fastrand::f64()),
+                        None => retry_delay(attempt + 1 - slot.first_attempt, fastrand::f64()),
                     };
                     slot.state = SlotState::Waiting {
                         at: Instant::now() + delay,
                     };
-                    // A retried failed event stays marked in `failed_events` until it is finished.
-                    if !slot.replay {
-                        self.store
-                            .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
-                    }
+                    // A retried failed event stays marked in `failed_events` until it is finished;
+                    // its waiting retry is in `retries` like any other, so that `status` shows it.
+                    self.store
+                        .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
                     tracing::warn!(
                         plugin = %self.spec.name,
                         event_id,
@@ -807,6 +844,11 @@ impl Actor {
             }
             PluginMessage::Progress { event_id } => {
                 let seq = self.sent_seq(event_id, "progress")?;
+                if !self.progress_budget.take(Instant::now()) {
+                    return Err(End::Crashed(format!(
+                        "broke the protocol: sent `progress` faster than {PROGRESS_RATE} a second for each event in flight (last for event {event_id})"
+                    )));
+                }
                 let slot = self.window.get_mut(seq).expect("found above");
                 if let SlotState::Sent { cap, .. } = slot.state {
                     slot.state = SlotState::Sent {
@@ -822,6 +864,10 @@ impl Actor {
                 if ping.outstanding == Some(nonce) {
                     ping.outstanding = None;
                     ping.missed = 0;
+                } else if !self.unsolicited.take(Instant::now()) {
+                    return Err(End::Crashed(format!(
+                        "broke the protocol: sent unsolicited `pong`s (nonce {nonce}, no ping outstanding with it) faster than {UNSOLICITED_RATE} a second"
+                    )));
                 }
             }
             PluginMessage::Register(_) => {
@@ -877,11 +923,18 @@ impl Actor {
 
     fn finish(&mut self, seq: i64) {
         if let Some(slot) = self.window.finish(seq) {
+            // A replay may have a `retries` row from before the daemon restarted.
+            if self
+                .attempts
+                .remove(&seq)
+                .is_some_and(|a| a > slot.first_attempt)
+                || slot.replay
+            {
+                self.store.clear_retry(&self.spec.name, seq);
+            }
             if slot.replay {
                 self.store
                     .resolve_failed(&self.spec.name, slot.row.event_id);
-            } else if self.attempts.remove(&seq).is_some_and(|a| a > 1) {
-                self.store.clear_retry(&self.spec.name, seq);
             }
             tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, "finished");
         }
@@ -931,13 +984,7 @@ impl Actor {
         let now = Instant::now();
         if let Some((deadline, event_id)) = self.window.next_deadline() {
             if deadline <= now {
-                if let Some(seq) = self.window.find(event_id).map(|s| s.row.seq) {
-                    self.record_timing(seq, "timeout");
-                }
-                return Err(End::Crashed(format!(
-                    "did not answer event {event_id} in time (ack_timeout {}, or 15m in all); killed as hung",
-                    humantime::format_duration(self.spec.limits.ack_timeout)
-                )));
+                return Err(self.hung(event_id, now));
             }
         }
         let limits = self.spec.limits;
@@ -971,6 +1018,49 @@ impl Actor {
             stdin.send(encode(&DaemonMessage::Ping { nonce: ping.nonce }));
         }
         Ok(())
+    }
+
+    /// The end of a session whose plugin did not answer `event_id` in time: the timeout is charged
+    /// to the event as a failed attempt, recorded like a nack's (`retries`), and on the
+    /// `max_attempts`-th the event goes to `failed_events` and the cursor moves past it.
+    fn hung(&mut self, event_id: i64, now: Instant) -> End {
+        let limits = self.spec.limits;
+        let error = format!(
+            "did not answer within ack_timeout {} (or {} in all)",
+            humantime::format_duration(limits.ack_timeout),
+            humantime::format_duration(limits.progress_cap)
+        );
+        let Some(slot) = self.window.find(event_id) else {
+            return End::Crashed(format!(
+                "did not answer event {event_id} in time ({error}); killed as hung"
+            ));
+        };
+        let (seq, attempt, first) = (slot.row.seq, slot.attempt, slot.first_attempt);
+        self.record_timing(seq, "timeout");
+        let what = format!(
+            "did not answer event {event_id} in time (attempt {attempt}; {error}); killed as hung"
+        );
+        if attempt + 1 - first >= limits.max_attempts {
+            self.fail(
+                seq,
+                attempt,
+                &format!("{error} (given up after {attempt} attempts)"),
+            );
+            End::Hung(format!(
+                "{what}; event {event_id} is recorded in failed_events after {} attempts",
+                attempt + 1 - first
+            ))
+        } else {
+            // It is sent again once the plugin has restarted.
+            let delay = self.policy.peek_delay(self.session_started, now);
+            self.store
+                .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
+            End::Hung(format!(
+                "{what}; event {event_id} will be delivered again (attempt {} of {})",
+                attempt + 1,
+                limits.max_attempts + first - 1
+            ))
+        }
     }
 
     /// Waits for an exit after stdout closed; kills a child that closed stdout but stays.

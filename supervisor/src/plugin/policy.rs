@@ -1,5 +1,12 @@
-//! Restart and retry policy, as data: when to restart a crashed plugin, when to give up on it, and
-//! how long to wait before redelivering a nacked event.
+//! Restart and retry policy, as data: when to restart a crashed plugin, when to give up on it, how
+//! long to wait before redelivering a nacked event, and the token buckets that bound what a plugin
+//! may send unasked (log lines, unsolicited messages).
+//!
+//! A plugin killed because an event timed out is *hung on that event*: the timeout is charged to
+//! the event as a failed attempt (so `max_attempts` dead-letters a poison event), and the restart
+//! waits the same doubling backoff as after a crash but does not count towards the crash loop
+//! ([`RestartPolicy::on_hang`]). Everything else (exits, protocol violations, missed pings, a
+//! handshake that times out) counts.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -57,13 +64,91 @@ impl RestartPolicy {
         if self.crashes.len() >= CRASH_LIMIT {
             return AfterCrash::Disable;
         }
-        if now.duration_since(started) >= HEALTHY_AFTER {
-            self.next_delay = None;
-        }
-        let delay = self.next_delay.unwrap_or(self.first);
-        self.next_delay = Some((delay * 2).min(self.max));
-        AfterCrash::Restart(delay)
+        AfterCrash::Restart(self.backoff(started, now))
     }
+
+    /// Records a kill at `now` of a child started at `started` that hung on an event whose
+    /// attempt was charged to it: the restart waits the backoff, but it is not a crash, since
+    /// `max_attempts` already bounds how often one event can cause it.
+    pub(crate) fn on_hang(&mut self, started: Instant, now: Instant) -> Duration {
+        self.backoff(started, now)
+    }
+
+    /// The delay the next restart will wait if the child started at `started` stops at `now`,
+    /// without recording anything.
+    pub(crate) fn peek_delay(&self, started: Instant, now: Instant) -> Duration {
+        if now.duration_since(started) >= HEALTHY_AFTER {
+            self.first
+        } else {
+            self.next_delay.unwrap_or(self.first)
+        }
+    }
+
+    fn backoff(&mut self, started: Instant, now: Instant) -> Duration {
+        let delay = self.peek_delay(started, now);
+        self.next_delay = Some((delay * 2).min(self.max));
+        delay
+    }
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up; starts full.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub(crate) fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Takes one token at `now`; false when there is none.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Unsolicited messages (a `pong` for no outstanding ping) a plugin may send per second, and as a
+/// burst; beyond, it broke the protocol.
+pub(crate) const UNSOLICITED_RATE: f64 = 10.0;
+/// See [`UNSOLICITED_RATE`].
+pub(crate) const UNSOLICITED_BURST: f64 = 20.0;
+/// `progress` messages a plugin may send per second for each event it may have in flight
+/// (`max_in_flight`), and as a burst for each; beyond, it broke the protocol. Generous: a plugin
+/// that calls `progress` for each item of a loop is legitimate; one that writes it as fast as it
+/// can only burns the daemon's time.
+pub(crate) const PROGRESS_RATE: f64 = 100.0;
+/// See [`PROGRESS_RATE`].
+pub(crate) const PROGRESS_BURST: f64 = 1000.0;
+
+/// `n` with thousands separators: `48,210`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The delay before redelivering an event nacked on delivery `attempt` (1-based), when the plugin
@@ -128,6 +213,36 @@ mod tests {
             p.on_crash(now + Duration::from_secs(30), later),
             AfterCrash::Restart(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn hangs_back_off_without_counting_as_crashes() {
+        let mut p = RestartPolicy::new(FIRST_DELAY, MAX_DELAY);
+        let now = Instant::now();
+        let delays: Vec<u64> = (0..12).map(|_| p.on_hang(now, now).as_secs()).collect();
+        assert_eq!(&delays[..4], [1, 2, 4, 8]);
+        assert_eq!(p.peek_delay(now, now), MAX_DELAY);
+        assert!(
+            matches!(p.on_crash(now, now), AfterCrash::Restart(_)),
+            "twelve hangs are not a crash loop"
+        );
+    }
+
+    #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 20.0, t0);
+        assert_eq!((0..25).filter(|_| b.take(t0)).count(), 20);
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!((0..25).filter(|_| b.take(later)).count(), 5);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(48_210), "48,210");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

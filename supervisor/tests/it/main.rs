@@ -14,6 +14,7 @@ mod failures;
 mod legacy;
 mod logs;
 mod migrate;
+mod plugin_faults;
 mod service;
 mod shotgrid;
 mod source_faults;
