@@ -6,6 +6,8 @@
 //! `cargo bench -p sgevents --bench prune` (about 2 minutes). `SGEVENTS_BENCH_EVENTS` sets the
 //! count. Prints Markdown.
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
