@@ -56,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "sgevents {} started",
         env!("CARGO_PKG_VERSION")
     );
+    warn_inherit_all(&config);
 
     let cancel = CancellationToken::new();
     let hard = CancellationToken::new();
@@ -131,6 +132,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("sgevents stopped");
     outcome
+}
+
+/// `inherit_env = ["*"]` gives plugins the daemon's whole environment, as before version 4.
+fn warn_inherit_all(config: &Config) {
+    for spec in &config.plugins {
+        if spec.inherit_env.iter().any(|p| p == "*") {
+            tracing::warn!(
+                plugin = %spec.name,
+                "plugin `{}` inherits the daemon's whole environment (`inherit_env = [\"*\"]`); only the variables `*_env` keys name are withheld\nhint: list the variables it needs instead (see docs/SECURITY.md)",
+                spec.name
+            );
+        }
+    }
 }
 
 struct SourceRun {
@@ -454,6 +468,9 @@ impl Daemon {
     /// Applies `new` with the fewest restarts: only the plugins whose settings or executables
     /// changed restart; new ones start; gone ones stop, keeping their state.
     fn apply(&mut self, new: Config, reply: oneshot::Sender<Response>) {
+        // The old secrets too: a plugin still running may print one.
+        crate::redact::set(new.secrets().into_iter().chain(self.config.secrets()));
+        warn_inherit_all(&new);
         let mut notes: Vec<String> = Vec::new();
         let later = |what: &str| format!("{what} changed: it takes effect at the next start");
         if new.daemon.state_dir != self.config.daemon.state_dir {

@@ -109,7 +109,9 @@ async fn connection(
                 )),
             }
         };
-        let mut text = serde_json::to_string(&response).unwrap_or_default();
+        // Errors and failed events quote plugins: no secret leaves in an answer.
+        let mut text = crate::redact::redact(&serde_json::to_string(&response).unwrap_or_default())
+            .into_owned();
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             return;

@@ -14,6 +14,7 @@ mod failures;
 mod legacy;
 mod logs;
 mod migrate;
+mod secrets;
 mod service;
 mod shotgrid;
 
