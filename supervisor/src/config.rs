@@ -601,7 +601,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     parse_with(file, text, false)
 }
 
-fn parse_with(file: &Path, text: &str, skip_secrets: bool) -> Result<Config, ConfigError> {
+pub(crate) fn parse_with(
+    file: &Path,
+    text: &str,
+    skip_secrets: bool,
+) -> Result<Config, ConfigError> {
     parse_mode(file, text, skip_secrets, false)
 }
 
@@ -2119,6 +2123,59 @@ mod tests {
                     [plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n";
         let err = parse_err(text);
         assert!(err.contains("`plugin.x.script_key_env` = `\"SGEVENTS_TEST_NO_SUCH_VAR\"`: the environment variable is not set"), "{err}");
+    }
+
+    #[test]
+    fn environment_and_user_settings() {
+        let c = parse_ok(&format!(
+            "{MINIMAL}site_url = \"https://s.example\"\n[plugins]\ninherit_env = [\"STUDIO_*\"]\nenv = {{ A = \"1\", B = \"all\" }}\n\
+             [plugin.x]\ncommand = [\"x\"]\ninherit_env = [\"OCIO\"]\nenv = {{ B = \"x\" }}\n"
+        ));
+        let x = &c.plugins[0];
+        assert_eq!(x.inherit_env, ["STUDIO_*", "OCIO"]);
+        assert_eq!(x.env["A"], "1");
+        assert_eq!(x.env["B"], "x");
+        assert_eq!(x.user, None);
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugins]\ninherit_env = [\"BAD-NAME\"]\n"
+        ));
+        assert!(
+            err.contains("`plugins.inherit_env` = `\"BAD-NAME\"`: not a variable name or glob"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\ngroup = \"anim\"\n"
+        ));
+        assert!(
+            err.contains("`plugin.x.group` = `\"anim\"`: `group` is set without `user`"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nuser = \"sgevents-no-such-user\"\n"
+        ));
+        assert!(
+            err.contains(
+                "`plugin.x.user` = `\"sgevents-no-such-user\"`: no such user on this machine"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+    }
+
+    #[test]
+    fn the_variables_env_keys_name_are_secret() {
+        let c = parse_with(
+            Path::new("x.toml"),
+                            "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"d\"\nscript_key_env = \"SRC_KEY\"\n\
+                 [plugin.x]\ncommand = [\"x\"]\nscript_name = \"x\"\nscript_key_env = \"X_KEY\"\n\
+                 [alerts]\nsmtp_host = \"mail\"\nusername_env = \"MAIL_USER\"\npassword_env = \"MAIL_PASS\"\nfrom = \"a@b.example\"\nto = [\"c@d.example\"]\n"
+            ,
+            true,
+        )
+        .expect("valid");
+        let want = ["MAIL_PASS", "MAIL_USER", "SRC_KEY", "X_KEY"];
+        assert_eq!(c.secret_env.iter().collect::<Vec<_>>(), want);
+        assert_eq!(c.plugins[0].withheld_env, c.secret_env);
     }
 
     #[test]

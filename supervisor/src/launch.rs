@@ -13,7 +13,7 @@
 //! signal is set after the uid/gid change (which clears it); a daemon that died before it was set
 //! is noticed by `getppid`. Note that Linux sends it when the *thread* that spawned the child ends,
 //! not the process: plugins are spawned from tokio's worker threads, which live as long as the
-//! runtime (never from `spawn_blocking`, whose threads end when idle).
+//! runtime (never from `spawn_blocking` or `block_in_place`, whose threads end when idle).
 //!
 //! The environment ([`plugin_env`]) is built, not inherited: a small base, the plugin's own
 //! credentials as `SGEVENTS_*`, `[plugins] env` and `[plugin.NAME] env`, and what `inherit_env`
@@ -160,8 +160,10 @@ pub(crate) fn command(spec: &PluginSpec) -> std::io::Result<tokio::process::Comm
     let env = plugin_env(spec, daemon_env(), run_as.as_ref());
     let mut program = PathBuf::from(&spec.command[0]);
     if program.components().count() > 1 && program.is_relative() {
-        // With `user` the plugin runs in the user's home: its program is found from here.
-        program = spec.cwd.join(program);
+        // `./plugin` is relative to the plugin's folder (which may itself be relative to the
+        // daemon's); with `user` the plugin runs in the user's home, so the launcher gets it whole.
+        let joined = spec.cwd.join(&program);
+        program = std::path::absolute(&joined).unwrap_or(joined);
     }
     find_program(&program, &spec.cwd, env.get("PATH").map(String::as_str))?;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
@@ -360,6 +362,48 @@ fn switch_user(name: &str, group: Option<&str>) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_is_built() {
+        let text = "[source]\nkind = \"jsonl\"\npath = \"e.jsonl\"\nsite_url = \"https://s.example\"\n\
+                    [plugins]\ninherit_env = [\"STUDIO_*\", \"A_VAR\"]\nenv = { ALL = \"1\", MINE = \"all\" }\n\
+                    [plugin.a]\ncommand = [\"x\"]\nenv = { MINE = \"a\" }\ninherit_env = [\"OCIO\"]\n\
+                    [plugin.b]\ncommand = [\"x\"]\nscript_name = \"b\"\nscript_key_env = \"A_VAR\"\n";
+        let config = crate::config::parse_with(Path::new("x.toml"), text, true).expect("valid");
+        let a = &config.plugins[0];
+        let daemon = [
+            ("PATH", "/bin"),
+            ("LC_ALL", "C"),
+            ("STUDIO_ROOT", "/mnt"),
+            ("A_VAR", "secret"),
+            ("OCIO", "o.ocio"),
+            ("OTHER", "no"),
+            ("NOTIFY_SOCKET", "/run/n"),
+            ("SGEVENTS_SCRIPT_KEY", "daemon's"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let env = plugin_env(a, daemon.clone(), None);
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "ALL",
+                "LC_ALL",
+                "MINE",
+                "OCIO",
+                "PATH",
+                "SGEVENTS_PLUGIN",
+                "SGEVENTS_PROTOCOL",
+                "STUDIO_ROOT"
+            ]
+        );
+        assert_eq!(env["MINE"], "a");
+        let mut all = a.clone();
+        all.inherit_env = vec!["*".into()];
+        let env = plugin_env(&all, daemon, None);
+        assert!(env.contains_key("OTHER") && !env.contains_key("A_VAR"));
+        assert!(!env.contains_key("NOTIFY_SOCKET") && !env.contains_key("SGEVENTS_SCRIPT_KEY"));
+    }
 
     #[test]
     fn arguments() {

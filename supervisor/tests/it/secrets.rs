@@ -622,3 +622,34 @@ fn migrate_passes_the_variables_a_legacy_plugin_reads() {
         .expect("the plugin");
     assert_eq!(spec.inherit_env, ["SGDAEMON_LOGARGS_KEY"]);
 }
+
+#[test]
+fn a_relative_command_runs_from_the_configuration_s_folder_through_the_launcher() {
+    let ctx = Ctx::new();
+    let sub = ctx.path("conf");
+    fs::create_dir_all(sub.join("bin")).expect("mkdir");
+    fs::copy(test_plugin(), sub.join("bin/plugin")).expect("copy");
+    fs::write(sub.join("events.jsonl"), event(1) + &event(2)).expect("events");
+    fs::write(
+        sub.join("sgevents.toml"),
+        format!(
+            "{HEADER}\n[plugin.rel]\ncommand = [\"./bin/plugin\"]\nconfig = {{ record = {} }}\n",
+            quoted(&sub.join("rel.rec"))
+        ),
+    )
+    .expect("config");
+    // The daemon runs one folder up: the plugin's folder is `conf`, relative to it.
+    let out = wait_output(
+        Command::new(env!("CARGO_BIN_EXE_sgevents"))
+            .current_dir(ctx.path(""))
+            .args(["-c", "conf/sgevents.toml", "run"])
+            .env_remove("SGEVENTS_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sgevents starts"),
+    );
+    assert_success(&out);
+    let rec = fs::read_to_string(sub.join("rel.rec")).expect("delivered");
+    assert_eq!(rec, "1 1\n2 1\n");
+}
