@@ -280,8 +280,11 @@ pub fn main(args: &[OsString]) -> ExitCode {
         }
     };
     let program = args.command[0].clone();
+    // stderr is the plugin's log: one JSON record keeps the message and its hint together.
     let fail = |status: u8, what: String| {
-        eprintln!("{what}");
+        let record =
+            serde_json::json!({"level": "error", "message": what, "launcher_status": status});
+        eprintln!("{record}");
         ExitCode::from(status)
     };
     if let Some(mask) = args.umask {
@@ -295,7 +298,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
                 return fail(
                     EXIT_SETUP,
                     format!(
-                        "error: cannot run the plugin as user `{name}`: {e}\nhint: the daemon must run as root (or with CAP_SETUID and CAP_SETGID); see docs/SECURITY.md"
+                        "cannot run the plugin as user `{name}`: {e}\nhint: the daemon must run as root (or with CAP_SETUID and CAP_SETGID); see docs/SECURITY.md"
                     ),
                 );
             }
@@ -305,7 +308,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
         return fail(
             EXIT_SETUP,
-            format!("error: cannot set the parent-death signal: {e}\nhint: report this as a bug"),
+            format!("cannot set the parent-death signal: {e}\nhint: report this as a bug"),
         );
     }
     if let Some(parent) = args.parent {
@@ -326,7 +329,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
     fail(
         EXIT_EXEC,
         format!(
-            "error: cannot run `{}`: {err}\nhint: check the plugin's `command`: the program must exist and be executable{}",
+            "cannot run `{}`: {err}\nhint: check the plugin's `command`: the program must exist and be executable{}",
             Path::new(&program).display(),
             if args.user.is_some() {
                 " by its `user`"

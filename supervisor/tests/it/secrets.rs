@@ -212,7 +212,8 @@ fn secrets_a_plugin_prints_or_returns_are_written_nowhere() {
             ("exit_when_idle = true", "exit_when_idle = false"),
             (
                 "commit_interval = \"1ms\"",
-                "commit_interval = \"1ms\"\nlog_dir = \"logs\"\nlog_per_plugin = true",
+                // JSON lines: a secret quoted in JSON is redacted too.
+                "commit_interval = \"1ms\"\nlog_dir = \"logs\"\nlog_per_plugin = true\nlog_format = \"json\"",
             ),
         ],
         &format!("{a}{c}"),
@@ -652,4 +653,38 @@ fn a_relative_command_runs_from_the_configuration_s_folder_through_the_launcher(
     assert_success(&out);
     let rec = fs::read_to_string(sub.join("rel.rec")).expect("delivered");
     assert_eq!(rec, "1 1\n2 1\n");
+}
+
+#[test]
+fn a_command_its_user_cannot_run_fails_with_the_launcher_s_message() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running plugins as other users needs root");
+        return;
+    }
+    let user = TestUser::new(&format!("sgevt{}c", std::process::id()));
+    let ctx = Ctx::new();
+    fs::set_permissions(ctx.path(""), fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Root's alone: the daemon finds it, its user may not run it.
+    let program = ctx.path("private-plugin");
+    fs::copy(test_plugin(), &program).expect("copy");
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o700)).expect("chmod");
+    ctx.events(1..=1);
+    ctx.config(
+        &[],
+        &format!(
+            "\n[plugin.p]\ncommand = [{}]\nuser = \"{}\"\n",
+            quoted(&program),
+            user.0
+        ),
+    );
+    let out = ctx.sgevents(&["check"]).output().expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "exited before answering `hello` (exit status: 127); last log line: cannot run `"
+        ) && text.contains("Permission denied")
+            && text.contains("by its `user`"),
+        "{text}"
+    );
 }
