@@ -688,3 +688,56 @@ fn a_command_its_user_cannot_run_fails_with_the_launcher_s_message() {
         "{text}"
     );
 }
+
+#[test]
+fn a_plugin_of_the_daemon_s_own_user_cannot_read_the_daemon_s_environment() {
+    // Root reads every /proc file: the daemon runs as `nobody` here, its plugin too.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the test starts the daemon as `nobody`, which needs root");
+        return;
+    }
+    let ctx = Ctx::new();
+    fs::set_permissions(ctx.path(""), fs::Permissions::from_mode(0o777)).expect("chmod");
+    ctx.events(1..=1);
+    let a = keyed_plugin(
+        "a",
+        "A_KEY",
+        "",
+        &format!(
+            "env_all = {}, environ_probe = {}",
+            quoted(&ctx.path("a.env")),
+            quoted(&ctx.path("a.probe"))
+        ),
+    );
+    ctx.config(&[SITE], &a);
+    let spawned = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_sgevents"))
+        .args(["-c", "sgevents.toml", "run"])
+        .current_dir(ctx.path(""))
+        .env("A_KEY", A_KEY)
+        .env("B_KEY", B_KEY)
+        .env_remove("SGEVENTS_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(child) = spawned else {
+        eprintln!("skipped: no setpriv on this machine");
+        return;
+    };
+    let out = wait_output(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("setpriv:") {
+        eprintln!("skipped: setpriv cannot switch here: {stderr}");
+        return;
+    }
+    assert_success(&out);
+    let env = fs::read_to_string(ctx.path("a.env")).expect("env");
+    assert!(
+        env.contains("#uid=65534\n"),
+        "the plugin runs as nobody too: {env}"
+    );
+    let probe = fs::read_to_string(ctx.path("a.probe")).expect("probe");
+    assert!(probe.starts_with("parent\tERR\t"), "{probe}");
+    assert!(!probe.contains(B_KEY), "{probe}");
+}
