@@ -18,6 +18,12 @@
 //! `stderr_flood` (that many stderr lines, `flood line N`, written by a thread started at `hello`;
 //! the first event is answered only once they are all written), `pong_flood` (that many `pong`s
 //! for no ping right after `register`; with `pong_flood_times`).
+//! Secrets tests: `env_all` (a file to write the whole environment to at `hello`, sorted, then
+//! `#cwd=` and `#uid=` lines), `environ_probe` (a file rewritten at each event with what reading
+//! `/proc/<pid>/environ` gave, for the parent (the daemon) and for each pid in the files
+//! `probe_pid_files` names: `<label>\tOK\t<variables>` or `<label>\tERR\t<error>`), `leak_key`
+//! (print `SGEVENTS_SCRIPT_KEY` on stderr at each event and put it in every `nack`, `term` and
+//! `fatal` error).
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
@@ -40,6 +46,38 @@ fn trace(config: &Map<String, Value>, id: i64, phase: &str) {
         f.write_all(format!("{tag} {id} {phase}\n").as_bytes())
             .expect("trace");
     }
+}
+
+/// With `environ_probe`: tries to read the daemon's and the siblings' `/proc/<pid>/environ`.
+fn probe(config: &Map<String, Value>, out: &str) {
+    let mut targets = vec![("parent".to_owned(), std::os::unix::process::parent_id())];
+    for file in config
+        .get("probe_pid_files")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            targets.push((file.to_owned(), pid));
+        }
+    }
+    let text: String = targets
+        .iter()
+        .map(
+            |(label, pid)| match std::fs::read(format!("/proc/{pid}/environ")) {
+                Ok(bytes) => format!(
+                    "{label}\tOK\t{}\n",
+                    String::from_utf8_lossy(&bytes).replace('\0', " ")
+                ),
+                Err(e) => format!("{label}\tERR\t{e}\n"),
+            },
+        )
+        .collect();
+    std::fs::write(out, text).expect("environ probe");
 }
 
 fn main() {
@@ -75,6 +113,21 @@ fn main() {
                         })
                         .collect();
                     std::fs::write(path, text).expect("env dump");
+                }
+                if let Some(path) = config.get("env_all").and_then(Value::as_str) {
+                    let mut vars: Vec<String> = std::env::vars_os()
+                        .map(|(k, v)| format!("{}={}\n", k.to_string_lossy(), v.to_string_lossy()))
+                        .collect();
+                    vars.sort();
+                    let cwd = std::env::current_dir().map(|d| d.display().to_string());
+                    let uid = std::fs::read_to_string("/proc/self/status")
+                        .unwrap_or_default()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|u| u.split_whitespace().next().map(str::to_owned))
+                        .unwrap_or_default();
+                    vars.push(format!("#cwd={}\n#uid={uid}\n", cwd.unwrap_or_default()));
+                    std::fs::write(path, vars.concat()).expect("env_all");
                 }
                 if let Some(path) = config.get("pid_file").and_then(Value::as_str) {
                     std::fs::write(path, std::process::id().to_string()).expect("pid file");
@@ -146,6 +199,16 @@ fn main() {
                 if let Some(thread) = flood.take() {
                     let _ = thread.join();
                 }
+                let leak = if config.get("leak_key").and_then(Value::as_bool) == Some(true) {
+                    let key = std::env::var("SGEVENTS_SCRIPT_KEY").unwrap_or_default();
+                    eprintln!("I! working on event {id} with key {key}");
+                    format!(" (my key is {key})")
+                } else {
+                    String::new()
+                };
+                if let Some(path) = config.get("environ_probe").and_then(Value::as_str) {
+                    probe(&config, path);
+                }
                 if is("crash_at") && once(&config, "crash") {
                     eprintln!("E! crashing on event {id}, as configured");
                     std::process::exit(3);
@@ -199,7 +262,7 @@ fn main() {
                 {
                     PluginMessage::Nack {
                         event_id: id,
-                        error: format!("cannot do event {id} yet"),
+                        error: format!("cannot do event {id} yet{leak}"),
                         retry_after_ms: if config.get("nack_backoff").and_then(Value::as_bool)
                             == Some(true)
                         {
@@ -211,13 +274,13 @@ fn main() {
                 } else if is("term_at") {
                     PluginMessage::Term {
                         event_id: id,
-                        error: format!("event {id} can never work"),
+                        error: format!("event {id} can never work{leak}"),
                     }
                 } else if is("fatal_at") {
                     send_raw(
                         &mut out,
                         &encode(&PluginMessage::Fatal {
-                            error: format!("cannot go on at event {id}"),
+                            error: format!("cannot go on at event {id}{leak}"),
                         }),
                     );
                     std::process::exit(125);

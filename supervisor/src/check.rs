@@ -119,6 +119,15 @@ pub async fn check(config: &Config, deep: bool) -> (String, bool) {
             let _ = writeln!(out, "plugin {}: skipped (enabled = false)", spec.name);
             continue;
         }
+        for var in &spec.withheld_env {
+            if crate::launch::inherited(&spec.inherit_env, var) {
+                let _ = writeln!(
+                    out,
+                    "plugin {}: note: `inherit_env` matches `{var}`, which a `*_env` key names: it is withheld all the same (a plugin gets only its own key, as SGEVENTS_SCRIPT_KEY)",
+                    spec.name
+                );
+            }
+        }
         match handshake(spec).await {
             Ok(text) => {
                 let _ = write!(out, "plugin {}: ok, {text}", spec.name);

@@ -130,6 +130,10 @@ struct RawPlugins {
     legacy_command: Option<Vec<String>>,
     #[serde(default)]
     legacy_env: BTreeMap<String, String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    inherit_env: Vec<String>,
     use_session_uuid: Option<bool>,
     ack_timeout: Option<String>,
     max_attempts: Option<i64>,
@@ -159,6 +163,10 @@ struct RawPlugin {
     alert_to: Option<Vec<String>>,
     #[serde(default)]
     after: Vec<String>,
+    #[serde(default)]
+    inherit_env: Vec<String>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,9 +208,35 @@ pub struct Config {
     /// The file's text as it was read: discovering the plugins again (after a plugin file changed)
     /// re-validates this text, not whatever the file holds by then.
     pub text: String,
+    /// The variables the `*_env` keys name (source, plugins, alerts): secrets, withheld from
+    /// every plugin's environment under their own names.
+    pub secret_env: BTreeSet<String>,
 }
 
 impl Config {
+    /// Every secret value the daemon knows: the source's key, each plugin's key, the SMTP password,
+    /// and the value of every variable a `*_env` key names. For redaction ([`crate::redact`]).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let SourceConfig::Shotgrid(s) = &self.source {
+            out.push(s.script_key.expose().to_owned());
+        }
+        for p in &self.plugins {
+            if let Some(c) = &p.credentials {
+                out.push(c.script_key.expose().to_owned());
+            }
+        }
+        if let Some(c) = self.alerts.as_ref().and_then(|a| a.credentials.as_ref()) {
+            out.push(c.password.expose().to_owned());
+        }
+        for var in &self.secret_env {
+            if let Ok(value) = std::env::var(var) {
+                out.push(value);
+            }
+        }
+        out
+    }
+
     /// Discovers the plugins again with the same settings (the same text, not whatever the file
     /// holds now). A `[plugin.NAME]` table whose executable was removed leaves the plugin out.
     pub fn rediscover(&self) -> Result<Config, ConfigError> {
@@ -439,6 +473,16 @@ pub struct PluginSpec {
     pub alert_to: Option<Vec<String>>,
     /// `after`: the plugins that must finish an event before this one gets it.
     pub after: Vec<String>,
+    /// `[plugins] inherit_env` then `[plugin.NAME] inherit_env`: names or globs of the daemon's
+    /// environment variables passed through (`"*"`: all, as before version 4).
+    pub inherit_env: Vec<String>,
+    /// The names of the variables every `*_env` key of the configuration names (source, plugins,
+    /// alerts): never passed to a plugin under their own name, whatever `inherit_env` says.
+    pub withheld_env: BTreeSet<String>,
+    /// `user`: the Unix user the plugin runs as (the daemon must run as root).
+    pub user: Option<String>,
+    /// `group`: the group it runs as; the user's primary group when `None`.
+    pub group: Option<String>,
 }
 
 /// Where a plugin came from.
@@ -512,10 +556,20 @@ impl PluginSpec {
     /// config and the executable's size and modification time. A plugin disabled by a failure is
     /// enabled again when this changes (the operator edited something).
     pub fn fingerprint(&self) -> String {
-        let mut text = serde_json::json!({
+        let mut value = serde_json::json!({
             "command": self.command, "env": self.env, "config": self.config,
-        })
-        .to_string();
+        });
+        // Added in version 4, only when set: a plugin that uses none keeps its fingerprint.
+        if !self.inherit_env.is_empty() {
+            value["inherit_env"] = serde_json::json!(self.inherit_env);
+        }
+        if let Some(user) = &self.user {
+            value["user"] = serde_json::json!(user);
+        }
+        if let Some(group) = &self.group {
+            value["group"] = serde_json::json!(group);
+        }
+        let mut text = value.to_string();
         if let Some(meta) = self.executable().and_then(|p| std::fs::metadata(p).ok()) {
             use std::os::unix::fs::MetadataExt;
             text.push_str(&format!(
@@ -575,7 +629,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     parse_with(file, text, false)
 }
 
-fn parse_with(file: &Path, text: &str, skip_secrets: bool) -> Result<Config, ConfigError> {
+pub(crate) fn parse_with(
+    file: &Path,
+    text: &str,
+    skip_secrets: bool,
+) -> Result<Config, ConfigError> {
     parse_mode(file, text, skip_secrets, false)
 }
 
@@ -626,6 +684,7 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let secret_env = secret_env(&raw);
         let daemon = self.daemon(raw.daemon)?;
         let source = match raw.source {
             Some(s) => self.source(s)?,
@@ -640,7 +699,20 @@ impl Validator<'_> {
         let defaults = self.plugin_defaults(&raw.plugins)?;
         let paths: Vec<PathBuf> = raw.plugins.paths.iter().map(|p| self.resolve(p)).collect();
         let legacy = self.legacy(&raw.plugins, &source)?;
-        let plugins = self.plugins(&paths, &legacy, raw.plugin, defaults, source.site_url())?;
+        let common_env = raw.plugins.env.clone();
+        let common_inherit = raw.plugins.inherit_env.clone();
+        self.check_inherit("plugins.inherit_env", &common_inherit)?;
+        let mut plugins = self.plugins(&paths, &legacy, raw.plugin, defaults, source.site_url())?;
+        for spec in &mut plugins {
+            // `[plugins] env` first: a plugin's own `env` (and `legacy_env`) wins.
+            let mut env = common_env.clone();
+            env.append(&mut spec.env);
+            spec.env = env;
+            let mut inherit = common_inherit.clone();
+            inherit.append(&mut spec.inherit_env);
+            spec.inherit_env = inherit;
+            spec.withheld_env = secret_env.clone();
+        }
         self.check_after(&plugins)?;
         let alerts = raw.alerts.map(|a| self.alerts(a)).transpose()?;
         if let (None, Some(p)) = (&alerts, plugins.iter().find(|p| p.alert_to.is_some())) {
@@ -662,6 +734,7 @@ impl Validator<'_> {
             alerts,
             plugin_dirs: paths.iter().chain(&legacy.paths).cloned().collect(),
             text: String::new(),
+            secret_env,
         })
     }
 
@@ -1697,6 +1770,9 @@ impl Validator<'_> {
             defaults.max_attempts,
         )?;
         limits.log_rate = self.log_rate(&key("log_rate"), raw.log_rate, defaults.log_rate)?;
+        self.check_inherit(&key("inherit_env"), &raw.inherit_env)?;
+        self.run_as(&name, &raw.user, &raw.group)?;
+        let (user, group) = (raw.user, raw.group);
         let alert_to = match raw.alert_to {
             None => None,
             Some(list) => Some(
@@ -1718,8 +1794,113 @@ impl Validator<'_> {
             origin,
             alert_to,
             after: raw.after,
+            inherit_env: raw.inherit_env,
+            withheld_env: BTreeSet::new(),
+            user,
+            group,
         })
     }
+
+    /// `inherit_env` holds variable names or globs (`STUDIO_*`, `*`).
+    fn check_inherit(&self, key: &str, list: &[String]) -> Result<(), ConfigError> {
+        for pattern in list {
+            let ok = !pattern.is_empty()
+                && pattern
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '*'));
+            if !ok {
+                return Err(ConfigError::at(
+                    self.file,
+                    key,
+                    format!("{pattern:?}"),
+                    "not a variable name or glob",
+                    "give names such as \"OCIO\", or globs such as \"STUDIO_*\" (letters, digits, `_` and `*`)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `user` and `group`: they exist, and the daemon may switch to them.
+    fn run_as(
+        &self,
+        name: &str,
+        user: &Option<String>,
+        group: &Option<String>,
+    ) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("plugin.{name}.{k}");
+        if user.is_none() {
+            if let Some(g) = group {
+                return Err(ConfigError::at(
+                    self.file,
+                    &key("group"),
+                    format!("{g:?}"),
+                    "`group` is set without `user`",
+                    "set `user` too (the plugin runs as that user, in that group), or remove `group`",
+                ));
+            }
+            return Ok(());
+        }
+        if self.skip_secrets {
+            // `status` and the control commands do not start plugins.
+            return Ok(());
+        }
+        let user = user.as_deref().unwrap_or_default();
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(ConfigError::at(
+                    self.file,
+                    &key("user"),
+                    format!("{user:?}"),
+                    "no such user on this machine",
+                    "create the user (useradd --system NAME), or correct `user`",
+                ));
+            }
+        }
+        if let Some(g) = group {
+            if !matches!(nix::unistd::Group::from_name(g), Ok(Some(_))) {
+                return Err(ConfigError::at(
+                    self.file,
+                    &key("group"),
+                    format!("{g:?}"),
+                    "no such group on this machine",
+                    "create the group (groupadd --system NAME), or correct `group`",
+                ));
+            }
+        }
+        if !crate::launch::can_switch_user() {
+            return Err(ConfigError::at(
+                self.file,
+                &key("user"),
+                format!("{user:?}"),
+                format!(
+                    "the daemon runs as uid {} without CAP_SETUID and CAP_SETGID, so it cannot run a plugin as another user",
+                    nix::unistd::geteuid()
+                ),
+                "run the daemon as root (under systemd: remove `User=` from the unit, see docs/SECURITY.md) or give it CAP_SETUID and CAP_SETGID; or remove `user`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The variables the configuration's `*_env` keys name.
+fn secret_env(raw: &RawConfig) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(v) = raw.source.as_ref().and_then(|s| s.script_key_env.clone()) {
+        out.insert(v);
+    }
+    for p in raw.plugin.values() {
+        if let Some(v) = &p.script_key_env {
+            out.insert(v.clone());
+        }
+    }
+    if let Some(a) = &raw.alerts {
+        out.extend(a.username_env.clone());
+        out.extend(a.password_env.clone());
+    }
+    out
 }
 
 fn check_name(file: &Path, name: &str) -> Result<(), ConfigError> {
@@ -2075,6 +2256,59 @@ mod tests {
                     [plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n";
         let err = parse_err(text);
         assert!(err.contains("`plugin.x.script_key_env` = `\"SGEVENTS_TEST_NO_SUCH_VAR\"`: the environment variable is not set"), "{err}");
+    }
+
+    #[test]
+    fn environment_and_user_settings() {
+        let c = parse_ok(&format!(
+            "{MINIMAL}site_url = \"https://s.example\"\n[plugins]\ninherit_env = [\"STUDIO_*\"]\nenv = {{ A = \"1\", B = \"all\" }}\n\
+             [plugin.x]\ncommand = [\"x\"]\ninherit_env = [\"OCIO\"]\nenv = {{ B = \"x\" }}\n"
+        ));
+        let x = &c.plugins[0];
+        assert_eq!(x.inherit_env, ["STUDIO_*", "OCIO"]);
+        assert_eq!(x.env["A"], "1");
+        assert_eq!(x.env["B"], "x");
+        assert_eq!(x.user, None);
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugins]\ninherit_env = [\"BAD-NAME\"]\n"
+        ));
+        assert!(
+            err.contains("`plugins.inherit_env` = `\"BAD-NAME\"`: not a variable name or glob"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\ngroup = \"anim\"\n"
+        ));
+        assert!(
+            err.contains("`plugin.x.group` = `\"anim\"`: `group` is set without `user`"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nuser = \"sgevents-no-such-user\"\n"
+        ));
+        assert!(
+            err.contains(
+                "`plugin.x.user` = `\"sgevents-no-such-user\"`: no such user on this machine"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+    }
+
+    #[test]
+    fn the_variables_env_keys_name_are_secret() {
+        let c = parse_with(
+            Path::new("x.toml"),
+                            "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"d\"\nscript_key_env = \"SRC_KEY\"\n\
+                 [plugin.x]\ncommand = [\"x\"]\nscript_name = \"x\"\nscript_key_env = \"X_KEY\"\n\
+                 [alerts]\nsmtp_host = \"mail\"\nusername_env = \"MAIL_USER\"\npassword_env = \"MAIL_PASS\"\nfrom = \"a@b.example\"\nto = [\"c@d.example\"]\n"
+            ,
+            true,
+        )
+        .expect("valid");
+        let want = ["MAIL_PASS", "MAIL_USER", "SRC_KEY", "X_KEY"];
+        assert_eq!(c.secret_env.iter().collect::<Vec<_>>(), want);
+        assert_eq!(c.plugins[0].withheld_env, c.secret_env);
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "sgevents {} started",
         env!("CARGO_PKG_VERSION")
     );
+    warn_inherit_all(&config);
 
     let cancel = CancellationToken::new();
     let hard = CancellationToken::new();
@@ -92,7 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot record plugin `{}`", spec.name))?;
     }
-    for spec in daemon.config.plugins.clone() {
+    for spec in after_order(daemon.config.plugins.clone()) {
         daemon.add(spec);
     }
     daemon.start_source();
@@ -139,6 +140,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("sgevents stopped");
     outcome
+}
+
+/// `inherit_env = ["*"]` gives plugins the daemon's whole environment, as before version 4.
+fn warn_inherit_all(config: &Config) {
+    for spec in &config.plugins {
+        if spec.inherit_env.iter().any(|p| p == "*") {
+            tracing::warn!(
+                plugin = %spec.name,
+                "plugin `{}` inherits the daemon's whole environment (`inherit_env = [\"*\"]`); only the variables `*_env` keys name are withheld\nhint: list the variables it needs instead (see docs/SECURITY.md)",
+                spec.name
+            );
+        }
+    }
 }
 
 struct SourceRun {
@@ -462,6 +476,9 @@ impl Daemon {
     /// Applies `new` with the fewest restarts: only the plugins whose settings or executables
     /// changed restart; new ones start; gone ones stop, keeping their state.
     fn apply(&mut self, new: Config, reply: oneshot::Sender<Response>) {
+        // The old secrets too: a plugin still running may print one.
+        crate::redact::set(new.secrets().into_iter().chain(self.config.secrets()));
+        warn_inherit_all(&new);
         let mut notes: Vec<String> = Vec::new();
         let later = |what: &str| format!("{what} changed: it takes effect at the next start");
         if new.daemon.state_dir != self.config.daemon.state_dir {
@@ -518,7 +535,7 @@ impl Daemon {
         let source_changed = self.config.source != new.source;
         self.config = new;
         self.watch();
-        for spec in added {
+        for spec in after_order(added) {
             notes.push(format!("started plugin `{}`", spec.name));
             self.add(spec);
         }
@@ -583,6 +600,23 @@ fn respond(r: Result<Result<Response, ControlError>, crate::store::StoreError>) 
 }
 
 /// A watch of the lowest of `inputs`: how far a plugin that runs `after` them may go.
+/// `specs` in their order, except that a plugin comes after the plugins it runs `after`: its gate
+/// is built from their keepers, which must exist by then. (The configuration refuses cycles.)
+fn after_order(specs: Vec<config::PluginSpec>) -> Vec<config::PluginSpec> {
+    let mut pending = specs;
+    let mut ordered: Vec<config::PluginSpec> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let waiting: BTreeSet<String> = pending.iter().map(|p| p.name.clone()).collect();
+        let ready = pending
+            .iter()
+            .position(|p| p.after.iter().all(|a| !waiting.contains(a)))
+            // A cycle cannot pass validation; should one appear, keep the configured order.
+            .unwrap_or(0);
+        ordered.push(pending.remove(ready));
+    }
+    ordered
+}
+
 fn lowest_of(inputs: Vec<watch::Receiver<i64>>) -> watch::Receiver<i64> {
     let lowest =
         |inputs: &[watch::Receiver<i64>]| inputs.iter().map(|r| *r.borrow()).min().unwrap_or(0);

@@ -7,10 +7,15 @@
 //! holds the pid of the daemon that has the lock, for people and for the error message; deleting
 //! it changes nothing. The kernel drops an `flock` when its process ends, however it ends, so a
 //! lock left by a `kill -9` never blocks the next start.
+//!
+//! Taking the lock also enforces the state directory's permissions, at every start: the directory
+//! 0700, and the database (with its `-wal` and `-shm`), the lock file and the control socket 0600.
+//! A directory restored wider (a `cp` under umask 022) is corrected with one WARN; one that cannot
+//! be corrected (another owner) is refused.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -29,6 +34,16 @@ pub enum LockError {
         dir: PathBuf,
         /// The pid written in the lock file, if readable.
         pid: Option<u32>,
+    },
+    /// A state file's permissions are wider than they must be, and cannot be corrected.
+    #[error("`{}` is readable by others (mode {mode:04o}) and cannot be made private: {source}\nhint: give the state directory and its files to the daemon's user (chown -R), then start again", .path.display())]
+    Permissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Why `chmod` failed.
+        source: std::io::Error,
     },
     /// The file system said no.
     #[error("cannot lock the state directory `{}`: {source}\nhint: check that the daemon's user may create and write files there", .dir.display())]
@@ -85,8 +100,58 @@ impl StateLock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
+        let corrected = make_private(state_dir)?;
+        if !corrected.is_empty() {
+            tracing::warn!(
+                "the state directory was readable by others; made private (directory 0700, files 0600): {}",
+                corrected.join(", ")
+            );
+        }
         Ok(StateLock { _dir: dir })
     }
+}
+
+/// Makes `state_dir` 0700 and its state files 0600 where they are wider; returns what changed
+/// (`path (was 0755)`).
+pub fn make_private(state_dir: &Path) -> Result<Vec<String>, LockError> {
+    let db = crate::store::db_path(state_dir);
+    let with = |suffix: &str| {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let targets = [
+        (state_dir.to_path_buf(), 0o700),
+        (db.clone(), 0o600),
+        (with("-wal"), 0o600),
+        (with("-shm"), 0o600),
+        (with("-journal"), 0o600),
+        (state_dir.join(LOCK_FILE), 0o600),
+        (state_dir.join(crate::control::SOCKET_FILE), 0o600),
+    ];
+    let mut corrected = Vec::new();
+    for (path, want) in targets {
+        // Not following a link: a link in the state directory is not the daemon's to change.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & !want == 0 {
+            continue;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).map_err(
+            |source| LockError::Permissions {
+                path: path.clone(),
+                mode,
+                source,
+            },
+        )?;
+        corrected.push(format!("{} (was {mode:04o})", path.display()));
+    }
+    Ok(corrected)
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ pub struct LogGuard {
 
 /// Installs the global logger described by `opts`: stderr, and the files when `opts.files` is set.
 pub fn init(opts: &LogOptions) -> Result<LogGuard, LogError> {
-    let (layers, guard) = layers(opts, std::io::stderr)?;
+    let (layers, guard) = layers(opts, Redacting(std::io::stderr))?;
     tracing_subscriber::registry()
         .with(layers)
         .try_init()
@@ -397,6 +397,34 @@ impl Visit for PluginField {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redaction of stderr (the files redact in `FileHandle`).
+
+/// A `MakeWriter` whose writers redact each record ([`crate::redact`]) before writing it.
+struct Redacting<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.make_writer())
+    }
+}
+
+struct RedactingWriter<W>(W);
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // One record per `write_all`: a buffer is a whole line, never half a secret.
+        self.0.write_all(&crate::redact::redact_bytes(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The file writer: a queue and one thread that owns every open file.
 
 enum Message {
@@ -422,10 +450,10 @@ impl FileWriter {
             let dir = dir.to_path_buf();
             move |error| LogError::Dir { dir, error }
         };
-        std::fs::create_dir_all(&files.dir).map_err(dir_error(&files.dir))?;
+        create_log_dir(&files.dir).map_err(dir_error(&files.dir))?;
         if files.per_plugin {
             let plugins = files.dir.join(PLUGINS_DIR);
-            std::fs::create_dir_all(&plugins).map_err(dir_error(&plugins))?;
+            create_log_dir(&plugins).map_err(dir_error(&plugins))?;
         }
         let retention = files.retention.max(1);
         let today = day_of(SystemTime::now());
@@ -528,8 +556,10 @@ impl<'a> MakeWriter<'a> for FileHandle {
 
 impl Write for &FileHandle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // The fmt layer writes each record with one `write_all` of its whole line.
-        self.writer.send(&self.name, buf);
+        // The fmt layer writes each record with one `write_all` of its whole line; a secret a
+        // plugin logged never reaches the file.
+        self.writer
+            .send(&self.name, &crate::redact::redact_bytes(buf));
         Ok(buf.len())
     }
 
@@ -747,8 +777,36 @@ impl RollingFile {
 }
 
 fn open_append(path: &Path) -> io::Result<BufWriter<File>> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)?;
+    // The daemon's umask (077) would leave a new file 0600; an older one may be wider.
+    if file.metadata()?.permissions().mode() & 0o777 != LOG_FILE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    }
     Ok(BufWriter::with_capacity(64 * 1024, file))
+}
+
+/// Log files: the daemon's user writes, its group (operators, a log shipper) reads.
+const LOG_FILE_MODE: u32 = 0o640;
+/// The log folder and its `plugins` folder.
+const LOG_DIR_MODE: u32 = 0o750;
+
+/// Creates a log folder if needed, and makes it 0750 (the daemon runs under umask 077).
+fn create_log_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(LOG_DIR_MODE)
+        .create(dir)?;
+    if std::fs::metadata(dir)?.permissions().mode() & 0o7777 != LOG_DIR_MODE {
+        // Best effort: a folder the daemon does not own keeps its mode.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(LOG_DIR_MODE));
+    }
+    Ok(())
 }
 
 /// Days since the epoch, UTC.

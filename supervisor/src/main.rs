@@ -214,6 +214,14 @@ fn control(state_dir: &std::path::Path, request: &Request, json: bool) -> anyhow
 }
 
 fn main() -> ExitCode {
+    // The plugin launcher (`sgevents::launch`), hidden: the daemon alone starts it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == sgevents::launch::SUBCOMMAND)
+    {
+        return sgevents::launch::main(&args[2..]);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -257,10 +265,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         return control(&config.daemon.state_dir, &request, json);
     }
+    if matches!(cli.command, Command::Run) {
+        // Before anything is created: the state, the lock and the socket are the daemon's alone.
+        sgevents::launch::restrict_umask();
+        // Its /proc files (`environ` holds every key) become root's: a plugin running as the
+        // daemon's own user cannot read them.
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     let config = match cli.command {
         Command::Status { .. } => config::load_without_secrets(&file)?,
         _ => config::load(&file)?,
     };
+    sgevents::redact::set(config.secrets());
     // Held to the end: dropping it writes out the log files' queue.
     let _log = init_logging(&config, cli.log_format, matches!(cli.command, Command::Run))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

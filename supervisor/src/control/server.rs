@@ -127,7 +127,9 @@ async fn write_response(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     response: &Response,
 ) -> std::io::Result<()> {
-    let mut text = serde_json::to_string(response).unwrap_or_default();
+    // Errors and failed events quote plugins: no secret leaves in an answer.
+    let mut text =
+        crate::redact::redact(&serde_json::to_string(response).unwrap_or_default()).into_owned();
     text.push('\n');
     write.write_all(text.as_bytes()).await
 }

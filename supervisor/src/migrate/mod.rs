@@ -218,7 +218,7 @@ pub fn run(options: &Options) -> Result<Report, MigrateError> {
                 .map(|(_, v)| v)
         })
     };
-    let converted = conf::convert(
+    let mut converted = conf::convert(
         &ini,
         &conf::Context {
             state_dir: state_dir_text,
@@ -227,6 +227,7 @@ pub fn run(options: &Options) -> Result<Report, MigrateError> {
             id_file: options.id_file.clone(),
         },
     )?;
+    plugin_env_tables(&mut converted);
 
     // Everything about the state is read and decided before anything is written.
     let plan = match &options.id_file {
@@ -326,6 +327,113 @@ pub fn run(options: &Options) -> Result<Report, MigrateError> {
     })
 }
 
+/// Plugins read their own variables (`os.environ["SGDAEMON_LOGARGS_KEY"]`), which sgevents no
+/// longer passes by default: each plugin file that names some gets a `[plugin.NAME]` table with an
+/// `inherit_env` line, and a comment for those the daemon withholds (a `*_env` key names them).
+fn plugin_env_tables(converted: &mut conf::Converted) {
+    let Ok(plugins) = legacy_plugins(&converted.legacy_paths) else {
+        // A missing folder is reported by the conversion itself.
+        return;
+    };
+    let secrets = secret_vars(&converted.toml);
+    let mut tables = String::new();
+    for (name, path) in plugins {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let names = env_names(&String::from_utf8_lossy(&bytes));
+        if names.is_empty() {
+            continue;
+        }
+        let (withheld, passed): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|n| secrets.contains(n));
+        let _ = writeln!(
+            tables,
+            "
+# {} reads these environment variables (os.environ / os.getenv); sgevents passes a plugin
+# only what `inherit_env` (or `env`) names",
+            path.display()
+        );
+        for var in &withheld {
+            let _ = writeln!(
+                tables,
+                "# `{var}` holds a key named by a `*_env` setting: it is withheld from every plugin; give
+# this plugin its own script_name/script_key_env and read SGEVENTS_SCRIPT_KEY instead"
+            );
+            converted.todo.push(format!(
+                "plugin `{name}` reads ${var}, a key the daemon withholds from plugins: give it its own `script_name`/`script_key_env` (see sdk-python/README.md)"
+            ));
+        }
+        let quoted: Vec<String> = passed.iter().map(|v| format!("{v:?}")).collect();
+        let table = format!(
+            "[plugin.{name}]
+inherit_env = [{}]",
+            quoted.join(", ")
+        );
+        if passed.is_empty() {
+            let _ = writeln!(tables, "# [plugin.{name}]");
+        } else {
+            let _ = writeln!(tables, "{table}");
+            converted.info.push(format!(
+                "plugin `{name}` gets {} from the daemon's environment (`inherit_env`): export {} there",
+                passed.join(", "),
+                if passed.len() == 1 { "it" } else { "them" }
+            ));
+        }
+    }
+    converted.toml.push_str(&tables);
+}
+
+/// The variables the `*_env` keys of the converted configuration name.
+fn secret_vars(toml_text: &str) -> std::collections::BTreeSet<String> {
+    fn visit(value: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
+        if let toml::Value::Table(t) = value {
+            for (k, v) in t {
+                match v {
+                    toml::Value::String(s) if k.ends_with("_env") => {
+                        out.insert(s.clone());
+                    }
+                    _ => visit(v, out),
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(table) = toml_text.parse::<toml::Table>() {
+        visit(&toml::Value::Table(table), &mut out);
+    }
+    out
+}
+
+/// The names a Python file reads with `os.environ[...]`, `os.environ.get(...)`, `os.getenv(...)`
+/// (or `environ`/`getenv` imported from `os`), given as string literals; once each.
+fn env_names(source: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for token in ["environ[", "environ.get(", "getenv(", "environ.setdefault("] {
+        let mut rest = source;
+        while let Some(at) = rest.find(token) {
+            let after = &rest[at + token.len()..];
+            rest = after;
+            let after = after.trim_start();
+            let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            let body = &after[1..];
+            let Some(end) = body.find(quote) else {
+                continue;
+            };
+            let name = &body[..end];
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if valid && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
 /// The shotgunEvents plugins in `folders`, found as the daemon finds them
 /// ([`crate::config::discover_legacy`]), with their names.
 fn legacy_plugins(folders: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, MigrateError> {
@@ -359,6 +467,17 @@ pub(crate) fn python3(script: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_names_in_a_plugin_file() {
+        let source = "import os\nfrom os import getenv\nKEY = os.environ[\"SGDAEMON_LOGARGS_KEY\"]\n\
+                      mode = os.environ.get('LOGARGS_MODE', 'x')\nhost = getenv( \"SMTP_HOST\")\n\
+                      again = os.getenv('LOGARGS_MODE')\nbad = os.environ[name]\n";
+        assert_eq!(
+            env_names(source),
+            ["SGDAEMON_LOGARGS_KEY", "LOGARGS_MODE", "SMTP_HOST"]
+        );
+    }
 
     #[test]
     fn legacy_plugins_are_python_files_in_name_order() {

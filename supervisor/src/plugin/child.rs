@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use sgevents_protocol::DEFAULT_MAX_LINE_BYTES;
 use sgevents_protocol::log::{Level, parse_log_line};
-use sgevents_protocol::{DEFAULT_MAX_LINE_BYTES, PROTOCOL_V1};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 use super::policy::{TokenBucket, thousands};
@@ -67,29 +67,14 @@ pub(crate) struct PluginChild {
 impl PluginChild {
     /// Starts the plugin's command.
     pub(crate) fn spawn(spec: &PluginSpec) -> std::io::Result<PluginChild> {
-        let mut cmd = Command::new(&spec.command[0]);
-        cmd.args(&spec.command[1..])
-            .current_dir(&spec.cwd)
-            .envs(&spec.env)
-            .env("SGEVENTS_PROTOCOL", PROTOCOL_V1.to_string())
-            .env("SGEVENTS_PLUGIN", &spec.name)
-            .env_remove("SGEVENTS_SITE_URL")
-            .env_remove("SGEVENTS_SCRIPT_NAME")
-            .env_remove("SGEVENTS_SCRIPT_KEY")
-            // The service manager's channel is the daemon's alone.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::piped())
+        // Through the launcher (`crate::launch`): the built environment, `user`, and the
+        // parent-death signal; it then becomes the plugin, keeping this pid and process group.
+        let mut cmd = crate::launch::command(spec)?;
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(c) = &spec.credentials {
-            cmd.env("SGEVENTS_SITE_URL", &c.site_url)
-                .env("SGEVENTS_SCRIPT_NAME", &c.script_name)
-                .env("SGEVENTS_SCRIPT_KEY", c.script_key.expose());
-        }
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -298,6 +283,8 @@ async fn read_stderr(
         if text.trim().is_empty() {
             continue;
         }
+        // A secret the plugin logged reaches neither the logs nor an exit message.
+        let text = crate::redact::redact(&text).into_owned();
         let record = parse_log_line(&text);
         push_tail(&tail, record.message.clone());
         let message = if record.fields.is_empty() {
@@ -320,7 +307,7 @@ async fn read_stderr(
     if let Some(raw) = last_dropped {
         push_tail(
             &tail,
-            parse_log_line(&String::from_utf8_lossy(&raw)).message,
+            parse_log_line(&crate::redact::redact(&String::from_utf8_lossy(&raw))).message,
         );
     }
     let n = dropped.swap(0, Ordering::Relaxed);

@@ -472,7 +472,10 @@ impl Actor {
             }
             msg = child.incoming.recv() => {
                 let failure = match msg {
-                    Some(Incoming::Line(line)) => match decode_plugin_line(&line) {
+                    // A secret the plugin wrote never reaches a log, the database or an answer.
+                    Some(Incoming::Line(line)) => {
+                        let line = crate::redact::redact_bytes(&line);
+                        match decode_plugin_line(&line) {
                         Ok(PluginMessage::Register(reg)) => match reg.validate(SUPPORTED) {
                             Ok(()) => return Ok(reg),
                             Err(e) => format!("failed handshake: {e}"),
@@ -484,7 +487,8 @@ impl Actor {
                             first_line(&e.to_string()),
                             excerpt(&line, EXCERPT)
                         ),
-                    },
+                        }
+                    }
                     Some(Incoming::TooLong(n)) => format!("failed handshake: wrote a line of {n} bytes, over the 16 MiB limit"),
                     None => {
                         let status = self.wait_exit(child).await;
@@ -777,6 +781,9 @@ impl Actor {
                 )));
             }
         };
+        // A secret in an error (`nack`, `term`, `fatal`) never reaches a log, the database or an
+        // answer; nor one in a line that breaks the protocol.
+        let line = crate::redact::redact_bytes(&line);
         let msg = decode_plugin_line(&line).map_err(|e| {
             End::Crashed(format!(
                 "broke the protocol: {}: `{}`",

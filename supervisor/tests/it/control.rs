@@ -827,3 +827,20 @@ fn after_holds_under_load_while_plugins_are_restarted() {
         assert_eq!(unique.len(), 1500, "{n} got every event");
     }
 }
+
+#[test]
+fn a_plugin_named_before_the_one_it_runs_after_still_gets_its_events() {
+    let ctx = Ctx::new();
+    ctx.events(1..=20);
+    // `a` sorts before `z`: its gate is built once `z`'s keeper exists, not from nothing.
+    let plugins = format!(
+        "{}{}",
+        ctx.test_plugin("a", "")
+            .replace("\nconfig", "\nafter = [\"z\"]\nconfig"),
+        ctx.test_plugin("z", "")
+    );
+    ctx.config(&[], &plugins);
+    crate::assert_success(&ctx.run());
+    assert_eq!(ctx.ids("z"), (1..=20).collect::<Vec<_>>());
+    assert_eq!(ctx.ids("a"), (1..=20).collect::<Vec<_>>());
+}

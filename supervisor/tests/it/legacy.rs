@@ -390,16 +390,21 @@ fn a_migrated_studio_resumes_exactly_where_shotgun_events_stopped() {
         ),
         1,
     );
-    let tables: String = ["a", "b"]
-        .iter()
-        .map(|n| {
-            format!(
-                "\n[plugin.{n}]\nenv = {{ LEGACY_OUT = {:?} }}\n",
+    // Each plugin's table: migrate wrote one (`inherit_env`, for the variables the file reads).
+    let mut text = text;
+    for n in ["a", "b"] {
+        let header = format!("[plugin.{n}]\n");
+        assert!(text.contains(&header), "{text}");
+        text = text.replacen(
+            &header,
+            &format!(
+                "{header}env = {{ LEGACY_OUT = {:?} }}\n",
                 ctx.path(&format!("{n}.out")).display().to_string()
-            )
-        })
-        .collect();
-    std::fs::write(ctx.path("sgevents.toml"), format!("{text}{tables}")).expect("toml");
+            ),
+            1,
+        );
+    }
+    std::fs::write(ctx.path("sgevents.toml"), text).expect("toml");
 
     let mut daemon = ctx
         .sgevents(&["run"])

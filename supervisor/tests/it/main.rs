@@ -15,6 +15,7 @@ mod legacy;
 mod logs;
 mod migrate;
 mod plugin_faults;
+mod secrets;
 mod service;
 mod shotgrid;
 mod source_faults;

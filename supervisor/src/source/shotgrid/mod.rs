@@ -120,7 +120,8 @@ pub(crate) async fn run(
             Ok(rows) => rows,
             Err(e) => {
                 let wait = outage.failed(&e, &config, &alerts);
-                position.last_error = Some(e.to_string());
+                // The site's answer is quoted: no secret goes in the state database.
+                position.last_error = Some(crate::redact::redact(&e.to_string()).into_owned());
                 store.save_source(position.clone());
                 if sleep_or_cancel(&cancel, wait).await {
                     return Ok(());
