@@ -231,6 +231,18 @@ fn a_plugin_does_not_outlive_a_killed_daemon_and_redelivery_counts_on() {
     ctx.config(LIVE, &plugin);
     let mut daemon = ctx.start();
     wait_for("event 5 in flight", || ctx.records("t").contains(&(5, 1)));
+    // Sends are committed with the next group (a few milliseconds): a kill before that would
+    // deliver it again as attempt 1, as docs/STATE.md says.
+    wait_for("the delivery of event 5 recorded", || {
+        ctx.db()
+            .query_row(
+                "SELECT count(*) FROM in_flight WHERE plugin = 't' AND event_id = 5 AND attempt = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 1
+    });
     let first = ctx.pid_of("t");
     let grandchild: i32 = fs::read_to_string(&gc)
         .expect("grandchild pid")
