@@ -160,6 +160,8 @@ struct RawPlugin {
     ack_timeout: Option<String>,
     max_attempts: Option<i64>,
     log_rate: Option<i64>,
+    restart_delay: Option<String>,
+    restart_delay_max: Option<String>,
     alert_to: Option<Vec<String>>,
     #[serde(default)]
     after: Vec<String>,
@@ -637,6 +639,38 @@ pub(crate) fn parse_with(
     parse_mode(file, text, skip_secrets, false)
 }
 
+/// Says serde's `invalid type: string "x", expected i64` in plain words: `expected an integer,
+/// found the string "x"`; for an array, with an example (`command` gets a command's).
+fn plain_type_error(message: &str) -> String {
+    let command_line = message
+        .lines()
+        .any(|l| l.split('|').nth(1).is_some_and(|code| code.trim_start().starts_with("command")));
+    message
+        .lines()
+        .map(|line| {
+            let Some(rest) = line.strip_prefix("invalid type: ") else {
+                return line.to_owned();
+            };
+            let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+                return line.to_owned();
+            };
+            let expected = match expected {
+                "i64" | "u64" | "u32" | "i32" | "usize" | "an integer" => "an integer".to_owned(),
+                "a boolean" => "true or false".to_owned(),
+                "a string" => "a string in quotes".to_owned(),
+                "a map" => "a table such as `{ key = \"value\" }`".to_owned(),
+                "a sequence" if command_line => {
+                    "an array such as `[\"python3\", \"plugin.py\"]`".to_owned()
+                }
+                "a sequence" => "an array such as `[\"a\", \"b\"]`".to_owned(),
+                other => other.to_owned(),
+            };
+            format!("expected {expected}, found {found}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn parse_mode(
     file: &Path,
     text: &str,
@@ -646,7 +680,10 @@ fn parse_mode(
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         ConfigError::plain(
             file,
-            format!("invalid configuration: {}", e.to_string().trim_end()),
+            format!(
+                "invalid configuration: {}",
+                plain_type_error(e.to_string().trim_end())
+            ),
             "see the Configuration section of the README for every key and its type",
         )
     })?;
@@ -776,6 +813,21 @@ impl Validator<'_> {
         Ok(d)
     }
 
+    /// `daemon.log_level`, checked as the log filter it is (see [`crate::logging::validate_filter`]).
+    fn log_level(&self, value: Option<String>) -> Result<String, ConfigError> {
+        let text = value.unwrap_or_else(|| "info".to_owned());
+        crate::logging::validate_filter(&text).map_err(|problem| {
+            ConfigError::at(
+                self.file,
+                "daemon.log_level",
+                format!("{text:?}"),
+                problem,
+                "write a level (\"trace\", \"debug\", \"info\", \"warn\", \"error\") or a filter such as \"info,sgevents=debug\"",
+            )
+        })?;
+        Ok(text)
+    }
+
     fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         let synchronous = match raw
             .synchronous
@@ -815,7 +867,7 @@ impl Validator<'_> {
                 &raw.commit_interval,
                 Duration::from_millis(5),
             )?,
-            log_level: raw.log_level.unwrap_or_else(|| "info".to_owned()),
+            log_level: self.log_level(raw.log_level)?,
             logs,
         })
     }
@@ -1770,6 +1822,16 @@ impl Validator<'_> {
             defaults.max_attempts,
         )?;
         limits.log_rate = self.log_rate(&key("log_rate"), raw.log_rate, defaults.log_rate)?;
+        limits.restart_delay = self.duration(
+            &key("restart_delay"),
+            &raw.restart_delay,
+            defaults.restart_delay,
+        )?;
+        limits.restart_delay_max = self.duration(
+            &key("restart_delay_max"),
+            &raw.restart_delay_max,
+            defaults.restart_delay_max,
+        )?;
         self.check_inherit(&key("inherit_env"), &raw.inherit_env)?;
         self.run_as(&name, &raw.user, &raw.group)?;
         let (user, group) = (raw.user, raw.group);
@@ -2007,6 +2069,57 @@ mod tests {
     }
 
     const MINIMAL: &str = "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n";
+
+    #[test]
+    fn a_plugin_overrides_the_restart_backoff() {
+        let c = parse_ok(&format!(
+            "{MINIMAL}[plugins]\nrestart_delay = \"2s\"\n[plugin.x]\ncommand = [\"x\"]\nrestart_delay = \"5s\"\nrestart_delay_max = \"10m\"\n[plugin.y]\ncommand = [\"y\"]\n"
+        ));
+        let limits = |n: &str| {
+            c.plugins
+                .iter()
+                .find(|p| p.name == n)
+                .map(|p| (p.limits.restart_delay, p.limits.restart_delay_max))
+                .expect("plugin")
+        };
+        assert_eq!(
+            limits("x"),
+            (Duration::from_secs(5), Duration::from_secs(600))
+        );
+        assert_eq!(
+            limits("y"),
+            (Duration::from_secs(2), Duration::from_secs(300)),
+            "the others keep [plugins]'"
+        );
+    }
+
+    #[test]
+    fn type_errors_and_log_filters_are_said_in_plain_words() {
+        let err = parse_err(&format!("{MINIMAL}[plugins]\nmax_attempts = \"three\"\n"));
+        assert!(
+            err.contains("\nexpected an integer, found string \"three\"\n"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{MINIMAL}[plugin.x]\ncommand = \"python3 x.py\"\n"
+        ));
+        assert!(
+            err.contains(
+                "\nexpected an array such as `[\"python3\", \"plugin.py\"]`, found string \"python3 x.py\"\n"
+            ),
+            "{err}"
+        );
+        let err = parse_err(&format!("[daemon]\nlog_level = \"verbose\"\n{MINIMAL}"));
+        assert_eq!(
+            err,
+            "sgevents.toml: `daemon.log_level` = `\"verbose\"`: `verbose` is not a level (one of trace, debug, info, warn, error, off)\n\
+             hint: write a level (\"trace\", \"debug\", \"info\", \"warn\", \"error\") or a filter such as \"info,sgevents=debug\""
+        );
+        for ok in ["debug", "info,sgevents=debug", "warn,plugin=info", "OFF"] {
+            let c = parse_ok(&format!("[daemon]\nlog_level = {ok:?}\n{MINIMAL}"));
+            assert_eq!(c.daemon.log_level, ok);
+        }
+    }
 
     #[test]
     fn max_event_bytes_defaults_to_what_an_event_line_can_carry() {

@@ -155,11 +155,36 @@ impl LogOptions {
     }
 }
 
+/// The levels a filter directive may name alone.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter (`daemon.log_level`, `$SGEVENTS_LOG`): an `EnvFilter` whose directives are
+/// each a level (`debug`) or `target=level` (`sgevents=debug`). A bare word that is not a level is
+/// a valid `EnvFilter` (a target name, every level), but one that silences everything else, so it
+/// is refused: `verbose` is a mistake, not a wish.
+pub fn validate_filter(text: &str) -> Result<(), String> {
+    EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| e.to_string())?;
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && !directive.contains('[') {
+            let word = directive.to_ascii_lowercase();
+            if !LEVELS.contains(&word.as_str()) {
+                return Err(format!(
+                    "`{directive}` is not a level (one of {})",
+                    LEVELS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `$SGEVENTS_LOG` when it is set and valid, else `log_level`; and a warning for an invalid one.
 fn choose_filter(env: Option<String>, log_level: &str) -> (String, Option<String>) {
     match env {
-        Some(text) if !text.trim().is_empty() => match EnvFilter::builder().parse(&text) {
-            Ok(_) => (text, None),
+        Some(text) if !text.trim().is_empty() => match validate_filter(&text) {
+            Ok(()) => (text, None),
             Err(e) => (
                 log_level.to_owned(),
                 Some(format!(
