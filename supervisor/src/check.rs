@@ -114,6 +114,13 @@ pub async fn check(config: &Config, deep: bool) -> (String, bool) {
             "plugins:       none configured (add `plugins.paths` or `[plugin.NAME]` tables)"
         );
     }
+    for path in crate::config::not_executable(&config.executable_dirs) {
+        let _ = writeln!(
+            out,
+            "note:          {}",
+            crate::config::not_executable_note(&path)
+        );
+    }
     for spec in &config.plugins {
         if !spec.enabled {
             let _ = writeln!(out, "plugin {}: skipped (enabled = false)", spec.name);

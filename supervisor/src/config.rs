@@ -207,6 +207,8 @@ pub struct Config {
     /// The plugin folders (`plugins.paths` and `plugins.legacy_paths`), resolved: what hot reload
     /// watches, with the configured commands' executables.
     pub plugin_dirs: Vec<PathBuf>,
+    /// `plugins.paths` alone, resolved: where a file is a plugin only if it is executable.
+    pub executable_dirs: Vec<PathBuf>,
     /// The file's text as it was read: discovering the plugins again (after a plugin file changed)
     /// re-validates this text, not whatever the file holds by then.
     pub text: String,
@@ -770,6 +772,7 @@ impl Validator<'_> {
             plugins,
             alerts,
             plugin_dirs: paths.iter().chain(&legacy.paths).cloned().collect(),
+            executable_dirs: paths.clone(),
             text: String::new(),
             secret_env,
         })
@@ -2020,6 +2023,35 @@ pub fn discover(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::
     Ok(found)
 }
 
+/// The regular, non-hidden files directly in `folders` that [`discover`] passes over because no
+/// one may execute them: most likely a plugin whose `chmod +x` was forgotten.
+pub fn not_executable(folders: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = folders
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|folder| std::fs::read_dir(folder).ok())
+        .flat_map(|entries| entries.filter_map(Result::ok))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| !crate::watch::is_editor_temp(p))
+        .filter(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// What to say of a file [`not_executable`] found.
+pub fn not_executable_note(path: &Path) -> String {
+    format!(
+        "`{}` in a plugins folder is not executable, so it is not a plugin\nhint: run `chmod +x {}` to make it one, or move it out of the folder",
+        path.display(),
+        path.display()
+    )
+}
+
 /// The settings shared by every shotgunEvents plugin.
 struct Legacy {
     paths: Vec<PathBuf>,
@@ -2069,6 +2101,24 @@ mod tests {
     }
 
     const MINIMAL: &str = "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n";
+
+    #[test]
+    fn files_without_the_executable_bit_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, mode) in [("run.py", 0o755), ("forgot_chmod.py", 0o644), (".hidden", 0o644)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let found = not_executable(&[dir.path().to_path_buf()]);
+        assert_eq!(found, [dir.path().join("forgot_chmod.py")]);
+        assert_eq!(
+            not_executable_note(Path::new("plugins/forgot_chmod.py")),
+            "`plugins/forgot_chmod.py` in a plugins folder is not executable, so it is not a plugin\n\
+             hint: run `chmod +x plugins/forgot_chmod.py` to make it one, or move it out of the folder"
+        );
+    }
 
     #[test]
     fn a_plugin_overrides_the_restart_backoff() {

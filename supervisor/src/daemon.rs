@@ -65,6 +65,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     warn_inherit_all(&config);
 
+    for path in config::not_executable(&config.executable_dirs) {
+        tracing::warn!("{}", config::not_executable_note(&path));
+    }
+
     let cancel = CancellationToken::new();
     let hard = CancellationToken::new();
     let alerts = Alerts::start(&config)?;

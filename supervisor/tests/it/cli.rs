@@ -325,3 +325,34 @@ fn a_second_daemon_on_the_same_state_is_refused_and_a_killed_one_does_not_block(
     signal(&second, Signal::SIGTERM);
     assert!(second.wait().expect("exit").success());
 }
+
+#[test]
+fn a_plugin_file_without_the_executable_bit_is_named_at_check_and_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    std::fs::create_dir(ctx.path("plugins")).expect("mkdir");
+    let file = ctx.path("plugins/forgot_chmod.py");
+    std::fs::write(&file, "#!/usr/bin/env python3\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    ctx.config(
+        &[("[plugins]\n", "[plugins]\npaths = [\"plugins\"]\n")],
+        &ctx.test_plugin("t", ""),
+    );
+    let out = ctx.sgevents(&["check"]).output().expect("check runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(
+            "note:          `./plugins/forgot_chmod.py` in a plugins folder is not executable, so it is not a plugin\n\
+             hint: run `chmod +x ./plugins/forgot_chmod.py` to make it one, or move it out of the folder\n"
+        ),
+        "{report}"
+    );
+    let run = ctx.run();
+    crate::assert_success(&run);
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("`./plugins/forgot_chmod.py` in a plugins folder is not executable"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
