@@ -644,9 +644,11 @@ pub(crate) fn parse_with(
 /// Says serde's `invalid type: string "x", expected i64` in plain words: `expected an integer,
 /// found the string "x"`; for an array, with an example (`command` gets a command's).
 fn plain_type_error(message: &str) -> String {
-    let command_line = message
-        .lines()
-        .any(|l| l.split('|').nth(1).is_some_and(|code| code.trim_start().starts_with("command")));
+    let command_line = message.lines().any(|l| {
+        l.split('|')
+            .nth(1)
+            .is_some_and(|code| code.trim_start().starts_with("command"))
+    });
     message
         .lines()
         .map(|line| {
@@ -2106,7 +2108,11 @@ mod tests {
     fn files_without_the_executable_bit_are_named() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir");
-        for (name, mode) in [("run.py", 0o755), ("forgot_chmod.py", 0o644), (".hidden", 0o644)] {
+        for (name, mode) in [
+            ("run.py", 0o755),
+            ("forgot_chmod.py", 0o644),
+            (".hidden", 0o644),
+        ] {
             let p = dir.path().join(name);
             std::fs::write(&p, "").expect("write");
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");

@@ -438,7 +438,7 @@ impl Daemon {
             for r in &rows {
                 match configured.get(&r.name) {
                     None => {
-                        notes.insert(r.name.clone(), json!("not configured (state kept)"));
+                        notes.insert(r.name.clone(), json!(client::NOT_CONFIGURED));
                     }
                     Some(after) => {
                         let held: Vec<(&str, &str)> = ops::held_back_by(after, &rows)

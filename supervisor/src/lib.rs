@@ -42,4 +42,5 @@ pub mod redact;
 pub(crate) mod source;
 pub mod status;
 pub mod store;
+pub mod table;
 pub(crate) mod watch;

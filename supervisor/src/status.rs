@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::control::ops;
 use crate::store::{StoreError, open_read_only};
+use crate::table;
 
 /// Gathers the status as JSON (the `--json` output; the table is made from it).
 pub fn gather(config: &Config) -> anyhow::Result<Value> {
@@ -165,6 +166,18 @@ pub fn render(status: &Value) -> String {
         status["journal"]["events"], status["journal"]["head"]
     );
     let _ = writeln!(out);
+    out.push_str(&plugin_table(
+        status["plugins"].as_array().map_or(&[][..], Vec::as_slice),
+    ));
+    out
+}
+
+/// The plugins' table, shared by `status` and `plugin list`: one row per plugin (its state, pid,
+/// last event, lag, retries, failed events, restarts, delivery durations and the headline of its
+/// last error, or what holds it back), then a line per plugin for a waiting retry and its last
+/// delivery error. Each plugin is an object of `status --json`'s `plugins` list; a `note` string
+/// stands in for the error column when present.
+pub fn plugin_table(plugins: &[Value]) -> String {
     let header = [
         "PLUGIN",
         "STATE",
@@ -177,7 +190,6 @@ pub fn render(status: &Value) -> String {
         "MS P50/P95/MAX",
         "LAST ERROR",
     ];
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     let dash = |v: &Value| {
         if v.is_null() {
             "-".to_owned()
@@ -185,95 +197,60 @@ pub fn render(status: &Value) -> String {
             v.to_string()
         }
     };
-    for p in status["plugins"].as_array().into_iter().flatten() {
-        let state_of = |name: &str| {
-            status["plugins"]
+    let state_of = |name: &str| {
+        plugins
+            .iter()
+            .find(|q| q["name"] == name)
+            .and_then(|q| q["state"].as_str())
+            .unwrap_or("?")
+    };
+    let rows = plugins
+        .iter()
+        .map(|p| {
+            let held: Vec<(&str, &str)> = p["held_back_by"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|q| q["name"] == name)
-                .and_then(|q| q["state"].as_str())
-                .unwrap_or("?")
-        };
-        let held: Vec<(&str, &str)> = p["held_back_by"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|a| (a, state_of(a)))
-            .collect();
-        let error = if held.is_empty() {
-            p["last_error"]
-                .as_str()
-                .map(|e| e.lines().next().unwrap_or("").to_owned())
-                .unwrap_or_else(|| "-".into())
-        } else {
-            ops::describe_held_back(&held)
-        };
-        let t = &p["timings"];
-        let ms = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
-        let timings = if t.is_null() {
-            "-".to_owned()
-        } else {
-            format!(
-                "{}/{}/{}",
-                ms(&t["p50_ms"]),
-                ms(&t["p95_ms"]),
-                ms(&t["max_ms"])
-            )
-        };
-        let name = if p["configured"].as_bool() == Some(false) {
-            format!("{} (not configured)", p["name"].as_str().unwrap_or("?"))
-        } else {
-            p["name"].as_str().unwrap_or("?").to_owned()
-        };
-        table.push(vec![
-            name,
-            p["state"].as_str().unwrap_or("?").to_owned(),
-            dash(&p["pid"]),
-            dash(&p["last_event_id"]),
-            dash(&p["lag"]),
-            dash(&p["retries_pending"]),
-            dash(&p["failed"]),
-            dash(&p["restarts"]),
-            timings,
-            error,
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            table
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
+                .filter_map(Value::as_str)
+                .map(|a| (a, state_of(a)))
+                .collect();
+            let error = if let Some(note) = p["note"].as_str() {
+                note.to_owned()
+            } else if !held.is_empty() {
+                ops::describe_held_back(&held)
+            } else {
+                p["last_error"]
+                    .as_str()
+                    .map_or_else(|| "-".into(), |e| table::headline(e).into_owned())
+            };
+            let name = if p["configured"].as_bool() == Some(false) {
+                format!("{} (not configured)", p["name"].as_str().unwrap_or("?"))
+            } else {
+                p["name"].as_str().unwrap_or("?").to_owned()
+            };
+            vec![
+                name,
+                p["state"].as_str().unwrap_or("?").to_owned(),
+                dash(&p["pid"]),
+                dash(&p["last_event_id"]),
+                dash(&p["lag"]),
+                dash(&p["retries_pending"]),
+                dash(&p["failed"]),
+                dash(&p["restarts"]),
+                table::timings_cell(Some(&p["timings"])),
+                error,
+            ]
         })
         .collect();
-    for row in table {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i + 1 == row.len() {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = table::render(&header, rows, &[2, 3, 4, 5, 6, 7]);
     // What a plugin waits for, and its last delivery error, under the table.
-    for p in status["plugins"].as_array().into_iter().flatten() {
+    for p in plugins {
         let mut notes = Vec::new();
         if let Ok(retry) = serde_json::from_value::<ops::WaitingRetry>(p["waiting_retry"].clone()) {
             notes.push(ops::describe_retry(&retry));
         }
         if let Some(error) = p["last_delivery_error"].as_str() {
-            notes.push(format!(
-                "last delivery error: {}",
-                error.lines().next().unwrap_or_default()
-            ));
+            notes.push(format!("last delivery error: {}", table::headline(error)));
         }
         if !notes.is_empty() {
             let _ = writeln!(

@@ -13,6 +13,7 @@ use super::ops::{self, FailedRow, PluginRow};
 use super::{ControlError, Request, Response};
 use crate::lock::{LockError, StateLock};
 use crate::store;
+use crate::table;
 
 /// How long the CLI waits for an answer: a restart waits for the plugin's drain and stop.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -29,6 +30,9 @@ pub fn execute(state_dir: &Path, request: &Request) -> Result<Response, ControlE
             ))
         }),
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            if matches!(request, Request::PluginList) {
+                return offline_list(state_dir);
+            }
             if !request.works_offline() {
                 return Err(ControlError::NotRunning {
                     socket: socket.display().to_string(),
@@ -178,71 +182,73 @@ pub fn render(request: &Request, response: &Response) -> String {
 }
 
 fn render_plugins(rows: &[PluginRow], data: &serde_json::Value) -> String {
-    if rows.is_empty() {
-        return "no plugins\n".into();
-    }
-    let mut out = format!(
-        "{:<24} {:<9} {:>8} {:>12} {:>8} {:>7} {:>8} {:>10}  {}\n",
-        "PLUGIN", "STATE", "PID", "LAST EVENT", "LAG", "FAILED", "RESTARTS", "P50 MS", "NOTE"
-    );
-    for r in rows {
-        let mut note = Vec::new();
-        if let Some(reason) = &r.disabled_reason {
-            note.push(reason.lines().next().unwrap_or_default().to_owned());
-        }
-        if let Some(extra) = data["notes"][&r.name].as_str() {
-            note.push(extra.to_owned());
-        }
-        if let Some(retry) = &r.waiting_retry {
-            note.push(ops::describe_retry(retry));
-        }
-        if let Some(error) = &r.last_delivery_error {
-            note.push(format!(
-                "last delivery error: {}",
-                error.lines().next().unwrap_or_default()
-            ));
-        }
-        out.push_str(&format!(
-            "{:<24} {:<9} {:>8} {:>12} {:>8} {:>7} {:>8} {:>10}  {}\n",
-            r.name,
-            r.state,
-            r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            r.last_event_id
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            r.lag,
-            r.failed,
-            r.restarts,
-            r.timings
-                .as_ref()
-                .and_then(|t| t["p50_ms"].as_f64())
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            note.join("; "),
-        ));
-    }
-    out
+    let plugins: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let note = data["notes"][&r.name].as_str();
+            let configured = note != Some(NOT_CONFIGURED);
+            json!({
+                "name": r.name, "state": r.state, "pid": r.pid, "last_event_id": r.last_event_id,
+                "lag": r.lag, "retries_pending": r.retries_pending, "failed": r.failed,
+                "restarts": r.restarts, "timings": r.timings, "configured": configured,
+                "last_error": r.disabled_reason.clone().or_else(|| r.last_error.clone()),
+                "note": note.filter(|_| configured),
+                "waiting_retry": r.waiting_retry, "last_delivery_error": r.last_delivery_error,
+            })
+        })
+        .collect();
+    crate::status::plugin_table(&plugins)
 }
+
+/// What `plugin list` notes of a plugin that is in the state database but not configured.
+pub(crate) const NOT_CONFIGURED: &str = "not configured (state kept)";
 
 fn render_failed(rows: &[FailedRow]) -> String {
     if rows.is_empty() {
         return "no failed events\n".into();
     }
-    let mut out = format!(
-        "{:<24} {:>12} {:>8} {:<24} {}\n",
-        "PLUGIN", "EVENT", "ATTEMPTS", "FAILED AT", "ERROR"
-    );
-    for r in rows {
-        let mut error = r.last_error.lines().next().unwrap_or_default().to_owned();
-        if r.retry_requested_at.is_some() {
-            error.push_str(" [retry requested]");
+    let cells = rows
+        .iter()
+        .map(|r| {
+            let mut error = table::headline(&r.last_error).into_owned();
+            if r.retry_requested_at.is_some() {
+                error.push_str(" [retry requested]");
+            }
+            vec![
+                r.plugin.clone(),
+                r.event_id.to_string(),
+                r.attempts.to_string(),
+                r.failed_at.clone(),
+                error,
+            ]
+        })
+        .collect();
+    table::render(
+        &["PLUGIN", "EVENT", "ATTEMPTS", "FAILED AT", "ERROR"],
+        cells,
+        &[1, 2],
+    )
+}
+
+/// `plugin list` with the daemon stopped: the state database's rows, read-only, every plugin that
+/// is not disabled shown `stopped`.
+fn offline_list(state_dir: &Path) -> Result<Response, ControlError> {
+    let conn = store::open_read_only(state_dir)?;
+    let mut rows = ops::plugin_rows(&conn)?;
+    for r in &mut rows {
+        if r.state != "disabled" {
+            r.state = "stopped".into();
+            r.pid = None;
         }
-        out.push_str(&format!(
-            "{:<24} {:>12} {:>8} {:<24} {}\n",
-            r.plugin, r.event_id, r.attempts, r.failed_at, error
-        ));
     }
-    out
+    let n = rows.len();
+    Ok(Response::done(
+        format!(
+            "{n} plugin{} (the daemon is not running: from the state database)",
+            plural(n)
+        ),
+        json!({"plugins": rows, "notes": {}, "daemon_running": false}),
+    ))
 }
 
 /// The plural "s" of a count.

@@ -838,7 +838,7 @@ impl Actor {
                         attempt,
                         "plugin `{}` could not process event {event_id} (attempt {attempt}): {}; retrying in {}",
                         self.spec.name,
-                        first_line(&error),
+                        crate::table::headline(&error),
                         humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                     );
                 }
@@ -964,7 +964,7 @@ impl Actor {
                 attempts,
                 "plugin `{}` failed event {event_id}: {}; recorded in failed_events, moving on",
                 self.spec.name,
-                first_line(error)
+                crate::table::headline(error)
             );
         }
     }

@@ -351,8 +351,65 @@ fn a_plugin_file_without_the_executable_bit_is_named_at_check_and_at_start() {
     let run = ctx.run();
     crate::assert_success(&run);
     assert!(
-        String::from_utf8_lossy(&run.stderr).contains("`./plugins/forgot_chmod.py` in a plugins folder is not executable"),
+        String::from_utf8_lossy(&run.stderr)
+            .contains("`./plugins/forgot_chmod.py` in a plugins folder is not executable"),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+}
+
+#[test]
+fn a_python_traceback_is_shown_by_its_exception_and_plugin_list_works_without_the_daemon() {
+    let ctx = Ctx::new();
+    ctx.events(1..=2);
+    std::fs::write(
+        ctx.path("broken.py"),
+        "from sgevents import Plugin\n\
+         plugin = Plugin()\n\
+         @plugin.on(\"*\")\n\
+         def handle(ctx, event):\n    return event[\"no such key\"]\n\
+         plugin.run()\n",
+    )
+    .expect("plugin file");
+    ctx.config(
+        &[],
+        "\n[plugin.broken]\ncommand = [\"python3\", \"broken.py\"]\nmax_attempts = 1\n",
+    );
+    assert_success(&ctx.run());
+
+    let failed = ctx
+        .sgevents(&["failed", "list"])
+        .output()
+        .expect("failed list");
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(text.contains("KeyError: 'no such key'"), "{text}");
+    assert!(!text.contains("Traceback"), "{text}");
+    let json = ctx
+        .sgevents(&["failed", "list", "--json"])
+        .output()
+        .expect("failed list");
+    assert!(
+        String::from_utf8_lossy(&json.stdout).contains("Traceback (most recent call last)"),
+        "the whole text stays for scripts"
+    );
+
+    // The daemon has exited: `plugin list` reads the state database, like `status`.
+    let list = ctx
+        .sgevents(&["plugin", "list"])
+        .output()
+        .expect("plugin list");
+    assert_success(&list);
+    let text = String::from_utf8_lossy(&list.stdout);
+    let status = ctx.sgevents(&["status"]).output().expect("status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    let header = "PLUGIN  STATE    PID  LAST EVENT  LAG  RETRIES  FAILED  RESTARTS  MS P50/P95/MAX  LAST ERROR";
+    assert!(text.starts_with(header), "{text}");
+    assert!(status.contains(header), "one table style:\n{status}");
+    assert!(
+        text.contains("last delivery error: event 2 (attempt 1): KeyError: 'no such key'"),
+        "{text}"
+    );
+    for t in [&text, &status] {
+        assert!(t.contains("broken  stopped"), "{t}");
+    }
 }
