@@ -356,7 +356,13 @@ impl Actor {
             self.published_at = Instant::now();
             self.progress.send_replace(cursor);
         }
-        if let Some(json) = self.timings.take_summary() {
+        // At most once a second while busy; at once when caught up or stopping.
+        let summary = if self.idle() {
+            self.timings.take_summary_now()
+        } else {
+            self.timings.take_summary()
+        };
+        if let Some(json) = summary {
             self.store.set_timings(&self.spec.name, json);
         }
     }
@@ -376,14 +382,18 @@ impl Actor {
         self.window.cursor() != self.published_cursor || !self.sent.is_empty()
     }
 
+    /// Nothing in flight and nothing left to read: the plugin has caught up with the journal.
+    fn idle(&self) -> bool {
+        self.window.is_empty()
+            && self.buffer.is_empty()
+            && self.replays.is_empty()
+            && self.window.frontier() >= *self.head.borrow()
+    }
+
     fn publish_report(&self) {
         // Only a plugin that reached the head reports: anything else would change the report with
         // every event and wake the supervisor for nothing.
-        let caught_up = self.status.state == PluginState::Running
-            && self.window.is_empty()
-            && self.buffer.is_empty()
-            && self.replays.is_empty()
-            && self.window.frontier() >= *self.head.borrow();
+        let caught_up = self.status.state == PluginState::Running && self.idle();
         let report = ActorReport {
             caught_up_to: caught_up.then(|| self.window.frontier()),
             disabled: false,
@@ -446,6 +456,10 @@ impl Actor {
         );
         let end = self.serve(&mut child).await;
         self.publish_cursor();
+        // What it answered in this session is recorded in full, however it ended.
+        if let Some(json) = self.timings.take_summary_now() {
+            self.store.set_timings(&self.spec.name, json);
+        }
         end
     }
 

@@ -47,6 +47,13 @@ impl Timings {
         Some(self.summary().to_string())
     }
 
+    /// The summary as JSON when it changed, however recently it was written: for a plugin that
+    /// has caught up or is stopping, so that what is recorded counts every answer.
+    pub(crate) fn take_summary_now(&mut self) -> Option<String> {
+        self.written = None;
+        self.take_summary()
+    }
+
     /// The summary.
     pub(crate) fn summary(&self) -> serde_json::Value {
         let mut sorted: Vec<f64> = self.recent.iter().copied().collect();

@@ -202,3 +202,19 @@ fn plugins_get_their_environment_and_only_their_own_credentials() {
         "the key is never logged"
     );
 }
+
+#[test]
+fn the_duration_summary_counts_every_answer() {
+    let ctx = Ctx::new();
+    ctx.events(1..=3000);
+    ctx.config(&[], &ctx.test_plugin("t", ""));
+    crate::assert_success(&ctx.run());
+    let timings: String = ctx
+        .db()
+        .query_row("SELECT timings FROM plugins WHERE name = 't'", [], |r| {
+            r.get(0)
+        })
+        .expect("timings");
+    let timings: serde_json::Value = serde_json::from_str(&timings).expect("json");
+    assert_eq!(timings["count"], 3000, "{timings}");
+}
