@@ -278,8 +278,17 @@ fn describe_rewind(r: &ops::RewindReport) -> String {
     } else {
         "nothing is replayed or skipped".into()
     };
+    let from = match r.from_event_id {
+        Some(id) => format!("had finished up to event {id}"),
+        None => "had finished nothing".into(),
+    };
+    let note = r
+        .note
+        .as_ref()
+        .map(|n| format!("\nnote: {n}"))
+        .unwrap_or_default();
     format!(
-        "{verb} plugin `{}` from seq {} to seq {}: {what}; {next}",
-        r.plugin, r.from_cursor, r.to_cursor
+        "{verb} plugin `{}`, which {from}: {what}; {next}{note}",
+        r.plugin
     )
 }

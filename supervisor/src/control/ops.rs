@@ -220,6 +220,9 @@ pub struct RewindReport {
     pub skipped: i64,
     /// Whether nothing was changed.
     pub dry_run: bool,
+    /// What the operator should know: the event asked for is older than the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Moves `plugin`'s cursor so that it gets `target` next (or nothing before the next new event),
@@ -238,6 +241,7 @@ pub fn rewind(
     let head: i64 = conn
         .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
         .map_err(StoreError::from)?;
+    let mut note = None;
     let to_cursor = match target {
         RewindTarget::Latest => head,
         RewindTarget::Event(id) => {
@@ -254,14 +258,20 @@ pub fn rewind(
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .map_err(StoreError::from)?;
-            // Before the oldest journaled event is fine unless pruning removed what was there.
+            // Before the oldest journaled event: from there, saying so (and whether pruning removed
+            // what was before it).
             let pruned = first_seq.is_some_and(|s| s > 1);
             match (found, oldest) {
-                (Some((_, _)), Some(oldest)) if id < oldest && pruned => {
-                    return Err(ControlError::NotJournaled {
-                        event_id: id,
-                        oldest: Some(oldest),
-                    });
+                (Some((seq, _)), Some(oldest)) if id < oldest => {
+                    note = Some(format!(
+                        "event {id} is older than the journal, which starts at event {oldest}{}; rewinding to there",
+                        if pruned {
+                            " (older events were pruned: `daemon.journal_retention`)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    seq - 1
                 }
                 (Some((seq, _)), _) => seq - 1,
                 // Past the newest journaled event: the plugin waits for new ones.
@@ -320,6 +330,7 @@ pub fn rewind(
         replayed,
         skipped,
         dry_run,
+        note,
     })
 }
 

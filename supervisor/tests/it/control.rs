@@ -298,6 +298,12 @@ fn rewind_replays_from_an_event_or_skips_the_backlog() {
 
     let r = ctx.cli_json(&["plugin", "rewind", "a", "--to-event", "0"]);
     assert_eq!(r["data"]["replayed"], 30, "from the start: {r}");
+    assert_eq!(
+        r["message"],
+        "moved plugin `a`, which had finished up to event 30: 30 journaled events will be offered again; its next event is 1\n\
+         note: event 0 is older than the journal, which starts at event 1; rewinding to there",
+        "event ids, not journal positions; and a note for an event before the journal"
+    );
     wait_for("the full replay", || ctx.ids("a").len() == 70);
     ctx.stop(daemon);
 
