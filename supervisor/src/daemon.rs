@@ -240,7 +240,27 @@ impl Daemon {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         tracing::info!("plugin files changed: {}", shown.join(", "));
         match self.config.rediscover() {
-            Ok(new) => {
+            Ok(mut new) => {
+                // The configuration file was edited since it was loaded (a reload that failed, or
+                // none yet): a new plugin may have a table there (its `start_at`, its `env`...)
+                // that the loaded text lacks. Started now, with the defaults, it would begin at
+                // the head, and its row would outlive the fix. It waits for a good reload.
+                let edited = std::fs::read_to_string(&self.config.file)
+                    .is_ok_and(|text| text != self.config.text);
+                if edited {
+                    new.plugins.retain(|p| {
+                        let known = self.keepers.contains_key(&p.name);
+                        if !known {
+                            tracing::warn!(
+                                plugin = %p.name,
+                                "plugin `{}` appeared, but `{}` changed since it was loaded; it starts once the configuration is reloaded, with its settings there\nhint: fix the configuration if needed, then `sgevents reload` (or SIGHUP)",
+                                p.name,
+                                self.config.file.display()
+                            );
+                        }
+                        known
+                    });
+                }
                 let (reply, answer) = oneshot::channel();
                 self.apply(new, reply);
                 tokio::spawn(async move {

@@ -850,3 +850,59 @@ fn a_plugin_named_before_the_one_it_runs_after_still_gets_its_events() {
     assert_eq!(ctx.ids("z"), (1..=20).collect::<Vec<_>>());
     assert_eq!(ctx.ids("a"), (1..=20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_plugin_that_appears_after_a_failed_reload_waits_to_start_with_its_settings() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = Ctx::new();
+    ctx.events(1..=5);
+    let bin = ctx.path("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    let mut overrides = LIVE.to_vec();
+    overrides.push(("[plugins]", "[plugins]\npaths = [\"bin\"]"));
+    ctx.config(&overrides, &ctx.test_plugin("a", ""));
+    let daemon = ctx.start();
+    ctx.wait_ready();
+    wait_for("a caught up", || ctx.ids("a").len() == 5);
+
+    // A table for `late`, which wants every journaled event, before its executable exists: the
+    // reload fails.
+    let late = format!(
+        "\n[plugin.late]\nstart_at = \"earliest\"\nconfig = {{ record = {:?} }}\n",
+        ctx.path("late.rec").display().to_string()
+    );
+    ctx.config(&overrides, &format!("{}{late}", ctx.test_plugin("a", "")));
+    signal(&daemon, Signal::SIGHUP);
+    wait_for("the failed reload", || {
+        ctx.log().contains("the new configuration is invalid")
+    });
+
+    // Its executable arrives: the watcher sees it, but it waits for the configuration.
+    let tmp = bin.join(".late.tmp");
+    fs::write(
+        &tmp,
+        format!(
+            "#!/bin/sh\nexec {:?}\n",
+            crate::test_plugin().display().to_string()
+        ),
+    )
+    .expect("write");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::rename(&tmp, bin.join("late")).expect("rename");
+    wait_for("the watcher's warning", || {
+        ctx.log().contains("plugin `late` appeared, but")
+    });
+    assert!(
+        ctx.plugin_if_known("late").is_none(),
+        "not started with the defaults"
+    );
+
+    // Now the configuration loads: `late` starts with its `start_at`, from the first event.
+    let r = ctx.cli_json(&["reload"]);
+    assert_eq!(r["ok"], true, "{r}");
+    wait_for("late gets every journaled event", || {
+        ctx.ids("late").len() == 5
+    });
+    ctx.stop(daemon);
+    assert_eq!(ctx.ids("late"), (1..=5).collect::<Vec<_>>());
+}
