@@ -206,10 +206,28 @@ pub async fn run(config: &Config, options: &Options) -> Result<bool, DeliverErro
         problem: format!("cannot be started (command `{}`): {e}", spec.command.join(" ")),
         hint: "check the command: a path is relative to the configuration file's folder, where plugins run".into(),
     })?;
-    let register = match handshake(&spec, &mut child).await {
+    // Ctrl-C stops the plugin too: it runs in a process group of its own, which the terminal's
+    // signal does not reach.
+    let outcome = tokio::select! {
+        outcome = session(&spec, &mut child, events) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            say("interrupted: stopping the plugin");
+            Ok(false)
+        }
+    };
+    stop(&spec, &mut child).await;
+    outcome
+}
+
+/// The handshake and the deliveries; returns whether every event was acked.
+async fn session(
+    spec: &PluginSpec,
+    child: &mut PluginChild,
+    events: Events,
+) -> Result<bool, DeliverError> {
+    let register = match handshake(spec, child).await {
         Ok(r) => r,
         Err(problem) => {
-            stop(&spec, &mut child).await;
             return Err(DeliverError::Plugin {
                 plugin: spec.name.clone(),
                 problem,
@@ -271,11 +289,10 @@ pub async fn run(config: &Config, options: &Options) -> Result<bool, DeliverErro
             names.join(", ")
         ));
         child.send(event_line(row, 1, &names, &spec.limits));
-        let (acked, stopped) = answer(&spec, &mut child, row.event_id).await;
+        let (acked, stopped) = answer(spec, child, row.event_id).await;
         all_acked &= acked;
         gone = stopped;
     }
-    stop(&spec, &mut child).await;
     Ok(all_acked)
 }
 

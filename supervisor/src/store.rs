@@ -2023,4 +2023,48 @@ mod tests {
             "a reader never creates the database"
         );
     }
+
+    #[tokio::test]
+    async fn attempt_times_follow_an_event_from_its_retries_to_its_failure() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, thread) = Store::open(dir.path(), options()).expect("open");
+        store
+            .open_plugin("a", Some(StartAt::Earliest), "fp")
+            .await
+            .expect("plugin");
+        store
+            .append((101..=102).map(event).collect(), position(102))
+            .await
+            .expect("append");
+        store.retry("a", 1, 101, 1, Duration::from_secs(5), "locked");
+        store.retry("a", 1, 101, 2, Duration::from_secs(5), "locked");
+        store.failed("a", 1, 101, 3, "boom");
+        // An operator's retry of the failed event, failing again, adds to them.
+        store.failed("a", 1, 101, 4, "boom again");
+        store.flush().await;
+        drop(store);
+        thread.join().expect("store thread");
+
+        let conn = open_read_only(dir.path()).expect("read-only");
+        let times: String = conn
+            .query_row(
+                "SELECT attempt_times FROM failed_events WHERE plugin = 'a' AND event_id = 101",
+                [],
+                |r| r.get(0),
+            )
+            .expect("failed row");
+        let times: Vec<serde_json::Value> = serde_json::from_str(&times).expect("JSON");
+        let attempts: Vec<i64> = times.iter().filter_map(|t| t["attempt"].as_i64()).collect();
+        assert_eq!(attempts, [1, 2, 3, 4], "{times:?}");
+        assert!(
+            times
+                .iter()
+                .all(|t| t["at"].as_str().is_some_and(|at| at.ends_with('Z'))),
+            "{times:?}"
+        );
+        let retries: i64 = conn
+            .query_row("SELECT count(*) FROM retries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(retries, 0, "the retry row went with the failure");
+    }
 }

@@ -436,6 +436,20 @@ fn new_plugins_run_under_the_daemon_and_their_tests_pass() {
         assert!(ctx.failed(name).is_empty(), "{log}");
     }
 
+    // `deliver` prints the answer, and the plugin's log lines as the daemon's records (stderr).
+    let out = output(ctx.sgevents(&["deliver", "sh-notes", "--event", "2"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("event 2: ack"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("event 2: a Task's status changed"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Their own tests pass.
     let out = output({
         let mut cmd = Command::new("python3");
