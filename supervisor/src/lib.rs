@@ -19,6 +19,8 @@
 //! - [`daemon`] starts everything, answers the [`control`] socket, applies new configurations and
 //!   changed plugin files (`watch`), and stops it all in order; [`status`] and [`check`] are the
 //!   read-only commands.
+//! - The try-it loop: [`deliver`] runs one plugin on chosen events as the daemon would, writing
+//!   nothing; [`tail`] follows the journal; [`scaffold`] writes a new plugin and its test.
 //! - [`alerts`] mails operators, [`logging`] writes stderr and the log files, [`notify`] talks to
 //!   systemd, [`migrate`] converts a shotgunEvents installation.
 //!
@@ -31,6 +33,7 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod deliver;
 pub mod launch;
 pub mod lock;
 pub mod logging;
@@ -39,8 +42,10 @@ pub mod notify;
 pub mod orphans;
 pub(crate) mod plugin;
 pub mod redact;
+pub mod scaffold;
 pub(crate) mod source;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tail;
 pub(crate) mod watch;

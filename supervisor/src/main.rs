@@ -1,5 +1,6 @@
-//! The `sgevents` command: `run`, `check` and `status`. A thin layer over the library: parse the
-//! arguments, set up logging, run the command, map the result to an exit status.
+//! The `sgevents` command: `run`, `check`, `status`, the control commands, the try-it loop
+//! (`deliver`, `tail`, `failed show`, `new plugin`) and `migrate`. A thin layer over the library:
+//! parse the arguments, set up logging, run the command, map the result to an exit status.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,8 +51,48 @@ enum Command {
     /// Show each plugin's state and the source's position, from the state database
     Status {
         /// Print JSON, for scripts
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Redraw the table in place every SECS seconds until Ctrl-C
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+    },
+    /// Start one plugin, hand it chosen events exactly as the daemon would, print its answers and
+    /// stop it; moves no cursor, records nothing. Exit status 0 when every event was acked
+    #[command(group(clap::ArgGroup::new("which").args(["event", "last"])))]
+    Deliver {
+        /// The plugin (a configured one, or any name with --command)
+        name: String,
+        /// Deliver this event id (repeatable; in the order given)
+        #[arg(long, value_name = "ID")]
+        event: Vec<i64>,
+        /// Deliver the last N events the plugin subscribes to
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Run this command instead of the configured one (a plugin under development); its
+        /// arguments follow it, up to the next option
+        #[arg(long, value_name = "PROGRAM", num_args = 1..)]
+        command: Option<Vec<String>>,
+        /// Take the events from this JSON-lines file instead of the journal
+        #[arg(long, value_name = "FILE")]
+        event_file: Option<PathBuf>,
+    },
+    /// Follow newly journaled events, one line each: id, time, type, entity, attribute, user
+    Tail {
+        /// Only the events this plugin subscribes to
+        #[arg(long, value_name = "NAME")]
+        plugin: Option<String>,
+        /// Only event types matching this glob (`*`, `?`), such as `Shotgun_Task_*`
+        #[arg(long = "type", value_name = "GLOB")]
+        event_type: Option<String>,
+        /// Print each event's JSON, one per line
         #[arg(long)]
         json: bool,
+    },
+    /// Write something new: `new plugin NAME --lang python|rust|sh`
+    New {
+        #[command(subcommand)]
+        what: NewWhat,
     },
     /// Control one plugin of the running daemon (some work without it)
     Plugin {
@@ -96,6 +137,22 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+enum NewWhat {
+    /// A working plugin with a subscription and a test, in a folder of its own; prints the
+    /// `[plugin.NAME]` lines to add
+    Plugin {
+        /// Its name (letters, digits, `_`, `-`)
+        name: String,
+        /// Its language
+        #[arg(long, value_enum)]
+        lang: sgevents::scaffold::Lang,
+        /// Where to create its folder
+        #[arg(long, value_name = "PATH", default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
 enum PluginAction {
     /// Every plugin: state, pid, position, lag, failures, durations
     List,
@@ -129,6 +186,13 @@ enum PluginAction {
 enum FailedAction {
     /// The failed events of one plugin, or of all
     List { name: Option<String> },
+    /// One failed event in full: the whole error, when each attempt failed, and the event
+    Show {
+        name: String,
+        /// The event
+        #[arg(long, value_name = "ID")]
+        event: i64,
+    },
     /// Deliver a plugin's failed events (or one) again
     Retry {
         name: String,
@@ -172,6 +236,7 @@ fn control_request(command: &Command) -> Option<(Request, bool)> {
         Command::Failed { action, json } => (
             match action.clone() {
                 FailedAction::List { name } => Request::FailedList { plugin: name },
+                FailedAction::Show { .. } => return None,
                 FailedAction::Retry { name, event } => Request::FailedRetry {
                     plugin: name,
                     event,
@@ -253,6 +318,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let file = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    // `new plugin` needs no configuration; with one, the command it prints is relative to it.
+    if let Command::New {
+        what: NewWhat::Plugin { name, lang, dir },
+    } = &cli.command
+    {
+        let config_dir = file
+            .is_file()
+            .then(|| file.parent().map(std::path::Path::to_path_buf))
+            .flatten()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d
+                }
+            });
+        let written = sgevents::scaffold::new_plugin(name, *lang, dir, config_dir.as_deref())?;
+        write_stdout(&written.render(name))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // `failed show` and `tail` only read the state database.
+    if let Command::Failed {
+        action: FailedAction::Show { name, event },
+        json,
+    } = &cli.command
+    {
+        let config = config::load_without_secrets(&file)?;
+        let conn = sgevents::store::open_read_only(&config.daemon.state_dir)?;
+        let detail = sgevents::control::show::failed_show(&conn, name, *event)?;
+        let text = if *json {
+            format!("{}\n", serde_json::to_string_pretty(&detail)?)
+        } else {
+            sgevents::control::show::render(&detail)
+        };
+        write_stdout(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Tail {
+        plugin,
+        event_type,
+        json,
+    } = &cli.command
+    {
+        let config = config::load_without_secrets(&file)?;
+        sgevents::tail::run(
+            &config,
+            &sgevents::tail::Options {
+                plugin: plugin.clone(),
+                event_type: event_type.clone(),
+                json: *json,
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // `status` and the control commands only need the state directory: they must work in a shell
     // without the daemon's keys.
     if let Some((request, json)) = control_request(&cli.command) {
@@ -297,7 +416,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Status { json } => {
+        Command::Status {
+            watch: Some(secs), ..
+        } => {
+            let every = std::time::Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("`--watch {secs}` is not a number of seconds above 0\nhint: such as `--watch 2` or `--watch 0.5`")
+                })?;
+            sgevents::status::watch(&config, every)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliver {
+            name,
+            event,
+            last,
+            command,
+            event_file,
+        } => {
+            let options = sgevents::deliver::Options {
+                plugin: name,
+                events: event,
+                last,
+                command,
+                event_file,
+            };
+            let acked = runtime.block_on(sgevents::deliver::run(&config, &options))?;
+            Ok(if acked {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status { json, watch: None } => {
             let status = sgevents::status::gather(&config)?;
             let text = if json {
                 format!("{}\n", serde_json::to_string_pretty(&status)?)
@@ -307,7 +459,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { .. } | Command::Failed { .. } | Command::Reload { .. } => {
+        Command::Plugin { .. }
+        | Command::Failed { .. }
+        | Command::Reload { .. }
+        | Command::Tail { .. }
+        | Command::New { .. } => {
             unreachable!("control commands return before the configuration is loaded in full")
         }
         Command::Migrate { .. } => {

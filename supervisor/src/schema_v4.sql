@@ -43,6 +43,14 @@ ALTER TABLE source_state ADD COLUMN file_head TEXT;
 -- attempt: "event 42 (attempt 3): <error>". Kept when the event later succeeds, until another
 -- delivery error replaces it.
 ALTER TABLE plugins ADD COLUMN last_delivery_error TEXT;
+-- When each failed delivery of an event ended: a JSON array, oldest first, of
+-- {"attempt": N, "at": "<UTC>"}, where `at` is when the daemon recorded that attempt's failure
+-- (its nack, timeout or crash: when the retry was scheduled; its last one: when it failed for
+-- good). Kept on the waiting retry, carried to the failed event, and extended when an operator's
+-- retry of a failed event fails again. NULL on rows written before schema 4. `sgevents failed show`
+-- prints it.
+ALTER TABLE retries ADD COLUMN attempt_times TEXT;
+ALTER TABLE failed_events ADD COLUMN attempt_times TEXT;
 
 
 

@@ -263,3 +263,41 @@ pub fn plugin_table(plugins: &[Value]) -> String {
     }
     out
 }
+
+/// `status --watch SECS`: redraws the status in place every `every` until interrupted. Each frame
+/// moves the cursor home, writes every line followed by "clear to end of line", then clears to
+/// the end of the screen: nothing is erased before it is overwritten, so it does not flicker (in a
+/// terminal or in tmux). Only the first frame clears the whole screen. A database that cannot be
+/// read (the daemon not started yet) is shown in the frame, and the next frame tries again.
+pub fn watch(config: &Config, every: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut first = true;
+    loop {
+        let body = match gather(config) {
+            Ok(status) => render(&status),
+            Err(e) => format!("{e:#}\n"),
+        };
+        let mut frame = String::from(if first { "\x1b[H\x1b[2J" } else { "\x1b[H" });
+        first = false;
+        let _ = writeln!(
+            frame,
+            "every {}: sgevents status (Ctrl-C stops)\x1b[K\n\x1b[K",
+            humantime::format_duration(every)
+        );
+        for line in body.lines() {
+            frame.push_str(line);
+            frame.push_str("\x1b[K\n");
+        }
+        frame.push_str("\x1b[J");
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // The terminal is gone.
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
+}

@@ -1348,10 +1348,13 @@ impl Worker {
                 let offset = format!("+{:.3} seconds", delay.as_secs_f64());
                 self.conn
                     .prepare_cached(&format!(
-                        "INSERT INTO retries (plugin, seq, event_id, attempts, next_at, last_error, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ','now', ?5), ?6, {NOW}) \
+                        "INSERT INTO retries (plugin, seq, event_id, attempts, next_at, last_error, updated_at, attempt_times) \
+                         VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ','now', ?5), ?6, {NOW}, \
+                         json_array(json_object('attempt', ?4, 'at', {NOW}))) \
                          ON CONFLICT (plugin, seq) DO UPDATE SET attempts = excluded.attempts, next_at = excluded.next_at, \
-                         last_error = excluded.last_error, updated_at = excluded.updated_at"
+                         last_error = excluded.last_error, updated_at = excluded.updated_at, \
+                         attempt_times = json_insert(COALESCE(retries.attempt_times, '[]'), '$[#]', \
+                         json_object('attempt', excluded.attempts, 'at', excluded.updated_at))"
                     ))?
                     .execute(params![plugin, seq, event_id, attempts, offset, error])?;
                 self.last_delivery_error(&plugin, event_id, attempts, &error)?;
@@ -1368,17 +1371,19 @@ impl Worker {
                 attempts,
                 error,
             } => {
+                let times = self.failed_attempt_times(&plugin, seq, event_id, attempts)?;
                 self.conn
                     .prepare_cached("DELETE FROM retries WHERE plugin = ?1 AND seq = ?2")?
                     .execute(params![plugin, seq])?;
                 self.conn
                     .prepare_cached(&format!(
-                        "INSERT INTO failed_events (plugin, event_id, seq, attempts, last_error, failed_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, {NOW}) \
+                        "INSERT INTO failed_events (plugin, event_id, seq, attempts, last_error, failed_at, attempt_times) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, {NOW}, ?6) \
                          ON CONFLICT (plugin, event_id) DO UPDATE SET attempts = excluded.attempts, \
-                         last_error = excluded.last_error, failed_at = excluded.failed_at, retry_requested_at = NULL"
+                         last_error = excluded.last_error, failed_at = excluded.failed_at, retry_requested_at = NULL, \
+                         attempt_times = excluded.attempt_times"
                     ))?
-                    .execute(params![plugin, event_id, seq, attempts, error])?;
+                    .execute(params![plugin, event_id, seq, attempts, error, times])?;
                 self.last_delivery_error(&plugin, event_id, attempts, &error)?;
             }
             Cmd::DaemonStarted { pid } => {
@@ -1410,6 +1415,42 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// The `attempt_times` of an event that failed for good as attempt `attempt`: those its
+    /// failed row already had (an operator's retry that failed again), those of its waiting
+    /// retry, and this one, now.
+    fn failed_attempt_times(
+        &self,
+        plugin: &str,
+        seq: i64,
+        event_id: i64,
+        attempt: u32,
+    ) -> Result<String, StoreError> {
+        let earlier = |sql: &str, key: i64| -> Result<Vec<serde_json::Value>, StoreError> {
+            let text: Option<String> = self
+                .conn
+                .prepare_cached(sql)?
+                .query_row(params![plugin, key], |r| r.get(0))
+                .optional()?
+                .flatten();
+            Ok(text
+                .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+                .unwrap_or_default())
+        };
+        let mut times = earlier(
+            "SELECT attempt_times FROM failed_events WHERE plugin = ?1 AND event_id = ?2",
+            event_id,
+        )?;
+        times.extend(earlier(
+            "SELECT attempt_times FROM retries WHERE plugin = ?1 AND seq = ?2",
+            seq,
+        )?);
+        let now: String = self
+            .conn
+            .query_row(&format!("SELECT {NOW}"), [], |r| r.get(0))?;
+        times.push(serde_json::json!({"attempt": attempt, "at": now}));
+        Ok(serde_json::Value::Array(times).to_string())
     }
 
     /// Records a plugin's last delivery error (`plugins.last_delivery_error`).
@@ -1981,5 +2022,49 @@ mod tests {
             !db_path(dir.path()).exists(),
             "a reader never creates the database"
         );
+    }
+
+    #[tokio::test]
+    async fn attempt_times_follow_an_event_from_its_retries_to_its_failure() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, thread) = Store::open(dir.path(), options()).expect("open");
+        store
+            .open_plugin("a", Some(StartAt::Earliest), "fp")
+            .await
+            .expect("plugin");
+        store
+            .append((101..=102).map(event).collect(), position(102))
+            .await
+            .expect("append");
+        store.retry("a", 1, 101, 1, Duration::from_secs(5), "locked");
+        store.retry("a", 1, 101, 2, Duration::from_secs(5), "locked");
+        store.failed("a", 1, 101, 3, "boom");
+        // An operator's retry of the failed event, failing again, adds to them.
+        store.failed("a", 1, 101, 4, "boom again");
+        store.flush().await;
+        drop(store);
+        thread.join().expect("store thread");
+
+        let conn = open_read_only(dir.path()).expect("read-only");
+        let times: String = conn
+            .query_row(
+                "SELECT attempt_times FROM failed_events WHERE plugin = 'a' AND event_id = 101",
+                [],
+                |r| r.get(0),
+            )
+            .expect("failed row");
+        let times: Vec<serde_json::Value> = serde_json::from_str(&times).expect("JSON");
+        let attempts: Vec<i64> = times.iter().filter_map(|t| t["attempt"].as_i64()).collect();
+        assert_eq!(attempts, [1, 2, 3, 4], "{times:?}");
+        assert!(
+            times
+                .iter()
+                .all(|t| t["at"].as_str().is_some_and(|at| at.ends_with('Z'))),
+            "{times:?}"
+        );
+        let retries: i64 = conn
+            .query_row("SELECT count(*) FROM retries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(retries, 0, "the retry row went with the failure");
     }
 }

@@ -13,11 +13,14 @@
 //! state directory's lock and make the same change directly ([`ops`]), in one transaction. The
 //! others say that the daemon is not running.
 //!
+//! `failed show` ([`show`]) only reads, so it reads the database directly (read-only), daemon or not.
+//!
 //! The wire format is documented in `docs/OPERATIONS.md` ("The control socket").
 
 pub mod client;
 pub mod ops;
 pub(crate) mod server;
+pub mod show;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -665,18 +665,7 @@ impl Actor {
 
     /// The names of the subscriptions `row` matches.
     fn matching(&self, row: &JournalRow) -> Vec<String> {
-        let fields = MatchFields {
-            event_type: &row.event_type,
-            attribute_name: row.attribute_name.as_deref(),
-            entity_type: row.entity_type.as_deref(),
-            project_id: row.project_id,
-            is_transient: row.is_transient,
-        };
-        self.subscriptions
-            .iter()
-            .filter(|s| s.matches_fields(&fields))
-            .map(|s| s.name.clone())
-            .collect()
+        matching(&self.subscriptions, row)
     }
 
     /// Sends journal events while the window has room.
@@ -1197,19 +1186,53 @@ async fn gate_moved(gate: &mut Option<watch::Receiver<i64>>) {
 /// Writes `slot`'s event to the plugin and marks it sent now.
 fn send_slot(stdin: &Stdin, limits: &PluginLimits, slot: &mut Slot) {
     let now = Instant::now();
-    let names: Vec<&str> = slot.subscriptions.iter().map(String::as_str).collect();
-    stdin.send(encode_event_raw(
-        slot.row.event_id,
+    stdin.send(event_line(
+        &slot.row,
         slot.attempt,
-        &names,
-        limits.ack_timeout.as_millis() as u64,
-        &slot.row.body,
+        &slot.subscriptions,
+        limits,
     ));
     slot.state = SlotState::Sent {
         deadline: now + limits.ack_timeout,
         cap: now + limits.progress_cap,
     };
     slot.sent_at = now;
+}
+
+/// The names of the `subscriptions` that journaled event `row` matches, in their order: what the
+/// actor addresses an event to (none: it is not sent). `sgevents deliver` uses it too.
+pub(crate) fn matching(subscriptions: &[Subscription], row: &JournalRow) -> Vec<String> {
+    let fields = MatchFields {
+        event_type: &row.event_type,
+        attribute_name: row.attribute_name.as_deref(),
+        entity_type: row.entity_type.as_deref(),
+        project_id: row.project_id,
+        is_transient: row.is_transient,
+    };
+    subscriptions
+        .iter()
+        .filter(|s| s.matches_fields(&fields))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The `event` line (newline included) that delivers `row` as attempt `attempt` to the
+/// subscriptions `names`, with the plugin's `ack_timeout` as its deadline. `sgevents deliver`
+/// sends the same bytes.
+pub(crate) fn event_line(
+    row: &JournalRow,
+    attempt: u32,
+    names: &[String],
+    limits: &PluginLimits,
+) -> String {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    encode_event_raw(
+        row.event_id,
+        attempt,
+        &names,
+        limits.ack_timeout.as_millis() as u64,
+        &row.body,
+    )
 }
 
 fn first_line(text: &str) -> &str {

@@ -20,6 +20,7 @@ mod service;
 mod shotgrid;
 mod source_faults;
 mod store_faults;
+mod tryit;
 
 use std::fs;
 use std::path::{Path, PathBuf};
