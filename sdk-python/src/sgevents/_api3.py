@@ -26,8 +26,8 @@ when it has no offset, because shotgunEvents' plugins could rely on it being a `
 
 `LocalTimezone` is a copy of `shotgun_api3.lib.sgtimezone.LocalTimezone` (the class of
 `sg_timezone.local`), so that the host converts without `shotgun_api3` installed; the legacy host
-passes `shotgun_api3`'s own `sg_timezone.local` when it can import it, so that the datetimes a
-callback gets from the event and from `sg` share one `tzinfo`, as they did.
+passes `shotgun_api3`'s own `sg_timezone.local` once the plugin's process has imported it, so that
+the datetimes a callback gets from the event and from `sg` share one `tzinfo`, as they did.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ Theory of operation:
   `type`, `id`, `event_type`, `attribute_name`, `meta`, `entity`, `user`, `project`,
   `session_uuid` and `created_at`, every date-time string at any depth an aware `datetime` in
   local time, a null `event_type` None. It is made once per event and every callback gets the same
-  dict, as in shotgunEvents. The time zone is `shotgun_api3.sg_timezone.local` when the host can
-  import `shotgun_api3` at the handshake, else a copy of it (`_api3.LOCAL`).
+  dict, as in shotgunEvents. The time zone is `shotgun_api3.sg_timezone.local` once the process has
+  imported `shotgun_api3` (`api3_local_zone`), else a copy of it (`_api3.LOCAL`).
 - `sg` (`LazyShotgun`) makes its `shotgun_api3.Shotgun` on first use and passes
   `isinstance(sg, shotgun_api3.Shotgun)` (its `__class__` is the class it makes).
 - An exception in a callback registered with `stopOnError=True` answers `fatal`: the plugin is
@@ -109,17 +109,14 @@ ShotgunClass = Callable[..., Any]
 api3_event = _api3.api3_event
 
 
-def api3_local_zone(shotgun_class: Optional[ShotgunClass] = None) -> tzinfo:
-    """The `tzinfo` of the event's datetimes: `shotgun_api3.sg_timezone.local` if `shotgun_api3`
-    can be imported (and no stand-in `shotgun_class` replaces it), else `_api3.LOCAL`, a copy."""
-    if shotgun_class is None:
-        try:
-            local = importlib.import_module("shotgun_api3").sg_timezone.local
-        except Exception:  # not installed, or not the real library: the copy converts the same
-            local = None
-        if isinstance(local, tzinfo):
-            return local
-    return _api3.LOCAL
+def api3_local_zone() -> tzinfo:
+    """The `tzinfo` of the event's datetimes: `shotgun_api3.sg_timezone.local` once the process has
+    imported `shotgun_api3` (the plugin did, or its `sg` was used), else `_api3.LOCAL`, a copy that
+    converts the same. The host never imports it for this: a plugin that does not use `sg` starts
+    as fast as before, and runs without it installed."""
+    module = sys.modules.get("shotgun_api3")
+    local = getattr(getattr(module, "sg_timezone", None), "local", None)
+    return local if isinstance(local, tzinfo) else _api3.LOCAL
 
 
 class MatchEvents:
@@ -472,7 +469,6 @@ class _Host:
         self._config = LegacyConfig()
         self._connections = _Connections(self.name, self._config, shotgun_class)
         self._callbacks: List[_Callback] = []
-        self._tz: tzinfo = _api3.LOCAL
         self.alerts: Alerts = None
         self.alerts_set = False
         self._registering = False
@@ -489,7 +485,6 @@ class _Host:
             )
         self._connections = _Connections(self.name, self._config, self._shotgun_class)
         self._callbacks = []
-        self._tz = api3_local_zone(self._shotgun_class)
         self.alerts, self.alerts_set = None, False
         module = self._load()
         register = getattr(module, "registerCallbacks", None)
@@ -616,7 +611,7 @@ class _Host:
         api3's shape."""
         if ctx.subscriptions and ctx.subscription != ctx.subscriptions[0]:
             return
-        event = api3_event(flat, self._tz)
+        event = api3_event(flat, api3_local_zone())
         failures: List[str] = []
         for callback in self._callbacks:
             if not callback.match.matches(event):
