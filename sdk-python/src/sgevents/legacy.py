@@ -374,7 +374,7 @@ class LazyShotgun:
         object.__setattr__(self, "_kind", kind)
 
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # noqa: D105
+    def __class__(self) -> type:
         real = self._real
         if real is not None:
             return type(real)
