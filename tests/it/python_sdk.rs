@@ -1,7 +1,10 @@
 //! Runs the Python SDK's own test suite (stdlib `unittest`), so that `cargo test` is the one command
-//! that runs every test of the project.
+//! that runs every test of the project. The real `shotgun_api3` is installed for it (into
+//! `target/pydeps/`, kept out of `PYTHONPATH`): the legacy host's event is checked against it.
 
 use std::process::Command;
+
+use sgevents_tests::fake_site::python_with_shotgun_api3;
 
 use crate::root;
 
@@ -20,6 +23,7 @@ fn the_python_sdk_test_suite_passes() {
         .current_dir(root())
         .env("PYTHONPATH", root().join("sdk-python/src"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("SGEVENTS_SHOTGUN_API3_DIR", python_with_shotgun_api3())
         .output()
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -19,6 +19,14 @@ Theory of operation:
   cannot say exactly what the incumbent meant. The host then decides itself, with the incumbent's
   rules (`MatchEvents.matches`), which callbacks an event is for, and calls them in registration
   order, one event at a time (`max_in_flight` 1), as `callback(sg, logger, event, args)`.
+- `event` is the dict `shotgun_api3` returned to shotgunEvents (`_api3.api3_event`): the keys
+  `type`, `id`, `event_type`, `attribute_name`, `meta`, `entity`, `user`, `project`,
+  `session_uuid` and `created_at`, every date-time string at any depth an aware `datetime` in
+  local time, a null `event_type` None. It is made once per event and every callback gets the same
+  dict, as in shotgunEvents. The time zone is `shotgun_api3.sg_timezone.local` once the process has
+  imported `shotgun_api3` (`api3_local_zone`), else a copy of it (`_api3.LOCAL`).
+- `sg` (`LazyShotgun`) makes its `shotgun_api3.Shotgun` on first use and passes
+  `isinstance(sg, shotgun_api3.Shotgun)` (its `__class__` is the class it makes).
 - An exception in a callback registered with `stopOnError=True` answers `fatal`: the plugin is
   disabled at this event, which is not acknowledged, so it runs again (every callback of it) once
   the plugin is enabled. With `stopOnError=False` the other callbacks still run and the event is
@@ -50,6 +58,7 @@ import os
 import sys
 import types
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import (
     AbstractSet,
     Any,
@@ -64,6 +73,7 @@ from typing import (
     Tuple,
 )
 
+from . import _api3
 from ._context import Context
 from ._errors import Fatal, SdkError, ShotgunNotInstalled, Skip
 from ._plugin import Alerts, Plugin, alert_recipients
@@ -71,6 +81,8 @@ from ._runner import _traceback
 
 __all__ = [
     "USAGE",
+    "api3_event",
+    "api3_local_zone",
     "LazyShotgun",
     "LegacyConfig",
     "MatchEvents",
@@ -93,6 +105,19 @@ Filter = Tuple[Tuple[str, ...], AttributeRule]
 
 ShotgunClass = Callable[..., Any]
 """What makes a connection: `shotgun_api3.Shotgun`, or a stand-in with the same signature."""
+
+api3_event = _api3.api3_event
+
+
+def api3_local_zone() -> tzinfo:
+    """The `tzinfo` of the event's datetimes: `shotgun_api3.sg_timezone.local` once the process has
+    imported `shotgun_api3` (the plugin did, or its `sg` was used), else `_api3.LOCAL`, a copy that
+    converts the same. The host never imports it for this: a plugin that does not use `sg` starts
+    as fast as before, and runs without it installed."""
+    module = sys.modules.get("shotgun_api3")
+    local = getattr(getattr(module, "sg_timezone", None), "local", None)
+    return local if isinstance(local, tzinfo) else _api3.LOCAL
+
 
 class MatchEvents:
     """One callback's `matchEvents`, checked and normalised at registration.
@@ -274,11 +299,22 @@ class _Connections:
         try:
             proxy = self._proxies.get(key)
         except TypeError:  # an unhashable name or key: a connection of its own
-            return LazyShotgun(lambda: self._make(script_name, script_key), script_name)
+            return LazyShotgun(lambda: self._make(script_name, script_key), script_name, self._class)
         if proxy is None:
-            proxy = LazyShotgun(lambda: self._make(script_name, script_key), script_name)
+            proxy = LazyShotgun(lambda: self._make(script_name, script_key), script_name, self._class)
             self._proxies[key] = proxy
         return proxy
+
+    def _class(self) -> Optional[type]:
+        """The class `_make` makes, without making one: `shotgun_api3.Shotgun` (None when it
+        cannot be imported), or the stand-in when it is a class."""
+        if self._shotgun_class is not None:
+            return self._shotgun_class if isinstance(self._shotgun_class, type) else None
+        try:
+            made = importlib.import_module("shotgun_api3").Shotgun
+        except Exception:
+            return None
+        return made if isinstance(made, type) else None
 
     def _make(self, script_name: Any, script_key: Any) -> Any:
         config = self._config
@@ -289,6 +325,7 @@ class _Connections:
                 "hint: set the ShotGrid site in the daemon's configuration"
             )
         make = self._shotgun_class
+        extra: Dict[str, Any] = {}
         if make is None:
             try:
                 make = importlib.import_module("shotgun_api3").Shotgun
@@ -297,32 +334,51 @@ class _Connections:
                     f"{what}: `shotgun_api3` cannot be imported by `{sys.executable}` ({err})\n"
                     "hint: pip install shotgun_api3 into the Python that runs legacy plugins"
                 ) from err
+            # Made on first use, which may be `sg.base_url` or `sg.set_session_uuid`: the site is
+            # asked for its version (`info`) at the first call to it, not here.
+            extra["connect"] = False
         return make(
             config.site_url,
             script_name=script_name,
             api_key=script_key,
             http_proxy=config.proxy,
             ca_certs=config.ca_certs,
+            **extra,
         )
 
 
 class LazyShotgun:
-    """The `sg` a callback gets: stands in for a `shotgun_api3.Shotgun` made on first use.
+    """The `sg` a callback gets: a proxy for the `shotgun_api3.Shotgun` it makes on first use.
 
     Any attribute read (`sg.find`, `sg.update`, ...) makes the real connection if there is none
     yet, then goes to it; attribute writes go to it too. `set_session_uuid` before the first use
     is kept and applied when the connection is made, so `use_session_uuid` alone never connects
     (nor needs `shotgun_api3` installed). A failed attempt is not remembered: the next use tries
     again. The script key never appears in `repr()`.
+
+    `sg.__class__` is the class of the connection (before it is made: the class `kind()` names,
+    importing `shotgun_api3` but connecting nothing), so `isinstance(sg, shotgun_api3.Shotgun)` is
+    true, as with the incumbent's `sg`; only `type(sg)` tells the proxy. Without `shotgun_api3`
+    it is `LazyShotgun`.
     """
 
-    __slots__ = ("_make", "_script_name", "_real", "_session_uuid")
+    __slots__ = ("_make", "_script_name", "_real", "_session_uuid", "_kind")
 
-    def __init__(self, make: Callable[[], Any], script_name: Any) -> None:
+    def __init__(
+        self, make: Callable[[], Any], script_name: Any, kind: Callable[[], Optional[type]] = lambda: None
+    ) -> None:
         object.__setattr__(self, "_make", make)
         object.__setattr__(self, "_script_name", script_name)
         object.__setattr__(self, "_real", None)
         object.__setattr__(self, "_session_uuid", ())
+        object.__setattr__(self, "_kind", kind)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        real = self._real
+        if real is not None:
+            return type(real)
+        return self._kind() or LazyShotgun
 
     def _connection(self) -> Any:
         real = self._real
@@ -549,11 +605,13 @@ class _Host:
             # A subscription that matches nothing, so that `register` is valid.
             plugin.subscribe(self.dispatch, ["*"], attributes=[], name="no_callbacks")
 
-    def dispatch(self, ctx: Context, event: Dict[str, Any]) -> None:
+    def dispatch(self, ctx: Context, flat: Dict[str, Any]) -> None:
         """The SDK callback of every subscription: runs the event's callbacks, once per delivery
-        (at its first matched subscription), in registration order."""
+        (at its first matched subscription), in registration order, each with the same dict in
+        api3's shape."""
         if ctx.subscriptions and ctx.subscription != ctx.subscriptions[0]:
             return
+        event = api3_event(flat, api3_local_zone())
         failures: List[str] = []
         for callback in self._callbacks:
             if not callback.match.matches(event):
