@@ -16,6 +16,8 @@ use crate::message::{DaemonMessage, PluginMessage};
 /// Why a line is not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The line is empty or white space only.
+    Empty,
     /// The line is not UTF-8; `valid_up_to` bytes are.
     NotUtf8 {
         /// How many leading bytes are valid UTF-8.
@@ -41,6 +43,11 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DecodeError::Empty => write!(
+                f,
+                "an empty line\nhint: write one JSON message per line and no blank lines; print \
+                 nothing else on stdout (logs go to stderr)"
+            ),
             DecodeError::NotUtf8 { valid_up_to } => write!(
                 f,
                 "line is not valid UTF-8 (bad byte after {valid_up_to} bytes)\nhint: write text \
@@ -95,6 +102,9 @@ pub fn decode_daemon_line(line: &[u8]) -> Result<DaemonMessage, DecodeError> {
 fn decode<T: DeserializeOwned>(line: &[u8], kinds: &[&str]) -> Result<T, DecodeError> {
     if let Ok(msg) = serde_json::from_slice(line) {
         return Ok(msg);
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::Empty);
     }
     let text = std::str::from_utf8(line).map_err(|e| DecodeError::NotUtf8 {
         valid_up_to: e.valid_up_to(),
@@ -269,6 +279,13 @@ mod tests {
             Err(DecodeError::NotJson(_))
         ));
         assert_eq!(decode_plugin_line(b"[1,2]"), Err(DecodeError::NotAnObject));
+        assert_eq!(decode_plugin_line(b""), Err(DecodeError::Empty));
+        assert_eq!(decode_plugin_line(b"  \r"), Err(DecodeError::Empty));
+        assert!(
+            DecodeError::Empty.to_string().starts_with("an empty line\nhint: "),
+            "{}",
+            DecodeError::Empty
+        );
         assert_eq!(
             decode_plugin_line(br#"{"event_id":1}"#),
             Err(DecodeError::MissingType)

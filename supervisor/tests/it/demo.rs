@@ -33,9 +33,19 @@ fn the_demo_configuration_runs_to_completion() {
         assert!(ctx.failed(name).is_empty(), "{name} failed no event");
     }
     let log = String::from_utf8_lossy(&out.stderr);
+    let total = parsed.len();
     assert!(
-        log.contains(&format!("event {last} ")),
-        "log-events logged the last event"
+        log.contains(&format!(
+            "{},{:03} events in all; last: event {last} ",
+            total / 1000,
+            total % 1000
+        )),
+        "log-events summed up every event, up to the last one"
+    );
+    let lines = log.lines().count();
+    assert!(
+        lines < 200,
+        "the demo logs a summary, not a line per event: {lines} lines"
     );
     assert!(
         log.contains(&format!("{} events: ", parsed.len())),
