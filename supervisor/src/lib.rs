@@ -40,3 +40,6 @@ pub(crate) mod source;
 pub mod status;
 pub mod store;
 pub(crate) mod watch;
+
+#[cfg(test)]
+mod fuzz;

@@ -309,12 +309,7 @@ impl Client {
             error,
             body: excerpt(&text),
         };
-        let answer: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let rows = answer
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no `data` list".into()))?;
-        rows.iter().map(|row| flatten(row).map_err(bad)).collect()
+        answer_rows(&text).map_err(bad)
     }
 
     /// Up to `limit` events with an id above `after`, in id order.
@@ -385,6 +380,17 @@ impl Client {
             .and_then(|r| r.get("id"))
             .and_then(Value::as_i64))
     }
+}
+
+/// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
+/// ([`flatten`]). The error says what is wrong with the body.
+pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
+    let answer: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let rows = answer
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "no `data` list".to_owned())?;
+    rows.iter().map(flatten).collect()
 }
 
 /// Turns one JSON:API row into the flat `shotgun_api3` shape: `id` and `type`, the attributes as

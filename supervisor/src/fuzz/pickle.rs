@@ -1,0 +1,1 @@
+//! The `migrate` reader of the incumbent's pickled id file (to come).
