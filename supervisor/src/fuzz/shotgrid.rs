@@ -150,3 +150,22 @@ fn shotgrid_answers(cases: u32) {
         Ok(())
     });
 }
+
+/// Found by `fuzz_shotgrid_answer`: an attribute named `id` (or a relationship so named) replaced
+/// the row's own id in the flat shape, so an odd answer could journal an event under an id that is
+/// not its own (or, with a non-integer `id`, drop it as unreadable). The row's id wins.
+#[test]
+fn fuzz_regression_an_attribute_named_id_does_not_replace_the_rows_id() {
+    let body = r#"{"data":[
+        {"type":"EventLogEntry","id":42,"attributes":{"id":7,"event_type":"Shotgun_Task_Change"},"relationships":{}},
+        {"type":"EventLogEntry","id":43,"attributes":{"id":[]},"relationships":{}},
+        {"type":"EventLogEntry","id":44,"attributes":{},"relationships":{"id":{"data":{"type":"Task","id":1}}}}
+    ]}"#;
+    let rows = answer_rows(body).expect("three rows");
+    let ids: Vec<Option<i64>> = rows.iter().map(|r| r["id"].as_i64()).collect();
+    assert_eq!(ids, [Some(42), Some(43), Some(44)]);
+    for row in rows {
+        let event: Event = serde_json::from_value(row).expect("an event");
+        assert!((42..=44).contains(&event.id), "{event:?}");
+    }
+}

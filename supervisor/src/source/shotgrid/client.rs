@@ -393,15 +393,15 @@ pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
     rows.iter().map(flatten).collect()
 }
 
-/// Turns one JSON:API row into the flat `shotgun_api3` shape: `id` and `type`, the attributes as
-/// they are, and each relationship's `data` (a link or null) under its name.
+/// Turns one JSON:API row into the flat `shotgun_api3` shape: `id`, the attributes as they are,
+/// and each relationship's `data` (a link or null) under its name. The row's `id` is the event's,
+/// whatever the attributes hold.
 pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
     let id = row
         .get("id")
         .and_then(Value::as_i64)
         .ok_or("a row has no integer `id`")?;
     let mut flat = Map::new();
-    flat.insert("id".into(), Value::from(id));
     for name in FIELDS {
         flat.insert((*name).into(), Value::Null);
     }
@@ -415,6 +415,8 @@ pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
             flat.insert(k.clone(), v.get("data").cloned().unwrap_or(Value::Null));
         }
     }
+    // Last: an attribute or relationship named `id` must not replace the row's own.
+    flat.insert("id".into(), Value::from(id));
     Ok(Value::Object(flat))
 }
 
