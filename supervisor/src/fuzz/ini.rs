@@ -262,3 +262,30 @@ fn ini_files(cases: u32) {
         Ok(())
     });
 }
+
+/// Options that each name the next one several times: every level multiplies the value's size
+/// (a "billion laughs"). Within the 10 levels of references `configparser` allows, 4 references
+/// per level made a 16 MiB value, and 10 per level would have made 10^10 pieces: the reader now
+/// refuses a value that expands past its limit, as soon as it does.
+#[test]
+fn fuzz_regression_interpolation_cannot_blow_up() {
+    for (fanout, leaf) in [(4, "0123456789abcdef"), (10, "x"), (10, "")] {
+        let refs = |next: &str| format!("%({next})s").repeat(fanout);
+        let mut text = format!("[shotgun]\nserver = {}\n", refs("a1"));
+        for i in 1..10 {
+            text.push_str(&format!("a{i} = {}\n", refs(&format!("a{}", i + 1))));
+        }
+        text.push_str(&format!("a10 = {leaf}\n"));
+        let ini = conf::parse(Path::new("shotgunEventDaemon.conf"), &text).expect("an INI file");
+        let entry = ini.get("shotgun", "server").expect("server").clone();
+        let message = match ini.pieces("shotgun", &entry) {
+            Ok(pieces) => panic!(
+                "{fanout} references per level: a value of {} pieces was made",
+                pieces.len()
+            ),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.contains("expands to more than"), "{message}");
+        check_message(&message).expect("a clean error");
+    }
+}
