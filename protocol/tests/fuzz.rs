@@ -848,3 +848,34 @@ fn fuzz_regression_floats_pass_through_unchanged() {
         }
     }
 }
+
+/// Found by probing what `fuzz_jsonl_line` checks: an event whose `meta` (or an extra field, or a
+/// key of a link) nested 126 levels deep was read (the event alone was within serde_json's
+/// recursion limit of 128) and journaled, but the `event` message around it was not: no Rust
+/// plugin could decode the line, every time it was sent. Events now refuse fields nested deeper
+/// than `MAX_FIELD_DEPTH`, so a source skips such an event as unreadable, and everything it
+/// accepts reaches plugins.
+#[test]
+fn fuzz_regression_an_event_too_deep_for_the_wire_is_refused() {
+    for n in 0..200 {
+        let mut deep = String::new();
+        Json::Deep(n, n % 2 == 0).render(&mut deep);
+        for event in [
+            format!(r#"{{"id":1,"meta":{deep}}}"#),
+            format!(r#"{{"id":1,"custom":{deep}}}"#),
+            format!(r#"{{"id":1,"entity":{{"type":"Task","id":2,"x":{deep}}}}}"#),
+        ] {
+            let Ok(parsed) = serde_json::from_str::<sgevents_protocol::Event>(&event) else {
+                continue;
+            };
+            let body = serde_json::to_string(&parsed).expect("an event serializes");
+            let line = sgevents_protocol::encode_event_raw(1, 1, &["s"], 1000, &body);
+            match decode_daemon_line(line.as_bytes()) {
+                Ok(sgevents_protocol::DaemonMessage::Event(delivery)) => {
+                    assert_eq!(delivery.event, parsed, "{n} levels")
+                }
+                other => panic!("{n} levels: read, but its event line is not: {other:?}"),
+            }
+        }
+    }
+}
