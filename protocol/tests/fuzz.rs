@@ -230,7 +230,13 @@ fn any_json() -> impl Strategy<Value = Json> {
     });
     prop_oneof![
         8 => tree,
-        1 => (0usize..20_000, any::<bool>()).prop_map(|(n, o)| Json::Deep(n, o)),
+        1 => (
+            // Anywhere up to 20,000 levels, and often at the limits (64 for an event's field,
+            // 128 for serde_json).
+            prop_oneof![0usize..20_000, 60usize..70, 120usize..132],
+            any::<bool>()
+        )
+            .prop_map(|(n, o)| Json::Deep(n, o)),
     ]
 }
 

@@ -237,7 +237,13 @@ pub(crate) fn any_json() -> BoxedStrategy<Json> {
     });
     prop_oneof![
         24 => tree,
-        1 => (0usize..20_000, any::<bool>()).prop_map(|(n, o)| Json::Deep(n, o)),
+        1 => (
+            // Anywhere up to 20,000 levels, and often at the limits (64 for an event's field,
+            // 128 for serde_json).
+            prop_oneof![0usize..20_000, 60usize..70, 120usize..132],
+            any::<bool>()
+        )
+            .prop_map(|(n, o)| Json::Deep(n, o)),
     ]
     .boxed()
 }
