@@ -515,3 +515,54 @@ fn fuzz_fixed_pickle_deep_nesting() {
         }
     }
 }
+
+/// The peak memory of this process so far (`VmHWM`), in bytes.
+fn peak_memory() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number");
+    kib * 1024
+}
+
+/// Found while bounding the unpickler's memory: dicts that each hold the one below twice, 30
+/// levels deep, are a 396-byte file whose values, counted each time they are shared, stopped only
+/// at the 16,777,216-value limit: `sgevents migrate` built 1.1 GB of values (and took 10 s in a
+/// debug build) before refusing it. The limit is now 1,048,576 values, a thousand times what an
+/// id file holds, and the same file is refused within tens of megabytes.
+#[test]
+fn fuzz_regression_a_small_pickle_cannot_take_a_gigabyte() {
+    let mut bomb = b"\x80\x02}q\x00".to_vec();
+    for level in 1..=30u8 {
+        bomb.extend_from_slice(&[b'}', b'q', level]);
+        bomb.extend_from_slice(&[
+            b'(',
+            b'K',
+            1,
+            b'h',
+            level - 1,
+            b'K',
+            2,
+            b'h',
+            level - 1,
+            b'u',
+        ]);
+    }
+    bomb.push(b'.');
+    let before = peak_memory();
+    let err = pickle::load(&bomb).expect_err("refused");
+    let grew = peak_memory().saturating_sub(before);
+    assert!(err.to_string().contains("too many values"), "{err}");
+    // Other tests run in parallel: the margin is wide, the fault was 1.1 GB.
+    assert!(
+        grew < 400 << 20,
+        "reading {} bytes took {grew} bytes",
+        bomb.len()
+    );
+}
