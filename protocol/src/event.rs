@@ -21,7 +21,7 @@ pub struct Event {
     #[serde(default)]
     pub attribute_name: Option<String>,
     /// The change itself; its shape depends on the event type (any JSON, often an object).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "shallow")]
     pub meta: Value,
     /// The entity the event is about; `None` once that entity is retired.
     #[serde(default)]
@@ -42,7 +42,7 @@ pub struct Event {
     #[serde(default)]
     pub description: Option<String>,
     /// Every other field, passed through untouched.
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "shallow_map")]
     pub extra: Map<String, Value>,
 }
 
@@ -58,7 +58,7 @@ pub struct EntityLink {
     #[serde(default)]
     pub name: Option<String>,
     /// Any other key of the link (`valid`, `status`, `uuid`, ...), passed through untouched.
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "shallow_map")]
     pub extra: Map<String, Value>,
 }
 
@@ -114,6 +114,53 @@ impl EntityLink {
 
 fn null_as_empty<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(de)?.unwrap_or_default())
+}
+
+/// The deepest nesting of arrays and objects accepted in one field of an event (`meta`, another
+/// field, a key of a link).
+///
+/// A decoder stops at some depth (serde_json, which the daemon and the Rust SDK use, at 128
+/// levels), and an event reaches a plugin inside an `event` message and its `event` object: an
+/// event nested just under the limit on its own would be read by the daemon and journaled, and
+/// then no plugin could read the line it is sent in. ShotGrid's own events nest a few levels.
+pub const MAX_FIELD_DEPTH: usize = 64;
+
+/// How deeply arrays and objects nest in `value` (0 for a scalar), counted without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
+fn too_deep<E: serde::de::Error>(field: &str) -> E {
+    E::custom(format_args!(
+        "`{field}` is nested deeper than {MAX_FIELD_DEPTH} levels"
+    ))
+}
+
+fn shallow<'de, D: Deserializer<'de>>(de: D) -> Result<Value, D::Error> {
+    let value = Value::deserialize(de)?;
+    if depth(&value) > MAX_FIELD_DEPTH {
+        return Err(too_deep("meta"));
+    }
+    Ok(value)
+}
+
+fn shallow_map<'de, D: Deserializer<'de>>(de: D) -> Result<Map<String, Value>, D::Error> {
+    let map = Map::<String, Value>::deserialize(de)?;
+    match map.iter().find(|(_, v)| depth(v) > MAX_FIELD_DEPTH) {
+        Some((key, _)) => Err(too_deep(key)),
+        None => Ok(map),
+    }
 }
 
 #[cfg(test)]

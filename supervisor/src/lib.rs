@@ -49,3 +49,6 @@ pub mod store;
 pub mod table;
 pub mod tail;
 pub(crate) mod watch;
+
+#[cfg(test)]
+mod fuzz;

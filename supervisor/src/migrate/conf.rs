@@ -9,7 +9,8 @@
 //! is kept symbolic: a name that is an option of the section or of `[DEFAULT]` is expanded, any
 //! other name is an environment variable (shotgunEvents hands `os.environ` to the parser as its
 //! defaults). Secrets keep the variable's name; other values are read from the environment
-//! `sgevents migrate` runs in.
+//! `sgevents migrate` runs in. A value may expand to at most 64 KiB, so that options naming others
+//! many times each cannot multiply a value's size at every level.
 //!
 //! The TOML is written by hand, not serialized, so that every key carries a comment saying where
 //! it came from and every setting without an equivalent is listed where it would have been.
@@ -79,6 +80,9 @@ pub(crate) enum SecretValue {
 
 /// The same interpolation limit as `configparser`.
 const MAX_INTERPOLATION_DEPTH: usize = 10;
+/// The longest value interpolation may make, in bytes (each piece counts one more): options that
+/// name others many times would otherwise multiply a value's size at every level.
+const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Parses `text`, read from `file`.
 pub(crate) fn parse(file: &Path, text: &str) -> Result<Ini, IniError> {
@@ -250,7 +254,7 @@ impl Ini {
     /// [`Piece::Env`].
     pub(crate) fn pieces(&self, section: &str, entry: &Entry) -> Result<Vec<Piece>, IniError> {
         let mut out = Vec::new();
-        self.expand(section, entry, &entry.raw, 0, &mut out)?;
+        self.expand(section, entry, &entry.raw, 0, &mut out, &mut 0)?;
         // Merge neighbouring text.
         let mut merged: Vec<Piece> = Vec::new();
         for piece in out {
@@ -270,6 +274,7 @@ impl Ini {
         raw: &str,
         depth: usize,
         out: &mut Vec<Piece>,
+        size: &mut usize,
     ) -> Result<(), IniError> {
         let fail = |problem: String, hint: &str| IniError {
             file: self.file.clone(),
@@ -286,12 +291,29 @@ impl Ini {
                 "break the loop of references: shotgunEvents refused this file too",
             ));
         }
+        let push = |out: &mut Vec<Piece>, size: &mut usize, piece: Piece| {
+            *size += 1 + match &piece {
+                Piece::Text(t) | Piece::Env(t) => t.len(),
+            };
+            if *size > MAX_VALUE_BYTES {
+                return Err(fail(
+                    format!(
+                        "`{}` expands to more than {} KiB (options that refer to others many times)",
+                        entry.spelled,
+                        MAX_VALUE_BYTES / 1024
+                    ),
+                    "write the value out, or refer to each option once",
+                ));
+            }
+            out.push(piece);
+            Ok(())
+        };
         let mut rest = raw;
         while let Some(p) = rest.find('%') {
-            out.push(Piece::Text(rest[..p].to_owned()));
+            push(out, size, Piece::Text(rest[..p].to_owned()))?;
             rest = &rest[p..];
             if let Some(after) = rest.strip_prefix("%%") {
-                out.push(Piece::Text("%".into()));
+                push(out, size, Piece::Text("%".into()))?;
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("%(") {
                 let Some((name, tail)) = after
@@ -305,8 +327,10 @@ impl Ini {
                 };
                 rest = &tail[1..];
                 match self.get(section, name) {
-                    Some(option) => self.expand(section, option, &option.raw, depth + 1, out)?,
-                    None => out.push(Piece::Env(name.to_owned())),
+                    Some(option) => {
+                        self.expand(section, option, &option.raw, depth + 1, out, size)?
+                    }
+                    None => push(out, size, Piece::Env(name.to_owned()))?,
                 }
             } else {
                 return Err(fail(
@@ -318,8 +342,7 @@ impl Ini {
                 ));
             }
         }
-        out.push(Piece::Text(rest.to_owned()));
-        Ok(())
+        push(out, size, Piece::Text(rest.to_owned()))
     }
 }
 

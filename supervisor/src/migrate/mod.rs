@@ -15,9 +15,9 @@
 //! Nothing is written unless everything succeeds: the TOML goes to a temporary file, the database
 //! transaction commits, then the TOML is renamed into place.
 
-mod conf;
-mod pickle;
-mod state;
+pub(crate) mod conf;
+pub(crate) mod pickle;
+pub(crate) mod state;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -35,8 +35,9 @@ pub(crate) const MAX_DEPTH: usize = 32;
 const MAX_STACK: usize = 1 << 20;
 /// The most memo entries.
 const MAX_MEMO: usize = 1 << 22;
-/// The most values (dict entries count twice) in the whole result.
-const MAX_VALUES: usize = 1 << 24;
+/// The most values (dict entries count twice) in the whole result: a thousand times what an id
+/// file holds, and about 70 MB while a file that shares values to blow past it is read and refused.
+const MAX_VALUES: usize = 1 << 20;
 
 /// Why a pickle was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

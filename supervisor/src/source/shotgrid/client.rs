@@ -309,12 +309,7 @@ impl Client {
             error,
             body: excerpt(&text),
         };
-        let answer: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let rows = answer
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no `data` list".into()))?;
-        rows.iter().map(|row| flatten(row).map_err(bad)).collect()
+        answer_rows(&text).map_err(bad)
     }
 
     /// Up to `limit` events with an id above `after`, in id order.
@@ -387,15 +382,26 @@ impl Client {
     }
 }
 
-/// Turns one JSON:API row into the flat `shotgun_api3` shape: `id` and `type`, the attributes as
-/// they are, and each relationship's `data` (a link or null) under its name.
+/// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
+/// ([`flatten`]). The error says what is wrong with the body.
+pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
+    let answer: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let rows = answer
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "no `data` list".to_owned())?;
+    rows.iter().map(flatten).collect()
+}
+
+/// Turns one JSON:API row into the flat `shotgun_api3` shape: `id`, the attributes as they are,
+/// and each relationship's `data` (a link or null) under its name. The row's `id` is the event's,
+/// whatever the attributes hold.
 pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
     let id = row
         .get("id")
         .and_then(Value::as_i64)
         .ok_or("a row has no integer `id`")?;
     let mut flat = Map::new();
-    flat.insert("id".into(), Value::from(id));
     for name in FIELDS {
         flat.insert((*name).into(), Value::Null);
     }
@@ -409,6 +415,8 @@ pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
             flat.insert(k.clone(), v.get("data").cloned().unwrap_or(Value::Null));
         }
     }
+    // Last: an attribute or relationship named `id` must not replace the row's own.
+    flat.insert("id".into(), Value::from(id));
     Ok(Value::Object(flat))
 }
 
