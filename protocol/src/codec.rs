@@ -282,7 +282,9 @@ mod tests {
         assert_eq!(decode_plugin_line(b""), Err(DecodeError::Empty));
         assert_eq!(decode_plugin_line(b"  \r"), Err(DecodeError::Empty));
         assert!(
-            DecodeError::Empty.to_string().starts_with("an empty line\nhint: "),
+            DecodeError::Empty
+                .to_string()
+                .starts_with("an empty line\nhint: "),
             "{}",
             DecodeError::Empty
         );

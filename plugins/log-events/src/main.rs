@@ -32,7 +32,8 @@ fn main() -> ExitCode {
             ctx.log().debug(&line);
             let seen = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
             if seen % every == 0 {
-                ctx.log().info(format!("{} events; last: {line}", thousands(seen)));
+                ctx.log()
+                    .info(format!("{} events; last: {line}", thousands(seen)));
             }
             if let Ok(mut last) = LAST.lock() {
                 *last = line;
