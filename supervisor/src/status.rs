@@ -38,11 +38,12 @@ fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> 
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let source = conn
-        .query_row("SELECT kind, location, line, last_event_id, malformed, skipped, last_error, updated_at FROM source_state WHERE id = 1", [], |r| {
+        .query_row("SELECT kind, location, line, last_event_id, malformed, skipped, last_error, updated_at, oversized FROM source_state WHERE id = 1", [], |r| {
             Ok(json!({
                 "kind": r.get::<_, String>(0)?, "location": r.get::<_, Option<String>>(1)?, "line": r.get::<_, i64>(2)?,
                 "last_event_id": r.get::<_, Option<i64>>(3)?, "malformed": r.get::<_, i64>(4)?, "skipped": r.get::<_, i64>(5)?,
                 "last_error": r.get::<_, Option<String>>(6)?, "updated_at": r.get::<_, String>(7)?,
+                "oversized": r.get::<_, i64>(8)?,
             }))
         })
         .optional()?;
@@ -141,6 +142,11 @@ pub fn render(status: &Value) -> String {
                 .map(|e| format!(" (last problem: {e})"))
                 .unwrap_or_default();
             let kind = s["kind"].as_str().unwrap_or("?");
+            // Events over `max_event_bytes`, skipped: said only when there were some.
+            let problem = match s["oversized"].as_i64() {
+                Some(n) if n > 0 => format!(", {n} oversized skipped{problem}"),
+                _ => problem,
+            };
             let location = s["location"].as_str().unwrap_or("?");
             if kind == "shotgrid" {
                 let _ = writeln!(

@@ -248,6 +248,12 @@ fn an_event_above_max_event_bytes_is_skipped_and_counted() {
     );
     let (state, last, restarts, _) = ctx.plugin("p");
     assert_eq!((state.as_str(), last, restarts), ("stopped", Some(20), 0));
+    let status = ctx.sgevents(&["status"]).output().expect("status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("0 skipped, 1 oversized skipped (last problem: skipped event `11`"),
+        "status says so:\n{status}"
+    );
 }
 
 /// The daemon's peak resident memory, in KiB.
