@@ -42,7 +42,10 @@ fn the_demo_configuration_runs_to_completion() {
         )),
         "log-events summed up every event, up to the last one"
     );
-    let lines = log.lines().filter(|l| l.contains("plugin=log-events")).count();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("plugin=log-events"))
+        .count();
     assert!(
         lines < 20,
         "log-events logs a summary, not a line per event: {lines} lines"
