@@ -22,7 +22,7 @@ use tokio::time::timeout;
 use crate::config::{Config, Origin, PluginLimits, PluginSpec};
 use crate::plugin::child::{Incoming, PluginChild};
 use crate::plugin::{event_line, matching};
-use crate::store::{self, JournalRow};
+use crate::store::{self, JOURNAL_COLUMNS, JournalRow, journal_row};
 
 /// The longest excerpt of a bad line shown.
 const EXCERPT: usize = 200;
@@ -485,9 +485,11 @@ async fn stop(spec: &PluginSpec, child: &mut PluginChild) {
 fn journal_event(conn: &Connection, event_id: i64) -> Result<JournalRow, DeliverError> {
     let row = conn
         .query_row(
-            &format!("{SELECT} WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1"),
+            &format!(
+                "SELECT {JOURNAL_COLUMNS} FROM events WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1"
+            ),
             params![event_id],
-            row_of,
+            journal_row,
         )
         .optional()
         .map_err(store::StoreError::from)?;
@@ -520,11 +522,11 @@ fn last_journaled(
     while chosen.len() < n {
         let mut stmt = conn
             .prepare(&format!(
-                "{SELECT} WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+                "SELECT {JOURNAL_COLUMNS} FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
             ))
             .map_err(store::StoreError::from)?;
         let rows: Vec<JournalRow> = stmt
-            .query_map(params![before, LAST_BATCH], row_of)
+            .query_map(params![before, LAST_BATCH], journal_row)
             .and_then(|r| r.collect())
             .map_err(store::StoreError::from)?;
         let Some(last) = rows.last() else { break };
@@ -537,22 +539,6 @@ fn last_journaled(
     }
     chosen.reverse();
     Ok(chosen)
-}
-
-const SELECT: &str = "SELECT seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, body FROM events";
-
-fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalRow> {
-    Ok(JournalRow {
-        seq: r.get(0)?,
-        event_id: r.get(1)?,
-        event_type: r.get(2)?,
-        attribute_name: r.get(3)?,
-        entity_type: r.get(4)?,
-        project_id: r.get(5)?,
-        is_transient: r.get(6)?,
-        created_at: r.get(7)?,
-        body: r.get(8)?,
-    })
 }
 
 /// The events of a JSON-lines file, normalised as the jsonl source journals them (blank lines

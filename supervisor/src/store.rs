@@ -797,6 +797,38 @@ impl Store {
     }
 }
 
+/// The columns [`journal_row`] reads, in its order.
+pub(crate) const JOURNAL_COLUMNS: &str = "seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, body";
+
+/// A journal row, from a query that selects [`JOURNAL_COLUMNS`].
+pub(crate) fn journal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalRow> {
+    Ok(JournalRow {
+        seq: r.get(0)?,
+        event_id: r.get(1)?,
+        event_type: r.get(2)?,
+        attribute_name: r.get(3)?,
+        entity_type: r.get(4)?,
+        project_id: r.get(5)?,
+        is_transient: r.get(6)?,
+        created_at: r.get(7)?,
+        body: r.get(8)?,
+    })
+}
+
+/// Up to `limit` journaled events with `seq > after`, in order: for the store thread, and for the
+/// read-only readers (`tail`).
+pub(crate) fn read_journal(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<JournalRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOURNAL_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![after, limit as i64], journal_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Creates a new database at `path`, complete before it appears: built under a temporary name
 /// (private, in WAL mode, migrated), closed, then renamed into place. A reader such as
 /// `sqlite3 "file:state.db?mode=ro"` never sees a half-made file.
@@ -1471,24 +1503,7 @@ impl Worker {
     }
 
     fn read_events(&self, after: i64, limit: usize) -> Result<Vec<JournalRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, body \
-             FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            Ok(JournalRow {
-                seq: r.get(0)?,
-                event_id: r.get(1)?,
-                event_type: r.get(2)?,
-                attribute_name: r.get(3)?,
-                entity_type: r.get(4)?,
-                project_id: r.get(5)?,
-                is_transient: r.get(6)?,
-                created_at: r.get(7)?,
-                body: r.get(8)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        read_journal(&self.conn, after, limit)
     }
 
     fn open_plugin(

@@ -19,7 +19,7 @@ use crate::store::{self, JournalRow, StoreError};
 /// How often the journal is polled.
 const POLL: Duration = Duration::from_millis(250);
 /// Rows read per query.
-const BATCH: i64 = 1000;
+const BATCH: usize = 1000;
 
 /// What `sgevents tail` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -112,26 +112,7 @@ fn subscriptions(conn: &Connection, plugin: &str) -> Result<Vec<Subscription>, T
 }
 
 fn read(conn: &Connection, after: i64) -> Result<Vec<JournalRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, body \
-         FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![after, BATCH], |r| {
-            Ok(JournalRow {
-                seq: r.get(0)?,
-                event_id: r.get(1)?,
-                event_type: r.get(2)?,
-                attribute_name: r.get(3)?,
-                entity_type: r.get(4)?,
-                project_id: r.get(5)?,
-                is_transient: r.get(6)?,
-                created_at: r.get(7)?,
-                body: r.get(8)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    store::read_journal(conn, after, BATCH)
 }
 
 /// `2011003  2026-11-02T10:00:00Z  Shotgun_Task_Change  Task 420 (Anim)  sg_status_list  HumanUser 42 (Ana Reyes)`.
