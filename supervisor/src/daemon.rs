@@ -81,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (requests_tx, requests) = mpsc::channel::<Envelope>(64);
     let server_task = tokio::spawn(server::serve(listener, socket, requests_tx, cancel.clone()));
 
+    let (readd_tx, readd_rx) = mpsc::unbounded_channel();
     let mut daemon = Daemon {
         source: None,
         config,
@@ -88,6 +89,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         keepers: BTreeMap::new(),
         reports: Arc::new(Notify::new()),
         watcher: None,
+        readd_tx,
+        readd_rx,
     };
     // Every configured plugin has its row before the source journals anything: on a brand-new
     // database each one starts at the beginning of the journal, whoever is quicker.
@@ -173,6 +176,11 @@ struct Daemon {
     reports: Arc<Notify>,
     /// Hot reload: the plugin files' watcher, what it watches, and its reports.
     watcher: Option<(Watcher, Targets, mpsc::Receiver<WatchEvent>)>,
+    /// Plugins a reload stopped to start again (their `after` changed, or that of a plugin they
+    /// run after): sent here once the old keepers have stopped their actors, never before, so that
+    /// two processes of one plugin never run at once.
+    readd_tx: mpsc::UnboundedSender<Vec<config::PluginSpec>>,
+    readd_rx: mpsc::UnboundedReceiver<Vec<config::PluginSpec>>,
 }
 
 impl Daemon {
@@ -362,6 +370,17 @@ impl Daemon {
                         self.watcher = None;
                     }
                 },
+                Some(specs) = self.readd_rx.recv() => {
+                    for spec in after_order(specs) {
+                        // Still configured, and not started again meanwhile by another reload.
+                        if self.keepers.contains_key(&spec.name)
+                            || !self.config.plugins.iter().any(|p| p.name == spec.name)
+                        {
+                            continue;
+                        }
+                        self.add(spec);
+                    }
+                }
                 _ = reports.notified() => {}
                 _ = head.changed() => {}
             }
@@ -533,7 +552,10 @@ impl Daemon {
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
         let new_names: BTreeSet<&str> = new.plugins.iter().map(|p| p.name.as_str()).collect();
-        // Gone plugins first, and plugins whose `after` changed (their gate is rebuilt).
+        // Gone plugins first, and plugins whose `after` changed (their gate is rebuilt); then,
+        // until nothing more changes, the plugins that run after one of those: their gate watches
+        // a keeper that goes, and must be built again from the new one.
+        let mut rebuilt: BTreeSet<String> = BTreeSet::new();
         for (name, spec) in &old {
             let gone = !new_names.contains(name.as_str());
             let regated = new
@@ -541,13 +563,35 @@ impl Daemon {
                 .iter()
                 .any(|p| &p.name == name && p.after != spec.after);
             if gone || regated {
-                if let Some(k) = self.keepers.remove(name) {
-                    waits.push((name.clone(), k.ask(Command::Remove)));
-                }
+                rebuilt.insert(name.clone());
+            }
+        }
+        loop {
+            let more: Vec<String> = new
+                .plugins
+                .iter()
+                .filter(|p| !rebuilt.contains(&p.name) && self.keepers.contains_key(&p.name))
+                .filter(|p| p.after.iter().any(|a| rebuilt.contains(a)))
+                .map(|p| p.name.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            rebuilt.extend(more);
+        }
+        let mut removals: Vec<(String, oneshot::Receiver<Response>)> = Vec::new();
+        for name in &rebuilt {
+            if let Some(k) = self.keepers.remove(name) {
+                removals.push((name.clone(), k.ask(Command::Remove)));
             }
         }
         let mut added = Vec::new();
+        let mut readd = Vec::new();
         for spec in &new.plugins {
+            if rebuilt.contains(&spec.name) {
+                readd.push(spec.clone());
+                continue;
+            }
             match self.keepers.get(&spec.name) {
                 Some(k) => waits.push((
                     spec.name.clone(),
@@ -555,6 +599,10 @@ impl Daemon {
                 )),
                 None => added.push(spec.clone()),
             }
+        }
+        // A new plugin waits with the restarted ones when any restart: it may run after them.
+        if !readd.is_empty() {
+            readd.append(&mut added);
         }
         let source_changed = self.config.source != new.source;
         self.config = new;
@@ -571,9 +619,21 @@ impl Daemon {
             self.start_source();
             notes.push("the source changed: restarted it".into());
         }
+        let readd_tx = self.readd_tx.clone();
         tokio::spawn(async move {
             let mut lines = notes;
             let mut changed = Vec::new();
+            // The old actors first: only once they have stopped do their plugins start again.
+            for (name, answer) in removals {
+                match answer.await {
+                    Ok(r) => lines.push(r.message),
+                    Err(_) => lines.push(format!("plugin `{name}`: its keeper stopped")),
+                }
+            }
+            if !readd.is_empty() {
+                lines.extend(readd.iter().map(|s| format!("started plugin `{}`", s.name)));
+                let _ = readd_tx.send(readd);
+            }
             for (name, answer) in waits {
                 match answer.await {
                     Ok(r) if r.data["action"] == "unchanged" => {}
@@ -623,7 +683,6 @@ fn respond(r: Result<Result<Response, ControlError>, crate::store::StoreError>) 
     }
 }
 
-/// A watch of the lowest of `inputs`: how far a plugin that runs `after` them may go.
 /// `specs` in their order, except that a plugin comes after the plugins it runs `after`: its gate
 /// is built from their keepers, which must exist by then. (The configuration refuses cycles.)
 fn after_order(specs: Vec<config::PluginSpec>) -> Vec<config::PluginSpec> {
@@ -641,6 +700,7 @@ fn after_order(specs: Vec<config::PluginSpec>) -> Vec<config::PluginSpec> {
     ordered
 }
 
+/// A watch of the lowest of `inputs`: how far a plugin that runs `after` them may go.
 fn lowest_of(inputs: Vec<watch::Receiver<i64>>) -> watch::Receiver<i64> {
     let lowest =
         |inputs: &[watch::Receiver<i64>]| inputs.iter().map(|r| *r.borrow()).min().unwrap_or(0);

@@ -906,3 +906,69 @@ fn a_plugin_that_appears_after_a_failed_reload_waits_to_start_with_its_settings(
     ctx.stop(daemon);
     assert_eq!(ctx.ids("late"), (1..=5).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_reload_that_changes_after_never_runs_a_plugin_twice_at_once_nor_stalls_its_followers() {
+    let ctx = Ctx::new();
+    ctx.events(1..=5);
+    let trace = ctx.path("trace");
+    let traced = |name: &str, extra: &str| {
+        with_pid(
+            &ctx,
+            name,
+            &format!(
+                "trace = {:?}, tag = {name:?}{extra}",
+                trace.display().to_string()
+            ),
+        )
+    };
+    // `a` runs after `x`, `b` after `a`. `a` is slow: a reload lands while it works on an event.
+    let config = |a_after: &str| {
+        format!(
+            "{}{}{}",
+            traced("x", ""),
+            traced("a", ", slow_ms = 300")
+                .replace("\nconfig", &format!("\nafter = [{a_after}]\nconfig")),
+            traced("b", "").replace("\nconfig", "\nafter = [\"a\"]\nconfig"),
+        )
+    };
+    ctx.config(LIVE, &config("\"x\""));
+    let daemon = ctx.start();
+    ctx.wait_ready();
+    wait_for("b caught up", || ctx.ids("b").len() == 5);
+    let first_a = ctx.pid_of("a");
+
+    ctx.append_events(6..=8);
+    wait_for("a working on 6", || ctx.ids("a").contains(&6));
+    // `a` no longer waits for `x`: its gate is rebuilt, and so is `b`'s.
+    ctx.config(LIVE, &config(""));
+    let r = ctx.cli_json(&["reload"]);
+    assert_eq!(r["ok"], true, "{r}");
+    wait_for("a restarted", || {
+        ctx.pid_of("a") != first_a && ctx.pid_of("a") > 0
+    });
+    ctx.append_events(9..=10);
+    wait_for("b gets the events after the reload", || {
+        ctx.ids("b").contains(&10)
+    });
+    ctx.stop(daemon);
+
+    // Never two instances of `a` at once: each `recv` of `a` is followed by its `done` before
+    // the next `recv` (its window is 1).
+    let text = fs::read_to_string(&trace).expect("trace");
+    let mut open: Option<&str> = None;
+    for line in text.lines().filter(|l| l.starts_with("a ")) {
+        let mut parts = line.split(' ');
+        let (id, phase) = (parts.nth(1).unwrap_or(""), parts.next().unwrap_or(""));
+        match phase {
+            "recv" => {
+                assert!(
+                    open.is_none(),
+                    "a second `a` got event {id} while {open:?} was in the works:\n{text}"
+                );
+                open = Some(id);
+            }
+            _ => open = None,
+        }
+    }
+}
