@@ -456,38 +456,29 @@ pub type Replay = (JournalRow, u32);
 /// journal order, each with the deliveries it had. Rows whose event left the journal are reported
 /// in the second list (and no longer marked for retry).
 pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<Replay>, Vec<i64>), StoreError> {
+    // The journal's columns first, as `store::journal_row` reads them; `e.seq` is null for an
+    // event that left the journal.
     let mut stmt = conn.prepare_cached(
-        "SELECT f.seq, f.event_id, e.event_type, e.attribute_name, e.entity_type, e.project_id, \
-         e.is_transient, e.created_at, e.body, f.attempts \
+        "SELECT e.seq, e.event_id, e.event_type, e.attribute_name, e.entity_type, e.project_id, \
+         e.is_transient, e.created_at, e.body, f.event_id, f.attempts \
          FROM failed_events f LEFT JOIN events e ON e.seq = f.seq \
          WHERE f.plugin = ?1 AND f.retry_requested_at IS NOT NULL ORDER BY f.seq",
     )?;
     let mut rows = Vec::new();
     let mut missing = Vec::new();
     let found = stmt.query_map(params![plugin], |r| {
-        let body: Option<String> = r.get(8)?;
-        let attempts: u32 = r.get(9)?;
+        let journaled = r.get::<_, Option<i64>>(0)?.is_some();
         Ok((
-            r.get::<_, i64>(1)?,
-            body.map(|body| -> rusqlite::Result<JournalRow> {
-                Ok(JournalRow {
-                    seq: r.get(0)?,
-                    event_id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    attribute_name: r.get(3)?,
-                    entity_type: r.get(4)?,
-                    project_id: r.get(5)?,
-                    is_transient: r.get(6)?,
-                    created_at: r.get(7)?,
-                    body,
-                })
-            }),
-            attempts,
+            r.get::<_, i64>(9)?,
+            journaled
+                .then(|| crate::store::journal_row(r))
+                .transpose()?,
+            r.get::<_, u32>(10)?,
         ))
     })?;
     for row in found {
         match row? {
-            (_, Some(journal), attempts) => rows.push((journal?, attempts)),
+            (_, Some(journal), attempts) => rows.push((journal, attempts)),
             (event_id, None, _) => missing.push(event_id),
         }
     }
