@@ -39,7 +39,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -68,6 +68,23 @@ pub const TIMING_FILE: &str = "timing.log";
 pub const PLUGINS_DIR: &str = "plugins";
 /// The environment variable whose filter overrides `daemon.log_level`.
 pub const FILTER_ENV: &str = "SGEVENTS_LOG";
+
+/// Whether something takes the timing records (`timing.log`, or a filter that names their target);
+/// set once by [`init`]. The plugin actors ask [`timing_records_taken`] rather than
+/// tracing's `enabled!` macro: with per-layer filters, a check that the filter refuses can leave
+/// the refusal behind in the thread's filter state (when it races the callsite's registration on
+/// another thread), and the next record on that thread is then dropped.
+static TIMING_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether the timing records go anywhere (see [`TIMING_TAKEN`]).
+pub fn timing_records_taken() -> bool {
+    TIMING_TAKEN.load(Ordering::Relaxed)
+}
+
+/// Whether the logger of `opts` takes timing records somewhere.
+fn takes_timing(opts: &LogOptions) -> bool {
+    opts.files.as_ref().is_some_and(|f| f.timing) || opts.filter.contains(TIMING_TARGET)
+}
 
 /// Records waiting for the file writer; past this, new ones are dropped (and counted).
 const QUEUE_LINES: usize = 64 * 1024;
@@ -237,6 +254,7 @@ pub struct LogGuard {
 /// Installs the global logger described by `opts`: stderr, and the files when `opts.files` is set.
 pub fn init(opts: &LogOptions) -> Result<LogGuard, LogError> {
     let (layers, guard) = layers(opts, Redacting(std::io::stderr))?;
+    TIMING_TAKEN.store(takes_timing(opts), Ordering::Relaxed);
     tracing_subscriber::registry()
         .with(layers)
         .try_init()
@@ -925,6 +943,26 @@ mod tests {
     /// The record the plugin actor writes for each answered delivery.
     fn timing_record(plugin: &str, event_id: i64) {
         tracing::info!(target: "sgevents::timing", plugin = %plugin, event_id, attempt = 1_u32, outcome = "ack", duration_ms = 1.5_f64, delay_ms = 250_i64, "delivery");
+    }
+
+    #[test]
+    fn timing_records_are_taken_by_the_timing_file_or_a_filter_that_names_them() {
+        let files = |timing| LogFiles {
+            dir: PathBuf::from("logs"),
+            retention: 1,
+            per_plugin: false,
+            timing,
+        };
+        for (filter, files, want) in [
+            ("info", None, false),
+            ("trace", None, false),
+            ("warn,sgevents::timing=info", None, true),
+            ("info", Some(files(false)), false),
+            ("info", Some(files(true)), true),
+        ] {
+            let opts = options(filter, LogFormat::Text, files);
+            assert_eq!(takes_timing(&opts), want, "{filter} {:?}", opts.files);
+        }
     }
 
     #[test]

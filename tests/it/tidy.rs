@@ -1,4 +1,5 @@
-//! House rules checked on the whole tree: every Rust file opens with a `//!` module doc.
+//! House rules checked on the whole tree: every Rust file opens with a `//!` module doc, and no
+//! code asks `tracing::enabled!` (see [`no_tracing_enabled_checks`]).
 
 use std::fs;
 use std::path::Path;
@@ -37,5 +38,30 @@ fn every_rust_file_has_a_module_doc() {
     assert!(
         missing.is_empty(),
         "files without a `//!` module doc: {missing:?}"
+    );
+}
+
+/// `tracing::enabled!` with per-layer filters (the daemon's logger) can lose a log record: a check
+/// that the filter refuses, racing the callsite's registration on another thread, leaves the
+/// refusal in the thread's filter state, and the next record on that thread (once, a plugin's
+/// "broke the protocol" warning) is dropped. Code asks the logger's own flags instead
+/// (`logging::timing_records_taken`).
+#[test]
+fn no_tracing_enabled_checks() {
+    let mut files = Vec::new();
+    rust_files(&root(), &mut files);
+    let this = Path::new(file!()).file_name();
+    let found: Vec<String> = files
+        .iter()
+        .filter(|p| p.file_name() != this)
+        .filter(|p| {
+            let text = fs::read_to_string(p).expect("readable");
+            text.contains("tracing::enabled!") || text.contains(" enabled!(")
+        })
+        .map(|p| p.strip_prefix(root()).unwrap_or(p).display().to_string())
+        .collect();
+    assert!(
+        found.is_empty(),
+        "`tracing::enabled!` in {found:?}\nhint: it can drop the next record on the thread; use a flag the logger sets"
     );
 }

@@ -908,7 +908,7 @@ impl Actor {
         self.timings.record(duration);
         // The record itself only when something takes it (the timing log): parsing the event's
         // time for every answer would cost the hot path for nothing otherwise.
-        if !tracing::enabled!(target: "sgevents::timing", tracing::Level::INFO) {
+        if !crate::logging::timing_records_taken() {
             return;
         }
         let (event_id, attempt) = (slot.row.event_id, slot.attempt);
