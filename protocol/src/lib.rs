@@ -32,9 +32,7 @@ pub use codec::{
 pub use event::{EntityLink, Event};
 pub use message::{
     AlertRecipients, CURRENT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LINE_BYTES, DaemonMessage,
-    EventDelivery, Hello, MAX_IN_FLIGHT_LIMIT, PROTOCOL_V1, PluginMessage, Register, SUPPORTED,
-    choose_version,
+    EventDelivery, Hello, MAX_IN_FLIGHT_LIMIT, PROTOCOL_V1, PluginMessage, Register, RegisterError,
+    SUPPORTED, choose_version,
 };
-pub use subscription::{
-    MatchFields, RegisterError, Subscription, glob_match, matching_subscriptions,
-};
+pub use subscription::{MatchFields, Subscription, glob_match, matching_subscriptions};

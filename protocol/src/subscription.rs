@@ -12,13 +12,9 @@
 //! - `project_ids`: the event's project id must be listed (site-level events never match);
 //! - `skip_transient`: when true, events whose `meta.is_transient` is true never match.
 
-use std::collections::HashSet;
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::message::{MAX_IN_FLIGHT_LIMIT, Register};
 
 /// One subscription of a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,88 +166,6 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// Why a `register` message was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegisterError {
-    /// The plugin chose a version the daemon did not offer.
-    VersionNotOffered {
-        /// The version the plugin chose.
-        chosen: u32,
-        /// The versions the daemon offered.
-        offered: Vec<u32>,
-    },
-    /// `max_in_flight` is 0 or above [`MAX_IN_FLIGHT_LIMIT`].
-    BadWindow(u32),
-    /// The plugin registered no subscription, so it could never receive an event.
-    NoSubscriptions,
-    /// A subscription has an empty or repeated name.
-    BadName(String),
-    /// A subscription has no event type pattern.
-    NoEventTypes(String),
-}
-
-impl fmt::Display for RegisterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RegisterError::VersionNotOffered { chosen, offered } => write!(
-                f,
-                "the plugin chose protocol version `{chosen}`, which the daemon did not offer \
-                 (offered: {offered:?})\nhint: upgrade the older side; the plugin must choose one \
-                 of the offered versions"
-            ),
-            RegisterError::BadWindow(n) => write!(
-                f,
-                "max_in_flight `{n}` is out of range\nhint: ask for 1 to {MAX_IN_FLIGHT_LIMIT}"
-            ),
-            RegisterError::NoSubscriptions => write!(
-                f,
-                "the plugin registered no subscriptions, so it would never receive an event\n\
-                 hint: register at least one, or answer `fatal` saying why there is nothing to do"
-            ),
-            RegisterError::BadName(name) => write!(
-                f,
-                "subscription name `{name}` is empty or used twice\nhint: give each subscription \
-                 its own non-empty name"
-            ),
-            RegisterError::NoEventTypes(name) => write!(
-                f,
-                "subscription `{name}` lists no event types\nhint: add a pattern such as \
-                 \"Shotgun_Task_Change\", or \"*\" for every event"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for RegisterError {}
-
-impl Register {
-    /// Checks a `register` answer against the versions offered in `hello`.
-    pub fn validate(&self, offered: &[u32]) -> Result<(), RegisterError> {
-        if !offered.contains(&self.protocol) {
-            return Err(RegisterError::VersionNotOffered {
-                chosen: self.protocol,
-                offered: offered.to_vec(),
-            });
-        }
-        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT_LIMIT {
-            return Err(RegisterError::BadWindow(self.max_in_flight));
-        }
-        if self.subscriptions.is_empty() {
-            return Err(RegisterError::NoSubscriptions);
-        }
-        let mut seen = HashSet::new();
-        for sub in &self.subscriptions {
-            if sub.name.is_empty() || !seen.insert(sub.name.as_str()) {
-                return Err(RegisterError::BadName(sub.name.clone()));
-            }
-            if sub.event_types.is_empty() {
-                return Err(RegisterError::NoEventTypes(sub.name.clone()));
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -355,61 +269,6 @@ mod tests {
             Subscription::new("a", ["Shotgun_Task_*"]),
         ];
         assert_eq!(matching_subscriptions(&subs, &ev), vec!["b", "a"]);
-    }
-
-    fn register(subs: Vec<Subscription>, window: u32) -> Register {
-        Register {
-            protocol: 1,
-            subscriptions: subs,
-            max_in_flight: window,
-            alerts: None,
-        }
-    }
-
-    #[test]
-    fn register_validation() {
-        let ok = register(vec![Subscription::new("a", ["*"])], 1);
-        assert_eq!(ok.validate(&[1]), Ok(()));
-        assert!(matches!(
-            ok.validate(&[2]),
-            Err(RegisterError::VersionNotOffered { chosen: 1, .. })
-        ));
-        assert_eq!(
-            register(vec![Subscription::new("a", ["*"])], 0).validate(&[1]),
-            Err(RegisterError::BadWindow(0))
-        );
-        assert_eq!(
-            register(vec![Subscription::new("a", ["*"])], 65).validate(&[1]),
-            Err(RegisterError::BadWindow(65))
-        );
-        assert_eq!(
-            register(vec![Subscription::new("a", ["*"])], 64).validate(&[1]),
-            Ok(())
-        );
-        assert_eq!(
-            register(vec![], 1).validate(&[1]),
-            Err(RegisterError::NoSubscriptions)
-        );
-        let dup = register(
-            vec![Subscription::new("a", ["*"]), Subscription::new("a", ["x"])],
-            1,
-        );
-        assert_eq!(dup.validate(&[1]), Err(RegisterError::BadName("a".into())));
-        let empty: Vec<String> = vec![];
-        assert_eq!(
-            register(vec![Subscription::new("a", empty)], 1).validate(&[1]),
-            Err(RegisterError::NoEventTypes("a".into()))
-        );
-    }
-
-    #[test]
-    fn register_errors_carry_a_hint() {
-        let err = RegisterError::VersionNotOffered {
-            chosen: 2,
-            offered: vec![1],
-        };
-        let text = err.to_string();
-        assert!(text.contains("`2`") && text.contains("hint:"), "{text}");
     }
 
     /// A slow but obviously right reference matcher: try every split at each star.

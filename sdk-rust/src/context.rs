@@ -1,5 +1,7 @@
-//! What a callback knows about its plugin and its event ([`Context`]), and the ShotGrid
-//! [`Credentials`] the daemon hands to every plugin.
+//! What a callback knows about its plugin and its event ([`Context`]), the ShotGrid
+//! [`Credentials`] the daemon hands to every plugin, and the two things a context borrows from the
+//! loop that runs it ([`Registered`], [`Emit`]), defined here so the loop depends on contexts and
+//! not the other way round.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,7 +10,21 @@ use serde_json::{Map, Value};
 use sgevents_protocol::{EventDelivery, PluginMessage};
 
 use crate::log::Logger;
-use crate::serve::{Emit, Session};
+
+/// What a plugin knows once registered; shared by the loop's workers, borrowed by each
+/// [`Context`].
+pub(crate) struct Registered {
+    pub(crate) plugin: String,
+    pub(crate) config: Map<String, Value>,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) logger: Logger,
+}
+
+/// Writing a message from a [`Context`], which does not know the writer's type.
+pub(crate) trait Emit: Send + Sync {
+    /// Writes `message` as one line; false when the output is closed.
+    fn emit(&self, message: &PluginMessage) -> bool;
+}
 
 /// What a callback gets besides the event: the plugin, the delivery, progress reports and a
 /// logger.
@@ -16,7 +32,7 @@ use crate::serve::{Emit, Session};
 /// A context lives for one callback call. It is `Send` and `Sync`, so a callback may hand it to
 /// threads it scopes itself.
 pub struct Context<'a> {
-    session: &'a Session,
+    session: &'a Registered,
     emit: &'a dyn Emit,
     delivery: &'a EventDelivery,
     subscription: &'a str,
@@ -24,7 +40,7 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub(crate) fn new(
-        session: &'a Session,
+        session: &'a Registered,
         emit: &'a dyn Emit,
         delivery: &'a EventDelivery,
         subscription: &'a str,

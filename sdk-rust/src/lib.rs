@@ -104,6 +104,7 @@ mod error;
 mod log;
 mod pipe;
 mod plugin;
+mod run;
 mod serve;
 mod stdio;
 mod subscription;

@@ -21,14 +21,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 
-use serde_json::{Map, Value};
 use sgevents_protocol::codec::excerpt;
 use sgevents_protocol::{
     DaemonMessage, EventDelivery, Hello, LineReader, PluginMessage, ReadLine, Register, SUPPORTED,
     choose_version, decode_daemon_line, encode,
 };
 
-use crate::context::{Context, Credentials};
+use crate::context::{Context, Credentials, Emit, Registered};
 use crate::error::{Error, ErrorKind};
 use crate::log::Logger;
 use crate::plugin::{Callback, Plugin, Setup};
@@ -226,10 +225,12 @@ fn handshake(
     Ok((
         register,
         Session {
-            plugin,
-            config: hello.config,
-            credentials,
-            logger,
+            known: Registered {
+                plugin,
+                config: hello.config,
+                credentials,
+                logger,
+            },
             handlers,
         },
     ))
@@ -301,12 +302,9 @@ fn work<W: Write + Send>(
     }
 }
 
-/// What a plugin knows once registered; shared by the workers, borrowed by each [`Context`].
+/// A registered plugin and its callbacks by subscription name; shared by the workers.
 pub(crate) struct Session {
-    pub(crate) plugin: String,
-    pub(crate) config: Map<String, Value>,
-    pub(crate) credentials: Option<Credentials>,
-    pub(crate) logger: Logger,
+    known: Registered,
     handlers: HashMap<String, Box<Callback>>,
 }
 
@@ -326,7 +324,7 @@ impl Session {
         for name in &delivery.subscriptions {
             let Some(callback) = self.handlers.get(name) else {
                 let error = format!("no callback for subscription \"{name}\" in this plugin");
-                self.logger.error(format_args!(
+                self.known.logger.error(format_args!(
                     "event {event_id} (attempt {}): {error}",
                     delivery.attempt
                 ));
@@ -335,7 +333,7 @@ impl Session {
             callbacks.push((name.as_str(), callback));
         }
         for (name, callback) in callbacks {
-            let context = Context::new(self, emit, delivery, name);
+            let context = Context::new(&self.known, emit, delivery, name);
             let result =
                 panic::catch_unwind(AssertUnwindSafe(|| callback(&context, &delivery.event)));
             let error = match result {
@@ -362,7 +360,7 @@ impl Session {
                 let delay = retry_after_ms
                     .map(|ms| format!(", retry in {ms} ms"))
                     .unwrap_or_default();
-                self.logger.warn(format_args!(
+                self.known.logger.warn(format_args!(
                     "event {event_id} (attempt {attempt}) failed in `{name}`{delay}: {message}"
                 ));
                 Answer::Message(PluginMessage::Nack {
@@ -372,7 +370,7 @@ impl Session {
                 })
             }
             ErrorKind::Term => {
-                self.logger.error(format_args!(
+                self.known.logger.error(format_args!(
                     "event {event_id} (attempt {attempt}) can never succeed, says `{name}`: \
                      {message}"
                 ));
@@ -382,7 +380,7 @@ impl Session {
                 })
             }
             ErrorKind::Fatal => {
-                self.logger.error(format_args!(
+                self.known.logger.error(format_args!(
                     "event {event_id} (attempt {attempt}): `{name}` says the plugin cannot go \
                      on: {message}"
                 ));
@@ -401,12 +399,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "(a panic without a message)".to_owned()
     }
-}
-
-/// Writing a message from a [`Context`], which does not know the writer's type.
-pub(crate) trait Emit: Send + Sync {
-    /// Writes `message` as one line; false when the output is closed.
-    fn emit(&self, message: &PluginMessage) -> bool;
 }
 
 /// The one writer of protocol lines.

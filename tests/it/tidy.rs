@@ -65,3 +65,199 @@ fn no_tracing_enabled_checks() {
         "`tracing::enabled!` in {found:?}\nhint: it can drop the next record on the thread; use a flag the logger sets"
     );
 }
+
+/// The modules of one crate (`src/a.rs` and `src/a/mod.rs` are `a`; `src/a/b.rs` is `a::b`; the
+/// crate root is left out: it declares the modules and re-exports their items) and the modules
+/// each one names through `crate::` paths outside comments, each with the line that names it.
+fn rust_imports(src: &Path) -> Vec<(String, String, String)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let module_of = |path: &Path| -> Option<String> {
+        let rel = path.strip_prefix(src).ok()?.with_extension("");
+        let mut parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        if parts.is_empty() || parts == ["lib"] || parts == ["main"] || parts[0] == "bin" {
+            return None;
+        }
+        Some(parts.join("::"))
+    };
+    let modules: Vec<String> = files.iter().filter_map(|p| module_of(p)).collect();
+    let mut edges = Vec::new();
+    for path in &files {
+        let Some(from) = module_of(path) else {
+            continue;
+        };
+        let text = fs::read_to_string(path).expect("readable");
+        // `super::` names the parent's modules, up to the file's inline test module, where it
+        // names the file itself.
+        let parent = from.rsplit_once("::").map(|(p, _)| format!("{p}::"));
+        let mut in_tests = false;
+        for line in text.lines() {
+            in_tests |= line.trim() == "#[cfg(test)]";
+            let code = line.split("//").next().unwrap_or("");
+            let mut code = code.replace("crate::", "\u{1}");
+            if !in_tests {
+                code = code.replace("super::*", "").replace(
+                    "super::",
+                    &format!("\u{1}{}", parent.as_deref().unwrap_or_default()),
+                );
+            }
+            let mut rest = code.as_str();
+            while let Some(at) = rest.find('\u{1}') {
+                rest = &rest[at + 1..];
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                // The longest module that the path starts with.
+                let target = modules
+                    .iter()
+                    .filter(|m| path == **m || path.starts_with(&format!("{m}::")))
+                    .max_by_key(|m| m.len());
+                // `use crate::a::{b, c}` names `a::b` and `a::c` when they are modules.
+                let mut targets: Vec<String> = target.into_iter().cloned().collect();
+                if path.ends_with("::") && rest[path.len()..].starts_with('{') {
+                    let inside = &rest[path.len() + 1..];
+                    let inside = &inside[..inside.find('}').unwrap_or(inside.len())];
+                    for item in inside.split(',') {
+                        let item = item.trim().trim_start_matches("self");
+                        let full = format!("{path}{item}");
+                        if modules.contains(&full) {
+                            targets.push(full);
+                        }
+                    }
+                }
+                for to in targets {
+                    let related = from == to
+                        || from.starts_with(&format!("{to}::"))
+                        || to.starts_with(&format!("{from}::"));
+                    if !related {
+                        edges.push((from.clone(), to, line.trim().to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The modules of a Python package and the ones each imports relatively (`from .a import x`,
+/// `from . import a`), with the line.
+fn python_imports(package: &Path) -> Vec<(String, String, String)> {
+    let mut edges = Vec::new();
+    for entry in fs::read_dir(package).expect("readable package") {
+        let path = entry.expect("entry").path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".py"))
+        else {
+            continue;
+        };
+        if name == "__init__" {
+            continue;
+        }
+        let text = fs::read_to_string(&path).expect("readable");
+        for line in text.lines() {
+            let code = line.split('#').next().unwrap_or("").trim();
+            let Some(rest) = code.strip_prefix("from .") else {
+                continue;
+            };
+            let targets: Vec<String> = if let Some(names) = rest.strip_prefix(" import ") {
+                names
+                    .split(',')
+                    .map(|n| n.split_whitespace().next().unwrap_or("").to_owned())
+                    .collect()
+            } else {
+                vec![rest.split([' ', '.']).next().unwrap_or("").to_owned()]
+            };
+            for to in targets.into_iter().filter(|t| !t.is_empty() && t != name) {
+                edges.push((name.to_owned(), to, code.to_owned()));
+            }
+        }
+    }
+    edges
+}
+
+/// The cycles among `edges`: each strongly connected set of two or more modules, with the lines
+/// that tie it.
+fn cycles(edges: &[(String, String, String)]) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut next: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (from, to, _) in edges {
+        next.entry(from).or_default().insert(to);
+    }
+    let reaches = |a: &str, b: &str| {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![a];
+        while let Some(m) = stack.pop() {
+            if m == b {
+                return true;
+            }
+            if seen.insert(m) {
+                stack.extend(next.get(m).into_iter().flatten().copied());
+            }
+        }
+        false
+    };
+    let mut found = Vec::new();
+    for (from, to, line) in edges {
+        if reaches(to, from) {
+            found.push(format!("{from} -> {to} ({line})"));
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// No module of these crates imports, directly or through others, a module that imports it: a
+/// cycle makes two modules one in all but name (issue 16). The daemon's crate joins the list
+/// once its refactor (one owner of the schema, the control handler split) is done.
+#[test]
+fn no_import_cycles_between_modules() {
+    let root = root();
+    let mut problems = Vec::new();
+    for krate in [
+        "protocol/src",
+        "sdk-rust/src",
+        "tests/src",
+        "plugins/log-events/src",
+    ] {
+        let edges = rust_imports(&root.join(krate));
+        for cycle in cycles(&edges) {
+            problems.push(format!("{krate}: {cycle}"));
+        }
+    }
+    let edges = python_imports(&root.join("sdk-python/src/sgevents"));
+    assert!(
+        edges.iter().any(|(from, _, _)| from == "_runner"),
+        "the Python import scan found nothing: {edges:?}"
+    );
+    for cycle in cycles(&edges) {
+        problems.push(format!("sdk-python: {cycle}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "import cycles:\n{}\nhint: move what both sides share into a module of its own",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_cycle_check_sees_a_cycle() {
+    let edge = |a: &str, b: &str| (a.to_owned(), b.to_owned(), format!("use crate::{b}"));
+    let found = cycles(&[
+        edge("a", "b"),
+        edge("b", "c"),
+        edge("c", "a"),
+        edge("c", "d"),
+    ]);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(cycles(&[edge("a", "b"), edge("b", "c"), edge("a", "c")]).is_empty());
+}

@@ -41,7 +41,7 @@ it is disabled at this event), anything else (retried, with the traceback record
 The wire format is specified in the sgevents repository under `protocol/`.
 """
 
-from ._context import Context, Credentials
+from ._context import Callback, Context, Credentials, Event
 from ._errors import (
     CallbackError,
     Fatal,
@@ -51,7 +51,7 @@ from ._errors import (
     ShotgunNotInstalled,
     Skip,
 )
-from ._plugin import Callback, Event, Plugin, SetupHook
+from ._plugin import Plugin, SetupHook
 from ._protocol import CURRENT, MAX_IN_FLIGHT_LIMIT, SUPPORTED
 from ._subscription import Subscription
 

@@ -177,3 +177,9 @@ class Context:
             f"attempt={self.attempt}, subscription={self.subscription!r}, "
             f"credentials={self.credentials!r})"
         )
+
+
+Event = Dict[str, Any]
+"""An event as the callback gets it: the flat `EventLogEntry` dict of `shotgun_api3`."""
+Callback = Callable[[Context, Event], Any]
+"""A callback: `callback(ctx, event)`; its return value is ignored."""

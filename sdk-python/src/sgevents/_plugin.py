@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import (
-    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -17,16 +16,13 @@ from typing import (
     Union,
 )
 
+from ._context import Callback, Event
 from ._protocol import DEFAULT_MAX_IN_FLIGHT
+from ._runner import run_process
 from ._subscription import Subscription
 
-if TYPE_CHECKING:
-    from ._context import Context
+__all__ = ["Alerts", "Callback", "Event", "Plugin", "SetupHook", "alert_recipients"]
 
-Event = Dict[str, Any]
-"""An event as the callback gets it: the flat `EventLogEntry` dict of `shotgun_api3`."""
-Callback = Callable[["Context", Event], Any]
-"""A callback: `callback(ctx, event)`; its return value is ignored."""
 SetupHook = Callable[["Plugin", Dict[str, Any]], Any]
 """A setup hook: `setup(plugin, config)`, called at the handshake."""
 Alerts = Union[bool, List[str], None]
@@ -213,6 +209,4 @@ class Plugin:
         log lines on stderr), logging goes to stderr in the protocol's format. Exits with status 0
         when stdin closes, 125 after `fatal`.
         """
-        from ._runner import run_process
-
         run_process(self)

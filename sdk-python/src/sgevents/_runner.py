@@ -29,10 +29,9 @@ import threading
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Mapping, NoReturn, Optional, Protocol, Tuple
 
-from ._context import Context, ShotgunConnections, read_credentials
+from ._context import Callback, Context, ShotgunConnections, read_credentials
 from ._errors import CallbackError, Retry
 from ._log import PrintToLog, ProtocolLogHandler, StreamSink, drop_std_stream_handlers, install
-from ._plugin import Callback, Plugin
 from ._protocol import (
     DEFAULT_MAX_LINE_BYTES,
     DecodeError,
@@ -46,6 +45,7 @@ from ._protocol import (
     no_common_version,
     validate_register,
 )
+from ._subscription import Subscription
 
 _log = logging.getLogger("sgevents")
 
@@ -53,6 +53,13 @@ SHUTTING_DOWN = "plugin is shutting down"
 """The `nack` error of an event that arrives after `shutdown`."""
 FATAL_EXIT = 125
 """The exit status after `fatal`."""
+
+
+class Plugin(Protocol):
+    """What a session needs of a plugin (`sgevents.Plugin` is one): its setup for one session,
+    run at `hello` (subscriptions with their callbacks, the window, the alert recipients)."""
+
+    def _prepare(self, config: Dict[str, Any]) -> Tuple[List[Tuple[Subscription, Callback]], Any, Any]: ...
 
 
 class LineSink(Protocol):
