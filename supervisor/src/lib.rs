@@ -29,6 +29,7 @@
 //! daemon holds), and only actors touch their children.
 
 pub mod alerts;
+pub(crate) mod backoff;
 pub mod check;
 pub mod config;
 pub mod control;

@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// The first retry delay.
 pub(crate) const FIRST_DELAY: Duration = Duration::from_secs(1);
 /// The longest retry delay.
@@ -35,9 +37,9 @@ pub(crate) enum AfterCrash {
 #[derive(Debug)]
 pub(crate) struct RestartPolicy {
     crashes: VecDeque<Instant>,
-    next_delay: Option<Duration>,
-    first: Duration,
-    max: Duration,
+    /// Restarts since the last healthy run.
+    failures: u32,
+    backoff: Backoff,
 }
 
 impl RestartPolicy {
@@ -45,9 +47,8 @@ impl RestartPolicy {
     pub(crate) fn new(first: Duration, max: Duration) -> RestartPolicy {
         RestartPolicy {
             crashes: VecDeque::new(),
-            next_delay: None,
-            first,
-            max: max.max(first),
+            failures: 0,
+            backoff: Backoff::new(first, max),
         }
     }
 
@@ -77,17 +78,22 @@ impl RestartPolicy {
     /// The delay the next restart will wait if the child started at `started` stops at `now`,
     /// without recording anything.
     pub(crate) fn peek_delay(&self, started: Instant, now: Instant) -> Duration {
-        if now.duration_since(started) >= HEALTHY_AFTER {
-            self.first
-        } else {
-            self.next_delay.unwrap_or(self.first)
-        }
+        self.backoff.delay(self.failures_after(started, now))
     }
 
     fn backoff(&mut self, started: Instant, now: Instant) -> Duration {
-        let delay = self.peek_delay(started, now);
-        self.next_delay = Some((delay * 2).min(self.max));
-        delay
+        self.failures = self.failures_after(started, now);
+        self.backoff.delay(self.failures)
+    }
+
+    /// The count of failures in a row once the child started at `started` stopped at `now`: a
+    /// run of [`HEALTHY_AFTER`] starts the count over.
+    fn failures_after(&self, started: Instant, now: Instant) -> u32 {
+        if now.duration_since(started) >= HEALTHY_AFTER {
+            1
+        } else {
+            self.failures.saturating_add(1)
+        }
     }
 }
 
@@ -155,9 +161,7 @@ pub(crate) fn thousands(n: u64) -> String {
 /// did not ask for one: 1 s doubling up to 5 minutes, with `jitter` in `[0, 1)` spreading it by
 /// ±20%.
 pub(crate) fn retry_delay(attempt: u32, jitter: f64) -> Duration {
-    let base = FIRST_DELAY
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(MAX_DELAY);
+    let base = Backoff::new(FIRST_DELAY, MAX_DELAY).delay(attempt);
     base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
