@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::logging::{LogConfig, LogFormat, validate_filter};
+
 /// Where the configuration is looked for when `-c` is not given and `$SGEVENTS_CONFIG` is unset.
 pub const DEFAULT_CONFIG: &str = "sgevents.toml";
 
@@ -267,21 +269,6 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// `log_dir`, `log_retention`, `log_per_plugin`, `log_format`, `timing_log`.
     pub logs: LogConfig,
-}
-
-/// The log settings of `[daemon]` (see [`crate::logging`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// `log_dir`: where the log files go; `None`: stderr only.
-    pub dir: Option<PathBuf>,
-    /// `log_retention`: how many daily files of each log are kept, the current one included.
-    pub retention: u32,
-    /// `log_per_plugin`: one more file per plugin, `plugins/<name>.log`.
-    pub per_plugin: bool,
-    /// `log_format`: on stderr and in the files; the `--log-format` flag overrides it.
-    pub format: crate::logging::LogFormat,
-    /// `timing_log`: `timing.log`, one line per answered delivery.
-    pub timing: bool,
 }
 
 /// SQLite's `synchronous` pragma, as far as it is safe to choose.
@@ -821,7 +808,7 @@ impl Validator<'_> {
     /// `daemon.log_level`, checked as the log filter it is (see [`crate::logging::validate_filter`]).
     fn log_level(&self, value: Option<String>) -> Result<String, ConfigError> {
         let text = value.unwrap_or_else(|| "info".to_owned());
-        crate::logging::validate_filter(&text).map_err(|problem| {
+        validate_filter(&text).map_err(|problem| {
             ConfigError::at(
                 self.file,
                 "daemon.log_level",
@@ -899,8 +886,8 @@ impl Validator<'_> {
             "use 1 to 3650: how many daily files of each log are kept, today's included",
         )? as u32;
         let format = match &raw.log_format {
-            None => crate::logging::LogFormat::Text,
-            Some(text) => crate::logging::LogFormat::parse(text).ok_or_else(|| {
+            None => LogFormat::Text,
+            Some(text) => LogFormat::parse(text).ok_or_else(|| {
                 ConfigError::at(
                     self.file,
                     "daemon.log_format",
@@ -1936,7 +1923,7 @@ impl Validator<'_> {
                 ));
             }
         }
-        if !crate::launch::can_switch_user() {
+        if !crate::privilege::can_switch_user() {
             return Err(ConfigError::at(
                 self.file,
                 &key("user"),
@@ -2012,7 +1999,7 @@ pub fn discover(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.path())
             // An editor's backup (`plugin.py~`) keeps the executable bit and the stem.
-            .filter(|p| !crate::watch::is_editor_temp(p))
+            .filter(|p| !is_editor_temp(p))
             .filter(|p| {
                 // `metadata` follows symlinks: a link to an executable is a plugin.
                 std::fs::metadata(p)
@@ -2036,7 +2023,7 @@ pub fn not_executable(folders: &[PathBuf]) -> Vec<PathBuf> {
         .flat_map(|entries| entries.filter_map(Result::ok))
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
-        .filter(|p| !crate::watch::is_editor_temp(p))
+        .filter(|p| !is_editor_temp(p))
         .filter(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0)
         })
@@ -2086,6 +2073,48 @@ pub fn discover_legacy(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, st
         found.extend(files);
     }
     Ok(found)
+}
+
+/// Whether `path` names an editor's or a downloader's temporary file, whose changes are not plugin
+/// changes:
+///
+/// - hidden files, `.*` (vim's `.x.swp`, emacs's lock `.#x`, kate's `.x.kate-swp`, gedit's
+///   `.goutputstream-*`, rsync's `.x.AbC123`); discovery skips them too;
+/// - backups and autosaves: `x~`, `#x#`, `x.bak`;
+/// - vim's swap files wherever its `directory` puts them (`x.swp`, `x.swo`, `x.swn`, `x.swx`) and
+///   the `4913` it creates to test whether a folder is writable;
+/// - partial downloads and copies: `x.tmp`, `x.part`, `x.crdownload`;
+/// - dpkg's files in flight: `x.dpkg-new`, `x.dpkg-tmp`, `x.dpkg-old`.
+///
+/// Extensions are compared without regard to ASCII case.
+pub(crate) fn is_editor_temp(path: &Path) -> bool {
+    const EXTENSIONS: &[&str] = &[
+        "swp",
+        "swo",
+        "swn",
+        "swx",
+        "kate-swp",
+        "tmp",
+        "part",
+        "crdownload",
+        "bak",
+        "dpkg-new",
+        "dpkg-tmp",
+        "dpkg-old",
+    ];
+    let Some(name) = path.file_name() else {
+        return false;
+    };
+    let name = name.to_string_lossy();
+    if name.starts_with('.') || name.ends_with('~') || name == "4913" {
+        return true;
+    }
+    if name.len() > 1 && name.starts_with('#') && name.ends_with('#') {
+        return true;
+    }
+    name.rsplit_once('.').is_some_and(|(stem, ext)| {
+        !stem.is_empty() && EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
+    })
 }
 
 #[cfg(test)]
@@ -2241,7 +2270,7 @@ mod tests {
                 dir: None,
                 retention: 14,
                 per_plugin: false,
-                format: crate::logging::LogFormat::Text,
+                format: LogFormat::Text,
                 timing: false,
             },
             "stderr only by default"
@@ -2265,7 +2294,7 @@ mod tests {
                 dir: Some(PathBuf::from("/var/log/sgevents")),
                 retention: 30,
                 per_plugin: true,
-                format: crate::logging::LogFormat::Json,
+                format: LogFormat::Json,
                 timing: false,
             }
         );

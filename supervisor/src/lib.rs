@@ -42,6 +42,7 @@ pub mod migrate;
 pub mod notify;
 pub mod orphans;
 pub(crate) mod plugin;
+pub mod privilege;
 pub mod redact;
 pub mod scaffold;
 pub(crate) mod source;

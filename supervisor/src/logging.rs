@@ -54,8 +54,6 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::Registry;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::DaemonConfig;
-
 /// The target of the timing records: one per answered delivery, for `timing.log`.
 pub const TIMING_TARGET: &str = "sgevents::timing";
 /// The target of the lines a plugin writes on stderr, relayed by `plugin/child.rs`.
@@ -141,23 +139,40 @@ pub struct LogFiles {
     pub timing: bool,
 }
 
+/// The log settings of `[daemon]` (`daemon.log_*` and `daemon.timing_log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `log_dir`: where the log files go; `None`: stderr only.
+    pub dir: Option<PathBuf>,
+    /// `log_retention`: how many daily files of each log are kept, the current one included.
+    pub retention: u32,
+    /// `log_per_plugin`: one more file per plugin, `plugins/<name>.log`.
+    pub per_plugin: bool,
+    /// `log_format`: on stderr and in the files; the `--log-format` flag overrides it.
+    pub format: LogFormat,
+    /// `timing_log`: `timing.log`, one line per answered delivery.
+    pub timing: bool,
+}
+
 impl LogOptions {
-    /// The options of a command: the configuration's `[daemon]` log keys, the `--log-format` flag
-    /// (which wins over `daemon.log_format`), `$SGEVENTS_LOG`, and whether this command writes the
-    /// log files (only `run` does: `status` and `check` must not rotate the daemon's files).
+    /// The options of a command: the configuration's `daemon.log_level` and log keys (`logs`), the
+    /// `--log-format` flag (which wins over `daemon.log_format`), `$SGEVENTS_LOG`, and whether this
+    /// command writes the log files (only `run` does: `status` and `check` must not rotate the
+    /// daemon's files).
     pub fn from_config(
-        daemon: &DaemonConfig,
+        log_level: &str,
+        logs: &LogConfig,
         format: Option<LogFormat>,
         with_files: bool,
     ) -> LogOptions {
-        let (filter, warning) = choose_filter(std::env::var(FILTER_ENV).ok(), &daemon.log_level);
-        let format = format.unwrap_or(daemon.logs.format);
-        let files = match (&daemon.logs.dir, with_files) {
+        let (filter, warning) = choose_filter(std::env::var(FILTER_ENV).ok(), log_level);
+        let format = format.unwrap_or(logs.format);
+        let files = match (&logs.dir, with_files) {
             (Some(dir), true) => Some(LogFiles {
                 dir: dir.clone(),
-                retention: daemon.logs.retention,
-                per_plugin: daemon.logs.per_plugin,
-                timing: daemon.logs.timing,
+                retention: logs.retention,
+                per_plugin: logs.per_plugin,
+                timing: logs.timing,
             }),
             _ => None,
         };
@@ -1268,7 +1283,8 @@ mod tests {
             "[daemon]\nlog_dir = \"logs\"\nlog_format = \"json\"\n[source]\nkind = \"jsonl\"\npath = \"e\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let run = LogOptions::from_config(&config.daemon, None, true);
+        let run =
+            LogOptions::from_config(&config.daemon.log_level, &config.daemon.logs, None, true);
         assert_eq!(run.format, LogFormat::Json);
         assert!(!run.ansi);
         assert_eq!(
@@ -1280,7 +1296,12 @@ mod tests {
                 timing: true
             })
         );
-        let flag = LogOptions::from_config(&config.daemon, Some(LogFormat::Text), false);
+        let flag = LogOptions::from_config(
+            &config.daemon.log_level,
+            &config.daemon.logs,
+            Some(LogFormat::Text),
+            false,
+        );
         assert_eq!(flag.format, LogFormat::Text);
         assert_eq!(flag.files, None, "only `run` writes the files");
     }

@@ -487,6 +487,7 @@ fn init_logging(
     format: Option<LogFormat>,
     files: bool,
 ) -> anyhow::Result<LogGuard> {
-    let options = LogOptions::from_config(&config.daemon, format, files);
+    let options =
+        LogOptions::from_config(&config.daemon.log_level, &config.daemon.logs, format, files);
     Ok(sgevents::logging::init(&options)?)
 }

@@ -1440,7 +1440,12 @@ impl Worker {
                     .execute(params![plugin, json])?;
             }
             Cmd::ResolveFailed { plugin, event_id } => {
-                crate::control::ops::resolve_failed(&self.conn, &plugin, event_id)?;
+                // A retried failed event was acked: it is no longer failed.
+                self.conn
+                    .prepare_cached(
+                        "DELETE FROM failed_events WHERE plugin = ?1 AND event_id = ?2",
+                    )?
+                    .execute(params![plugin, event_id])?;
             }
             Cmd::Append { .. } | Cmd::Flush { .. } | Cmd::Control { .. } => {
                 unreachable!("handled by the commit loop")

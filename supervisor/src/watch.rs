@@ -5,7 +5,7 @@
 //! # What is watched
 //!
 //! - Each plugin folder ([`Targets::dirs`]), not recursively: a change to any entry directly in it
-//!   is reported, except editor temporary files ([`is_editor_temp`]) and `__pycache__`.
+//!   is reported, except editor temporary files ([`is_editor_temp`](crate::config::is_editor_temp)) and `__pycache__`.
 //! - Each configured command's executable ([`Targets::files`]) through its *parent folder*, filtered
 //!   by file name: watching the file itself would lose it at the first atomic save (write `x.tmp`,
 //!   rename it over `x`) or delete-and-recreate, which replace the inode the watch was on. A symlink
@@ -50,6 +50,8 @@ use nix::errno::Errno;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::config::is_editor_temp;
 
 /// A batch is emitted at the latest this many debounce delays after its first event.
 pub(crate) const MAX_DELAY_FACTOR: u32 = 10;
@@ -151,48 +153,6 @@ impl Watcher {
             rx,
         ))
     }
-}
-
-/// Whether `path` names an editor's or a downloader's temporary file, whose changes are not plugin
-/// changes:
-///
-/// - hidden files, `.*` (vim's `.x.swp`, emacs's lock `.#x`, kate's `.x.kate-swp`, gedit's
-///   `.goutputstream-*`, rsync's `.x.AbC123`); discovery skips them too;
-/// - backups and autosaves: `x~`, `#x#`, `x.bak`;
-/// - vim's swap files wherever its `directory` puts them (`x.swp`, `x.swo`, `x.swn`, `x.swx`) and
-///   the `4913` it creates to test whether a folder is writable;
-/// - partial downloads and copies: `x.tmp`, `x.part`, `x.crdownload`;
-/// - dpkg's files in flight: `x.dpkg-new`, `x.dpkg-tmp`, `x.dpkg-old`.
-///
-/// Extensions are compared without regard to ASCII case.
-pub(crate) fn is_editor_temp(path: &Path) -> bool {
-    const EXTENSIONS: &[&str] = &[
-        "swp",
-        "swo",
-        "swn",
-        "swx",
-        "kate-swp",
-        "tmp",
-        "part",
-        "crdownload",
-        "bak",
-        "dpkg-new",
-        "dpkg-tmp",
-        "dpkg-old",
-    ];
-    let Some(name) = path.file_name() else {
-        return false;
-    };
-    let name = name.to_string_lossy();
-    if name.starts_with('.') || name.ends_with('~') || name == "4913" {
-        return true;
-    }
-    if name.len() > 1 && name.starts_with('#') && name.ends_with('#') {
-        return true;
-    }
-    name.rsplit_once('.').is_some_and(|(stem, ext)| {
-        !stem.is_empty() && EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
-    })
 }
 
 /// Entries of a plugin folder whose changes are ignored: editor files, and Python's byte-code cache

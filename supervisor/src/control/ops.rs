@@ -492,10 +492,3 @@ pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<Replay>, Vec<
     }
     Ok((rows, missing))
 }
-
-/// A retried failed event was acked: it is no longer failed.
-pub fn resolve_failed(conn: &Connection, plugin: &str, event_id: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM failed_events WHERE plugin = ?1 AND event_id = ?2")?
-        .execute(params![plugin, event_id])?;
-    Ok(())
-}
