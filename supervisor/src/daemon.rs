@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::Alerts;
 use crate::config::{self, Config, SourceConfig};
 use crate::control::server::{self, Envelope};
-use crate::control::{ControlError, Request, Response, client, ops};
+use crate::control::{ControlError, Request, Response, handle, ops};
 use crate::plugin::keeper::{self, Command, KeeperHandle, Shared};
 use crate::source;
 use crate::store::{Store, StoreOptions};
@@ -422,7 +422,7 @@ impl Daemon {
                     let store = self.shared.store.clone();
                     tokio::spawn(async move {
                         let r = store
-                            .control(move |conn| client::direct(conn, &request))
+                            .control(move |conn| handle::direct(conn, &request))
                             .await;
                         let _ = reply.send(respond(r));
                     });
@@ -441,7 +441,7 @@ impl Daemon {
                     let store = self.shared.store.clone();
                     tokio::spawn(async move {
                         let r = store
-                            .control(move |conn| client::failed_list(conn, plugin.as_deref()))
+                            .control(move |conn| handle::failed_list(conn, plugin.as_deref()))
                             .await;
                         let _ = reply.send(respond(r));
                     });
@@ -477,7 +477,7 @@ impl Daemon {
             for r in &rows {
                 match configured.get(&r.name) {
                     None => {
-                        notes.insert(r.name.clone(), json!(client::NOT_CONFIGURED));
+                        notes.insert(r.name.clone(), json!(handle::NOT_CONFIGURED));
                     }
                     Some(after) => {
                         let held: Vec<(&str, &str)> = ops::held_back_by(after, &rows)
@@ -492,7 +492,7 @@ impl Daemon {
             }
             let n = rows.len();
             let _ = reply.send(Response::done(
-                format!("{n} plugin{}", client::plural(n)),
+                format!("{n} plugin{}", handle::plural(n)),
                 json!({"plugins": rows, "notes": notes}),
             ));
         });

@@ -18,6 +18,7 @@
 //! The wire format is documented in `docs/OPERATIONS.md` ("The control socket").
 
 pub mod client;
+pub mod handle;
 pub mod ops;
 pub(crate) mod server;
 pub mod show;

@@ -106,7 +106,7 @@ pub fn render(d: &FailedDetail) -> String {
         d.seq,
         d.failed_at,
         d.attempts,
-        super::client::plural(d.attempts as usize)
+        super::handle::plural(d.attempts as usize)
     );
     if let Some(at) = &d.retry_requested_at {
         let _ = writeln!(

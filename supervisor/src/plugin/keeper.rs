@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Actor, ActorReport, Links};
 use crate::alerts::Alerts;
 use crate::config::PluginSpec;
-use crate::control::client::{self, plural};
+use crate::control::handle::{self, plural};
 use crate::control::{ControlError, Request, Response, RewindTarget, ops};
 use crate::store::Store;
 
@@ -229,7 +229,7 @@ impl Keeper {
 
     /// A change that only touches the database, answered as the CLI answers it without a daemon.
     async fn direct(&self, request: Request) -> Result<Response, ControlError> {
-        self.db(move |conn, _| client::direct(conn, &request)).await
+        self.db(move |conn, _| handle::direct(conn, &request)).await
     }
 
     async fn handle(&mut self, command: Command) -> Response {
