@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  source task ──append batches──▶ Store (one thread, one SQLite connection) ◀── cursor moves,
-//!  (jsonl file)                      │ journal head (watch)                         retries, failures
+//!  (ShotGrid REST                    │ journal head (watch)                         retries, failures
+//!   or a jsonl file)                 │
 //!                                    ▼                                                   ▲
 //!                        one Actor per plugin ──event lines──▶ child stdin               │
 //!                                    ▲ ◀──────answers────────── child stdout ────────────┘
