@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let leftovers = store.leftovers().await?;
     crate::orphans::kill_leftovers(&leftovers.groups, leftovers.boot_id.as_deref());
     let (listener, socket) = server::bind(&config.daemon.state_dir)?;
-    let http_state = HttpState::new(store.clone());
+    let http_state = HttpState::new(store.clone(), config.clone());
     let http_addr = match &http_listener {
         Some(l) => Some(
             l.local_addr()
@@ -103,6 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 );
             }
             let app = http::router(http_state.clone());
+            http::start_background(&http_state, &cancel);
             Some(tokio::spawn(http::serve(l, app, cancel.clone())))
         }
         _ => None,
@@ -689,6 +690,7 @@ impl Daemon {
             readd.append(&mut added);
         }
         let source_changed = self.config.source != new.source;
+        self.http.set_config(new.clone());
         self.config = new;
         self.watch();
         for spec in after_order(added) {

@@ -20,7 +20,8 @@ pub fn gather(config: &Config) -> anyhow::Result<Value> {
     gather_from(&conn, config).context("cannot read the state database")
 }
 
-fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> {
+/// The status from `conn` (also the HTTP listener's `/api/status`, on its own read-only connection).
+pub(crate) fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> {
     type DaemonRow = (Option<i64>, Option<String>, Option<String>, Option<String>);
     let daemon: Option<DaemonRow> = conn
         .query_row(

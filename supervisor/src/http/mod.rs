@@ -43,7 +43,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::HttpConfig;
+pub mod page;
+pub(crate) mod snapshot;
+
+use self::snapshot::{Rates, StatusCache};
+use crate::config::{Config, HttpConfig};
 use crate::liveness::{Alive, Life};
 use crate::plugin::Live;
 use crate::source::Probe;
@@ -136,17 +140,28 @@ pub(crate) struct HttpState {
     pub(crate) source: Arc<Mutex<Probe>>,
     /// The configured plugins, by name (kept by the daemon as keepers come and go).
     pub(crate) plugins: Arc<RwLock<BTreeMap<String, PluginProbe>>>,
+    /// The status page's and `/api/status`'s snapshot, and the configuration it is read with.
+    pub(crate) status: Arc<StatusCache>,
+    /// Each plugin's deliveries per minute.
+    pub(crate) rates: Arc<Rates>,
 }
 
 impl HttpState {
     /// The state of a daemon whose loop, source and plugins are not started yet.
-    pub(crate) fn new(store: Store) -> HttpState {
+    pub(crate) fn new(store: Store, config: Config) -> HttpState {
         HttpState {
             store,
             daemon_loop: Alive::new(),
             source: Arc::default(),
             plugins: Arc::default(),
+            status: Arc::new(StatusCache::new(config)),
+            rates: Arc::default(),
         }
+    }
+
+    /// A new configuration (reload): the page shows the plugins in its order, with its `after`.
+    pub(crate) fn set_config(&self, config: Config) {
+        self.status.set_config(config);
     }
 
     /// The current source run's probe.
@@ -211,6 +226,8 @@ pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(status_page))
+        .route("/api/status", get(api_status))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -244,6 +261,68 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             &json!({"ready": false, "waiting_for": waits}),
         )
     }
+}
+
+/// `status --json`'s data, from the last snapshot.
+async fn api_status(State(state): State<HttpState>) -> Response {
+    match state.status.get().await {
+        Ok(snapshot) => json_response(StatusCode::OK, &snapshot.status),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": format!("cannot read the status: {e}")}),
+        ),
+    }
+}
+
+/// The status page.
+async fn status_page(State(state): State<HttpState>) -> Response {
+    let snapshot = match state.status.get().await {
+        Ok(s) => s,
+        Err(e) => {
+            let body = format!(
+                "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{}\">\
+                 <title>sgevents</title><p>cannot read the status yet: {}</p>\n",
+                page::REFRESH_SECS,
+                page::esc(&e)
+            );
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                body,
+            )
+                .into_response();
+        }
+    };
+    let config = state.status.config();
+    let now = std::time::SystemTime::now();
+    let rates = |name: &str| state.rates.series(name, now);
+    let body = page::render(&page::PageInput {
+        snapshot: &snapshot,
+        config: &config,
+        rates: &rates,
+        now,
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Starts what the routes need in the background (the status snapshot's reader, the deliveries'
+/// sampler), until `cancel`.
+pub(crate) fn start_background(state: &HttpState, cancel: &CancellationToken) {
+    tokio::spawn(state.status.clone().refresh(cancel.clone()));
+    tokio::spawn(
+        state
+            .rates
+            .clone()
+            .run(state.plugins.clone(), cancel.clone()),
+    );
 }
 
 /// Serves `app` on `listener` until `cancel`, then lets answers in progress finish (briefly).
@@ -312,7 +391,12 @@ mod tests {
             Duration::from_secs(3600),
         );
         let (store, _thread) = Store::open(dir.path(), options).expect("store");
-        let state = HttpState::new(store);
+        let config = crate::config::parse(
+            &dir.path().join("sgevents.toml"),
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\n",
+        )
+        .expect("config");
+        let state = HttpState::new(store, config);
         assert_eq!(
             state.health_problems(),
             ["daemon loop: not started", "source task: not started"]

@@ -78,6 +78,8 @@ pub(crate) struct Live {
     pub(crate) pid: Option<u32>,
     /// Handshakes completed since the daemon started (`/readyz` waits for one).
     pub(crate) handshakes: u64,
+    /// Deliveries sent since its keeper started (counted as they are handed to the store).
+    pub(crate) deliveries: u64,
 }
 
 impl Default for Live {
@@ -86,6 +88,7 @@ impl Default for Live {
             state: PluginState::Starting,
             pid: None,
             handshakes: 0,
+            deliveries: 0,
         }
     }
 }
@@ -379,6 +382,8 @@ impl Actor {
 
     fn publish_cursor(&mut self) {
         if !self.sent.is_empty() {
+            let n = self.sent.len() as u64;
+            self.live.send_modify(|l| l.deliveries += n);
             self.store
                 .sent(&self.spec.name, std::mem::take(&mut self.sent));
             self.published_at = Instant::now();

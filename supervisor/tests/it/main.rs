@@ -5,6 +5,7 @@
 //! nothing here measures time.
 
 mod alerts;
+mod browser;
 mod cli;
 mod control;
 mod crash;
