@@ -63,6 +63,10 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest one connection lives; then it is closed after its answer in progress.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// The kernel's queue of connections not accepted yet (std's `bind` asks for 128): a burst of
+/// connections waits there while [`MAX_CONNECTIONS`] are served, instead of having its SYNs dropped
+/// and retried a second later.
+pub const BACKLOG: i32 = 1024;
 /// How long the daemon's stop waits for answers in progress.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -110,6 +114,12 @@ pub fn bind(config: &HttpConfig) -> Result<Option<std::net::TcpListener>, HttpEr
         }
         Err(source) => return Err(HttpError::Bind { addr, source }),
     };
+    let backlog =
+        nix::sys::socket::Backlog::new(BACKLOG).unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+    nix::sys::socket::listen(&listener, backlog).map_err(|e| HttpError::Bind {
+        addr,
+        source: e.into(),
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| HttpError::Bind { addr, source })?;

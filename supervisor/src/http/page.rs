@@ -155,7 +155,7 @@ th, td { text-align: left; padding: .5rem .7rem; border-bottom: 1px solid var(--
 th { font-size: .8rem; color: var(--muted); font-weight: 600; }
 tr:last-child td { border-bottom: 0; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.name { font-weight: 600; }
+.name { font-weight: 600; white-space: nowrap; }
 .badge { display: inline-block; padding: .05rem .55rem; border-radius: 1rem; font-size: .85rem;
   font-weight: 600; border: 1px solid currentColor; }
 .state-running { color: var(--ok); } .state-starting, .state-backoff { color: var(--warn); }

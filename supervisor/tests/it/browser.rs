@@ -84,6 +84,51 @@ fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     &dom[dd..end]
 }
 
+/// The mean brightness (0 to 255) of a screenshot's top row of pixels: the page's background.
+/// Read by Python's standard library (zlib), which the tests need anyway.
+fn background(png: &Path) -> f64 {
+    const SCRIPT: &str = r#"
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+pos, idat, width, kind = 8, b"", 0, 0
+while pos < len(data):
+    n, tag = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    if tag == b"IHDR":
+        width, _, depth, kind = struct.unpack(">IIBB", body[:10])
+        assert depth == 8, depth
+    elif tag == b"IDAT":
+        idat += body
+    pos += 12 + n
+channels = {2: 3, 6: 4}[kind]
+raw = zlib.decompress(idat)
+filt, row = raw[0], bytearray(raw[1:1 + width * channels])
+if filt in (1, 4):  # Sub, and Paeth over a zero row: the byte to the left
+    for i in range(channels, len(row)):
+        row[i] = (row[i] + row[i - channels]) & 255
+elif filt == 3:  # Average over a zero row
+    for i in range(len(row)):
+        row[i] = (row[i] + (row[i - channels] if i >= channels else 0) // 2) & 255
+rgb = [row[i + c] for i in range(0, len(row), channels) for c in range(3)]
+print(sum(rgb) / len(rgb))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(png)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "cannot read {}: {}",
+        png.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a brightness")
+}
+
 /// `status --json`'s data as the listener serves it.
 fn api_status(addr: &str) -> Value {
     let answer = get(addr, "/api/status");
@@ -202,6 +247,24 @@ fn the_status_page_in_headless_chromium_shows_plugins_states_and_failed_events()
         png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
         "a PNG of the page ({} bytes)",
         png.len()
+    );
+    // The system's dark theme: the page follows it (`prefers-color-scheme`).
+    let dark = ctx.path("status-page-dark.png");
+    chromium(
+        &ctx,
+        &[
+            &format!("--screenshot={}", dark.display()),
+            "--window-size=1280,900",
+            "--force-dark-mode",
+            "--blink-settings=preferredColorScheme=0",
+        ],
+        &url,
+    );
+    let light = background(&shot);
+    let dark = background(&dark);
+    assert!(
+        light > 200.0 && dark < 60.0,
+        "a light page in the light theme ({light:.0}), a dark one in the dark theme ({dark:.0})"
     );
     if let Ok(dir) = std::env::var("SGEVENTS_SCREENSHOT_DIR") {
         std::fs::copy(&shot, Path::new(&dir).join("status-page.png")).expect("copy screenshot");

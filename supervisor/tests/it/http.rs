@@ -331,3 +331,61 @@ fn oversized_headers_and_slow_clients_are_cut_off_while_others_are_served() {
     assert_eq!(get(&addr, "/healthz").status, 200);
     ctx.stop(daemon);
 }
+
+#[test]
+fn a_burst_of_5000_connections_is_answered_while_events_flow() {
+    const BURST: usize = 5_000;
+    let ctx = Ctx::new();
+    ctx.config(LIVE, &ctx.test_plugin("a", ""));
+    ctx.events(1..=10);
+    let daemon = ctx.start();
+    ctx.started.borrow_mut().push(daemon.id());
+    let addr = ctx.http_addr();
+    wait_for("the first events delivered", || ctx.ids("a").len() == 10);
+
+    // Events keep coming while the burst lands.
+    let feeder = {
+        let path = ctx.path("events.jsonl");
+        std::thread::spawn(move || {
+            for chunk in 0..20 {
+                let first = 11 + chunk * 10;
+                crate::append_events_to(&path, first..first + 10);
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+        })
+    };
+    // Every connection sends its request at once and reads its answer later.
+    let started = std::time::Instant::now();
+    let mut streams = Vec::with_capacity(BURST);
+    for i in 0..BURST {
+        let mut s = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        s.set_read_timeout(Some(GUARD)).expect("timeout");
+        let path = if i % 2 == 0 { "/healthz" } else { "/readyz" };
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        streams.push(s);
+    }
+    let mut ok = 0;
+    for (i, mut s) in streams.into_iter().enumerate() {
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .unwrap_or_else(|e| panic!("answer {i}: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 200 "), "answer {i}: {answer}");
+        ok += 1;
+    }
+    assert_eq!(ok, BURST);
+    assert!(
+        started.elapsed() < GUARD,
+        "the burst was answered within the guard"
+    );
+    feeder.join().expect("feeder");
+    wait_for("every event delivered during the burst", || {
+        ctx.ids("a").len() == 210
+    });
+    assert_eq!(ctx.ids("a"), (1..=210).collect::<Vec<i64>>());
+    assert_eq!(get(&addr, "/healthz").status, 200);
+    ctx.stop(daemon);
+}
