@@ -1,20 +1,23 @@
-//! The read-only HTTP listener (`[http]`): `/healthz` and `/readyz` for probes, and the routes
-//! other modules add (see below).
+//! The read-only HTTP listener (`[http]`): `/healthz` and `/readyz` for probes, the status page
+//! `/` ([`page`]) and `/api/status` (`status --json`'s data, from the snapshot of `snapshot`),
+//! and the routes other modules add (see below).
 //!
 //! # Shape
 //!
 //! - [`bind`] binds `[http] listen` at start, before anything else runs, so that a taken port
 //!   stops the start with an error (or, for the default address, a warning and no listener).
-//! - [`HttpState`] is what every handler reads: handles on what the daemon already holds in
-//!   memory (the store's head and failure watches, liveness flags, each plugin's [`Live`] watch
-//!   and cursor). A handler never waits on the daemon's loop, a plugin or the store thread, and
-//!   never queries the journal beyond an indexed count. Add a field for a new route's data
+//! - `HttpState` is what every handler reads: handles on what the daemon already holds in
+//!   memory (the store's head and failure watches, liveness flags, each plugin's `Live` watch
+//!   and cursor, the status snapshot, the deliveries' rings). A handler never waits on the
+//!   daemon's loop, a plugin or the store thread, and never queries the database itself (the
+//!   snapshot is read in the background, at most every 2 s). Add a field for a new route's data
 //!   (a metrics registry, a webhook's channel) and fill it in `daemon::run`.
-//! - [`router`] is the one list of routes: add yours there (`.route("/metrics", get(...))`), with
+//! - `router` is the one list of routes: add yours there (`.route("/metrics", get(...))`), with
 //!   `State<HttpState>` as the handler's extractor. Routes are read-only: operations stay on the
 //!   control socket.
-//! - [`serve`] runs the accept loop on the daemon's runtime until the daemon's stop: at most
-//!   [`MAX_CONNECTIONS`] connections at once (beyond that, new ones wait in the kernel's backlog),
+//! - `serve` runs the accept loop on the daemon's runtime until the daemon's stop: at most
+//!   [`MAX_CONNECTIONS`] connections at once (beyond that, new ones wait in the kernel's queue of
+//!   [`BACKLOG`]),
 //!   request headers within [`MAX_HEADER_BYTES`] read within [`HEADER_TIMEOUT`] (slowloris), a
 //!   body of at most [`MAX_BODY_BYTES`], and no connection lives longer than [`CONNECTION_LIFETIME`]
 //!   (a client that never reads its answer). HTTP/1.1 only, keep-alive allowed.
