@@ -144,7 +144,7 @@ fn the_status_page_in_headless_chromium_shows_plugins_states_and_failed_events()
     ctx.config(
         LIVE,
         &format!(
-            "{}{}{}\nenabled = false\n",
+            "{}{}after = [\"healthy\"]\n{}enabled = false\n",
             ctx.test_plugin("healthy", ""),
             ctx.test_plugin("failing", &failing),
             ctx.test_plugin("off", ""),
@@ -198,6 +198,11 @@ fn the_status_page_in_headless_chromium_shows_plugins_states_and_failed_events()
     assert!(row(&dom, "off").contains("data-state=\"disabled\""));
     assert!(row(&dom, "off").contains("disabled in the configuration"));
     assert!(row(&dom, "healthy").contains("<svg class=\"spark\""));
+    assert!(
+        row(&dom, "failing").contains("after <code>healthy</code>"),
+        "{}",
+        row(&dom, "failing")
+    );
     assert!(
         row(&dom, "failing").contains("<td class=\"num failed bad\">2</td>"),
         "{}",

@@ -208,6 +208,12 @@ fn listen_empty_turns_the_listener_off() {
         &[("listen = \"127.0.0.1:0\"", "listen = \"\"")],
         &ctx.test_plugin("a", ""),
     );
+    let check = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("http:          off (`listen = \"\"`)"),
+        "{text}"
+    );
     let out = ctx.run();
     assert_success(&out);
     let log = String::from_utf8_lossy(&out.stderr);
@@ -270,6 +276,14 @@ fn a_taken_port_stops_the_start_with_a_hint() {
     ctx.config(
         &[("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""))],
         &ctx.test_plugin("a", ""),
+    );
+    let check = ctx.sgevents(&["check"]).output().expect("check");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains(&format!(
+            "http:          http://{addr}/ is in use: by this daemon if it runs; otherwise `run` refuses to start"
+        )),
+        "{text}"
     );
     let out = ctx.run();
     assert!(!out.status.success());
