@@ -14,7 +14,8 @@
 //! attempts; with `nack_backoff = true` the nack asks for no delay, so the daemon's backoff
 //! applies), `term_at`, `fatal_at`. Whole-plugin behaviours: `exit_at_start` (exit with that
 //! status at `hello`), `no_register`, `bad_register`, `banner` (a non-protocol line before
-//! `register`), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`,
+//! `register`), `register_after` (a file: `register` is sent only once it exists), `error_suffix` (text appended
+//! to every nack, term and fatal error), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`,
 //! `stderr_flood` (that many stderr lines, `flood line N`, written by a thread started at `hello`;
 //! the first event is answered only once they are all written), `pong_flood` (that many `pong`s
 //! for no ping right after `register`; with `pong_flood_times`).
@@ -142,6 +143,11 @@ fn main() {
                 if config.get("no_register").and_then(Value::as_bool) == Some(true) {
                     continue;
                 }
+                if let Some(path) = config.get("register_after").and_then(Value::as_str) {
+                    while !std::path::Path::new(path).exists() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 if config.get("banner").and_then(Value::as_bool) == Some(true) {
                     send_raw(&mut out, "test plugin v1.0 starting up\n");
                 }
@@ -205,6 +211,11 @@ fn main() {
                     format!(" (my key is {key})")
                 } else {
                     String::new()
+                };
+                // `error_suffix`: appended to every nack, term and fatal error.
+                let leak = match config.get("error_suffix").and_then(Value::as_str) {
+                    Some(suffix) => format!("{leak}{suffix}"),
+                    None => leak,
                 };
                 if let Some(path) = config.get("environ_probe").and_then(Value::as_str) {
                     probe(&config, path);

@@ -108,6 +108,34 @@ pub async fn check(config: &Config, deep: bool) -> (String, bool) {
             }
         }
     }
+    match config.http.listen {
+        None => {
+            let _ = writeln!(out, "http:          off (`listen = \"\"`)");
+        }
+        Some(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(_) => {
+                let _ = writeln!(out, "http:          http://{addr}/ (free)");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let _ = writeln!(
+                    out,
+                    "http:          http://{addr}/ is in use: by this daemon if it runs; otherwise `run` {}",
+                    if config.http.listen_set {
+                        "refuses to start\nhint: free the port, or set another `[http] listen`"
+                    } else {
+                        "starts without the listener (a warning)"
+                    }
+                );
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(
+                    out,
+                    "http:          error: cannot listen on `{addr}`: {e}\nhint: check `[http] listen`"
+                );
+            }
+        },
+    }
     if config.plugins.is_empty() {
         let _ = writeln!(
             out,

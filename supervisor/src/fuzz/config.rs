@@ -40,6 +40,21 @@ const DAEMON: Keys = &[
     ("timing_log", &["true", "false"]),
 ];
 
+const HTTP: Keys = &[
+    (
+        "listen",
+        &[
+            "\"127.0.0.1:9750\"",
+            "\"\"",
+            "\"[::1]:0\"",
+            "\"0.0.0.0:80\"",
+            "\"localhost\"",
+            "\"127.0.0.1:99999\"",
+        ],
+    ),
+    ("allow_remote", &["true", "false"]),
+];
+
 const JSONL: Keys = &[
     ("kind", &["\"jsonl\""]),
     ("path", &["\"events.jsonl\"", "\"/dev/null\""]),
@@ -269,12 +284,13 @@ fn config_text() -> BoxedStrategy<Vec<u8>> {
         prop::option::of(table("[plugin.fuzzplugin]", PLUGIN)),
         prop::option::of(table("[plugin.ghost]", PLUGIN)),
         prop::option::of(table("[alerts]", ALERTS)),
+        prop::option::of(table("[http]", HTTP)),
         change,
         prop_oneof![3 => Just(ByteChange::None), 1 => byte_change()],
         any::<bool>(),
     )
         .prop_map(
-            |(daemon, source, plugins, plugin, ghost, alerts, change, bytes, crlf)| {
+            |(daemon, source, plugins, plugin, ghost, alerts, http, change, bytes, crlf)| {
                 let mut lines: Vec<String> = [
                     Some(daemon),
                     Some(source),
@@ -282,6 +298,7 @@ fn config_text() -> BoxedStrategy<Vec<u8>> {
                     plugin,
                     ghost,
                     alerts,
+                    http,
                 ]
                 .into_iter()
                 .flatten()
