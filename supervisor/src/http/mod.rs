@@ -195,20 +195,22 @@ impl HttpState {
 
     /// What is wrong with the daemon's health, if anything.
     pub(crate) fn health_problems(&self) -> Vec<String> {
+        // A part that has not started yet is no problem: the listener answers from the start, and
+        // a reload starts a new source task; `/readyz` covers starting. A part that stopped is.
         let mut problems = Vec::new();
         let life = self.daemon_loop.life();
-        if life != Life::Running {
+        if !matches!(life, Life::Running | Life::NotStarted) {
             problems.push(format!("daemon loop: {}", life.as_str()));
         }
         let life = self.store.thread_life();
-        if life != Life::Running {
+        if !matches!(life, Life::Running | Life::NotStarted) {
             problems.push(format!("store thread: {}", life.as_str()));
         }
         if let Some(e) = self.store.failure() {
             problems.push(format!("store: failed: {e}"));
         }
         let life = self.source().alive.life();
-        if !matches!(life, Life::Running | Life::Ended) {
+        if life == Life::Died {
             problems.push(format!("source task: {}", life.as_str()));
         }
         problems
@@ -410,15 +412,20 @@ mod tests {
         )
         .expect("config");
         let state = HttpState::new(store, config);
-        assert_eq!(
-            state.health_problems(),
-            ["daemon loop: not started", "source task: not started"]
+        assert!(
+            state.health_problems().is_empty(),
+            "parts not started yet are no problem (a probe at start, a reload's new source task)"
         );
-        let _loop = state.daemon_loop.start();
+        let daemon_loop = state.daemon_loop.start();
         let source = state.source().alive.start();
         assert!(state.health_problems().is_empty());
         source.died();
         assert_eq!(state.health_problems(), ["source task: died"]);
+        daemon_loop.died();
+        assert_eq!(
+            state.health_problems(),
+            ["daemon loop: died", "source task: died"]
+        );
 
         // The database replaced under the store: the store fails, and says so.
         let db = crate::store::db_path(dir.path());
