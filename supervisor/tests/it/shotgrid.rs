@@ -493,6 +493,43 @@ fn the_fake_site_example_configuration_checks_out() {
     }
 }
 
+/// `config/sgevents.toml`, the example the Debian package installs as /etc/sgevents/sgevents.toml,
+/// stays valid: with its site and folders pointed at the fake site and a temporary folder, `check`
+/// signs in and passes. (`.ci/package` checks the installed copy with the installed binary.)
+#[test]
+fn the_packaged_example_configuration_checks_out() {
+    let site = site();
+    site.append(3);
+    let ctx = Ctx::new();
+    let text = std::fs::read_to_string(crate::root().join("config/sgevents.toml"))
+        .expect("the example configuration");
+    let quoted = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
+    let rewritten = text
+        .replace("\"/var/lib/sgevents\"", &quoted(ctx.path("var")))
+        .replace("\"/var/log/sgevents\"", &quoted(ctx.path("logs")))
+        .replace(
+            "\"https://mystudio.shotgrid.autodesk.com\"",
+            &format!("{:?}", site.url()),
+        );
+    assert!(
+        !rewritten.contains("= \"/var/") && !rewritten.contains("mystudio"),
+        "every path and the site were redirected:\n{rewritten}"
+    );
+    std::fs::write(ctx.path("sgevents.toml"), rewritten).expect("config");
+    let out = ctx
+        .sgevents(&["check"])
+        .env("SGEVENTS_SCRIPT_KEY", KEY)
+        .output()
+        .expect("check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("is valid"), "{report}");
+}
+
 #[test]
 fn tokens_are_refreshed_before_they_expire() {
     let site = FakeSite::start(SiteOptions {
