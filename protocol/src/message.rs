@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// The window a plugin gets when its `register` does not name one.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1;
 /// The largest window a plugin may ask for.
-pub const MAX_IN_FLIGHT_LIMIT: u32 = 64;
+pub const MAX_IN_FLIGHT_LIMIT: u32 = 1024;
 
 /// Picks the version to speak: the newest one that both `offered` and [`SUPPORTED`] contain.
 ///
@@ -139,7 +139,7 @@ pub struct Register {
     pub protocol: u32,
     /// What the plugin wants to receive, in the order its callbacks run.
     pub subscriptions: Vec<Subscription>,
-    /// How many events the daemon may send before the first is answered (1 to 64).
+    /// How many events the daemon may send before the first is answered (1 to 1024).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
     /// Who is mailed about this plugin's alerts (disabled, crash loop, failed events): `true` or
