@@ -324,6 +324,16 @@ impl Bridge {
     async fn start(self: Arc<Self>, delivery: EventDelivery, raw: Option<Bytes>) -> Start {
         let event_id = delivery.event_id;
         let attempt = delivery.attempt;
+        if self.client.connection_state() != State::Connected && !self.down.load(Ordering::Acquire)
+        {
+            // The first connection, or a disconnection the client has not reported yet: give it
+            // a moment before calling it an outage.
+            let patience = self.config.publish_timeout.min(Duration::from_secs(2));
+            let since = std::time::Instant::now();
+            while self.client.connection_state() != State::Connected && since.elapsed() < patience {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         if self.client.connection_state() != State::Connected {
             outage(&self.down, &self.log, &self.urls(), "not connected");
             return Start::Answered(self.unreachable(event_id, attempt, "NATS is not connected"));
