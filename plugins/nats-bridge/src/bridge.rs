@@ -17,11 +17,12 @@
 //! Every message carries `Nats-Msg-Id: <site>:<event_id>`, so a redelivery (after a crash of the
 //! daemon, of the bridge, or of the server) inside the stream's duplicate window is stored once.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::header::{self, HeaderMap};
@@ -49,6 +50,16 @@ const EXIT_FATAL: u8 = 125;
 /// The JetStream error code of a stream that does not exist.
 const STREAM_NOT_FOUND: u64 = 10059;
 
+/// How long after its retry a failed event that did not come back stops holding later ones.
+const STALE: Duration = Duration::from_secs(30);
+
+/// The longest an event is held back, unanswered, behind a failed one: well inside the daemon's
+/// 15 minutes per delivery.
+const HOLD_MAX: Duration = Duration::from_secs(10 * 60);
+
+/// How often held-back events are looked at.
+const TICK: Duration = Duration::from_millis(500);
+
 /// The longest `retry_after_ms` the bridge asks for while NATS is unreachable.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
@@ -58,7 +69,8 @@ enum Answer {
     Fatal(String),
 }
 
-type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
+/// A publish awaiting its acknowledgement: the event and its answer.
+type Pending = Pin<Box<dyn Future<Output = (i64, Answer)> + Send>>;
 
 /// Runs the session until stdin closes; returns the exit status.
 pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> u8 {
@@ -116,22 +128,22 @@ pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> 
         return 0;
     }
 
-    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut session = Session {
+        bridge,
+        pending: FuturesUnordered::new(),
+        failed: BTreeMap::new(),
+        queued: BTreeMap::new(),
+    };
+    let mut tick = tokio::time::interval(TICK);
     let mut shutting_down = false;
-    loop {
-        tokio::select! {
-            Some(answer) = pending.next(), if !pending.is_empty() => {
-                match answer {
-                    Answer::Message(message) => {
-                        if !write(&message) {
-                            return 0;
-                        }
-                    }
-                    Answer::Fatal(error) => return fatal(&error),
-                }
+    let end = loop {
+        let step = tokio::select! {
+            Some((event_id, answer)) = session.pending.next(), if !session.pending.is_empty() => {
+                session.answered(event_id, answer)
             }
+            _ = tick.tick() => session.tick(),
             message = incoming.recv() => {
-                let Some(message) = message else { break };
+                let Some(message) = message else { break Ok(()) };
                 let (message, raw) = match message {
                     Incoming::Message(message, raw) => (*message, raw),
                     Incoming::Bad(why) => {
@@ -140,52 +152,198 @@ pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> 
                     }
                 };
                 match message {
-                    DaemonMessage::Event(delivery) => {
-                        if shutting_down {
-                            let nack = PluginMessage::Nack {
-                                event_id: delivery.event_id,
-                                error: "plugin is shutting down".into(),
-                                retry_after_ms: None,
-                            };
-                            if !write(&nack) {
-                                return 0;
-                            }
-                            continue;
-                        }
-                        match Arc::clone(&bridge).start(delivery, raw).await {
-                            Start::Waiting(future) => pending.push(future),
-                            Start::Answered(Answer::Message(message)) => {
-                                if !write(&message) {
-                                    return 0;
-                                }
-                            }
-                            Start::Answered(Answer::Fatal(error)) => return fatal(&error),
-                        }
+                    DaemonMessage::Event(delivery) if shutting_down => send(PluginMessage::Nack {
+                        event_id: delivery.event_id,
+                        error: "plugin is shutting down".into(),
+                        retry_after_ms: None,
+                    }),
+                    DaemonMessage::Event(delivery) => session.event(delivery, raw).await,
+                    DaemonMessage::Ping { nonce } => send(PluginMessage::Pong { nonce }),
+                    DaemonMessage::Shutdown { .. } => {
+                        shutting_down = true;
+                        session.give_back("plugin is shutting down")
                     }
-                    DaemonMessage::Ping { nonce } => {
-                        if !write(&PluginMessage::Pong { nonce }) {
-                            return 0;
-                        }
+                    DaemonMessage::Hello(_) => {
+                        log.error("ignoring a second `hello`");
+                        Ok(())
                     }
-                    DaemonMessage::Shutdown { .. } => shutting_down = true,
-                    DaemonMessage::Hello(_) => log.error("ignoring a second `hello`"),
                 }
             }
+        };
+        let step = match step {
+            Ok(()) => session.release().await,
+            Err(end) => Err(end),
+        };
+        if let Err(end) = step {
+            break Err(end);
         }
-    }
-    // stdin closed: answer what is in flight, then leave.
-    while let Some(answer) = pending.next().await {
-        match answer {
-            Answer::Message(message) => {
-                if !write(&message) {
-                    return 0;
-                }
+    };
+    // stdin closed (or the daemon is gone): answer what is in flight, then leave.
+    let end = end.and_then(|()| session.give_back("plugin is stopping"));
+    let end = match end {
+        Ok(()) => loop {
+            let Some((event_id, answer)) = session.pending.next().await else {
+                break Ok(());
+            };
+            session.failed.remove(&event_id);
+            if let Err(end) = answer_to_daemon(answer) {
+                break Err(end);
             }
-            Answer::Fatal(error) => return fatal(&error),
+        },
+        Err(end) => Err(end),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), session.bridge.client.flush()).await;
+    match end {
+        Ok(()) | Err(End::DaemonGone) => 0,
+        Err(End::Fatal(error)) => fatal(&error),
+    }
+}
+
+/// Why the session ends early.
+enum End {
+    /// stdout is closed: the daemon is gone.
+    DaemonGone,
+    /// The bridge cannot go on.
+    Fatal(String),
+}
+
+/// Writes a message; the daemon being gone ends the session.
+fn send(message: PluginMessage) -> Result<(), End> {
+    if write(&message) {
+        Ok(())
+    } else {
+        Err(End::DaemonGone)
+    }
+}
+
+fn answer_to_daemon(answer: Answer) -> Result<(), End> {
+    match answer {
+        Answer::Message(message) => send(message),
+        Answer::Fatal(error) => Err(End::Fatal(error)),
+    }
+}
+
+/// An event held back, unanswered, behind an earlier one whose publish failed.
+struct Queued {
+    delivery: EventDelivery,
+    raw: Option<Bytes>,
+    /// When it was delivered.
+    since: Instant,
+    /// When its deadline was last pushed back (delivery or `progress`).
+    progressed: Instant,
+}
+
+/// The session's events: the publishes awaiting their acknowledgement, the events nacked after a
+/// failed publish (until the daemon brings them back), and the events held back behind them.
+///
+/// **Order.** The daemon's window lets later events overtake a nacked one. So that JetStream still
+/// stores a subject's events in journal order across an outage, an event that arrives while an
+/// earlier one waits for its redelivery is held back, unanswered (with `progress` to keep its
+/// deadline), and published once nothing earlier waits. A failed event the daemon does not bring
+/// back within [`STALE`] of its retry (it gave up after `max_attempts`, or an operator acted)
+/// holds nothing any more; an event held back for [`HOLD_MAX`] is nacked, as the daemon's
+/// 15-minute limit per delivery requires.
+struct Session {
+    bridge: Arc<Bridge>,
+    pending: FuturesUnordered<Pending>,
+    failed: BTreeMap<i64, Instant>,
+    queued: BTreeMap<i64, Queued>,
+}
+
+impl Session {
+    /// A new delivery from the daemon.
+    async fn event(&mut self, delivery: EventDelivery, raw: Option<Bytes>) -> Result<(), End> {
+        let event_id = delivery.event_id;
+        self.failed.remove(&event_id);
+        if self.failed.range(..event_id).next().is_some() {
+            let now = Instant::now();
+            self.queued.insert(
+                event_id,
+                Queued {
+                    delivery,
+                    raw,
+                    since: now,
+                    progressed: now,
+                },
+            );
+            return Ok(());
+        }
+        self.publish(delivery, raw).await
+    }
+
+    async fn publish(&mut self, delivery: EventDelivery, raw: Option<Bytes>) -> Result<(), End> {
+        let event_id = delivery.event_id;
+        match Arc::clone(&self.bridge).start(delivery, raw).await {
+            Start::Waiting(future) => {
+                self.pending.push(future);
+                Ok(())
+            }
+            Start::Answered(answer) => self.answered(event_id, answer),
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), bridge.client.flush()).await;
-    0
+
+    /// An answer for the daemon; a nack keeps the event among the failed ones.
+    fn answered(&mut self, event_id: i64, answer: Answer) -> Result<(), End> {
+        if let Answer::Message(PluginMessage::Nack { retry_after_ms, .. }) = &answer {
+            let retry = Duration::from_millis(retry_after_ms.unwrap_or(1000));
+            self.failed.insert(event_id, Instant::now() + retry);
+        }
+        answer_to_daemon(answer)
+    }
+
+    /// Publishes the held-back events that nothing earlier holds any more, in journal order.
+    async fn release(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        self.failed.retain(|_, due| *due + STALE > now);
+        while let Some(entry) = self.queued.first_entry() {
+            if self.failed.range(..*entry.key()).next().is_some() {
+                break;
+            }
+            let queued = entry.remove();
+            self.publish(queued.delivery, queued.raw).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the held-back events alive, and gives back those held too long.
+    fn tick(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let mut too_long = Vec::new();
+        for (&event_id, queued) in &mut self.queued {
+            if now.duration_since(queued.since) > HOLD_MAX {
+                too_long.push(event_id);
+                continue;
+            }
+            let third = Duration::from_millis(queued.delivery.deadline_ms / 3);
+            if now.duration_since(queued.progressed) >= third {
+                queued.progressed = now;
+                send(PluginMessage::Progress { event_id })?;
+            }
+        }
+        for event_id in too_long {
+            if let Some(queued) = self.queued.remove(&event_id) {
+                let answer = nack(
+                    event_id,
+                    "held back too long behind an event NATS did not store".into(),
+                    retry_after(queued.delivery.attempt),
+                );
+                self.answered(event_id, answer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Nacks every held-back event (the plugin is stopping).
+    fn give_back(&mut self, why: &str) -> Result<(), End> {
+        for (event_id, _) in std::mem::take(&mut self.queued) {
+            send(PluginMessage::Nack {
+                event_id,
+                error: why.to_owned(),
+                retry_after_ms: None,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 fn message_kind(message: &DaemonMessage) -> &'static str {
@@ -213,6 +371,14 @@ fn fatal(error: &str) -> u8 {
         error: error.to_owned(),
     });
     EXIT_FATAL
+}
+
+/// How an event's publish started, inside the bridge.
+enum Publish {
+    /// Sent; the answer comes when JetStream acknowledges it (or not).
+    Waiting(Pin<Box<dyn Future<Output = Answer> + Send>>),
+    /// Answered at once.
+    Answered(Answer),
 }
 
 /// How an event's publish started.
@@ -320,8 +486,19 @@ impl Bridge {
         self.config.urls.join(",")
     }
 
-    /// Starts the publish of one event, in the order events arrive.
+    /// Starts the publish of one event; its answer comes with the event's id.
     async fn start(self: Arc<Self>, delivery: EventDelivery, raw: Option<Bytes>) -> Start {
+        let event_id = delivery.event_id;
+        match self.publish(delivery, raw).await {
+            Publish::Answered(answer) => Start::Answered(answer),
+            Publish::Waiting(future) => {
+                Start::Waiting(Box::pin(async move { (event_id, future.await) }))
+            }
+        }
+    }
+
+    /// Publishes one event: checks the connection and the stream, sends the message.
+    async fn publish(self: Arc<Self>, delivery: EventDelivery, raw: Option<Bytes>) -> Publish {
         let event_id = delivery.event_id;
         let attempt = delivery.attempt;
         if self.client.connection_state() != State::Connected && !self.down.load(Ordering::Acquire)
@@ -329,22 +506,22 @@ impl Bridge {
             // The first connection, or a disconnection the client has not reported yet: give it
             // a moment before calling it an outage.
             let patience = self.config.publish_timeout.min(Duration::from_secs(2));
-            let since = std::time::Instant::now();
+            let since = Instant::now();
             while self.client.connection_state() != State::Connected && since.elapsed() < patience {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         if self.client.connection_state() != State::Connected {
             outage(&self.down, &self.log, &self.urls(), "not connected");
-            return Start::Answered(self.unreachable(event_id, attempt, "NATS is not connected"));
+            return Publish::Answered(self.unreachable(event_id, attempt, "NATS is not connected"));
         }
         if !self.stream_ready.load(Ordering::Acquire) {
             match self.ensure_stream().await {
                 Ok(()) => self.stream_ready.store(true, Ordering::Release),
-                Err(StreamFault::Fatal(error)) => return Start::Answered(Answer::Fatal(error)),
+                Err(StreamFault::Fatal(error)) => return Publish::Answered(Answer::Fatal(error)),
                 Err(StreamFault::Retry(error)) => {
                     outage(&self.down, &self.log, &self.urls(), &error);
-                    return Start::Answered(self.unreachable(event_id, attempt, &error));
+                    return Publish::Answered(self.unreachable(event_id, attempt, &error));
                 }
             }
         }
@@ -353,7 +530,7 @@ impl Bridge {
             None => match serde_json::to_vec(&delivery.event) {
                 Ok(json) => Bytes::from(json),
                 Err(e) => {
-                    return Start::Answered(term(event_id, format!("cannot encode it: {e}")));
+                    return Publish::Answered(term(event_id, format!("cannot encode it: {e}")));
                 }
             },
         };
@@ -365,7 +542,7 @@ impl Bridge {
         let max_payload = self.client.server_info().max_payload;
         let size = payload.len() + headers_len(&headers) + subject.len();
         if max_payload > 0 && size > max_payload {
-            return Start::Answered(term(
+            return Publish::Answered(term(
                 event_id,
                 format!(
                     "the message is {size} bytes, over the NATS server's max_payload \
@@ -379,10 +556,10 @@ impl Bridge {
             .publish_with_headers(subject.clone(), headers, payload)
             .await
         {
-            Ok(ack) => Start::Waiting(Box::pin(self.finish(ack, subject, event_id, attempt))),
+            Ok(ack) => Publish::Waiting(Box::pin(self.finish(ack, subject, event_id, attempt))),
             Err(e) => {
                 outage(&self.down, &self.log, &self.urls(), &e.to_string());
-                Start::Answered(self.unreachable(event_id, attempt, &e.to_string()))
+                Publish::Answered(self.unreachable(event_id, attempt, &e.to_string()))
             }
         }
     }

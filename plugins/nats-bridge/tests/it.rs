@@ -275,8 +275,22 @@ config = {{ {bridge_config} }}
         fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
     }
 
+    /// Polls `cond` until it holds; fails after [`GUARD`] with `what` and the daemon's last lines.
+    fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            if start.elapsed() > GUARD {
+                let log = self.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                panic!("timed out waiting for {what}; the daemon's last lines:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// A plugin's (state, last_event_id, pid, disabled_reason), once the database has its row.
-    fn plugin(&self, name: &str) -> Option<(String, Option<i64>, Option<i64>, Option<String>)> {
+    fn plugin(&self, name: &str) -> Option<PluginRow> {
         let db = Connection::open_with_flags(
             self.path("var/state.db"),
             OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -410,6 +424,9 @@ fn assert_every_event_once(nats: &Nats, n: i64) -> Vec<Stored> {
     stored
 }
 
+/// A plugin's row: (state, last_event_id, pid, disabled_reason).
+type PluginRow = (String, Option<i64>, Option<i64>, Option<String>);
+
 /// The bridge's process: the one whose executable is the bridge and whose folder is `dir`.
 fn bridge_pid(dir: &Path) -> Option<u32> {
     let exe = bridge_exe();
@@ -429,10 +446,10 @@ fn twenty_thousand_events_are_stored_once_each_in_order() {
     ctx.append(1..=EVENTS);
     ctx.config(&format!("url = {:?}, site = \"test\"", nats.url()), "");
     ctx.start();
-    wait_for("20,000 events in the stream", || {
+    ctx.wait_for("20,000 events in the stream", || {
         stored(&nats) >= EVENTS as u64
     });
-    wait_for("the bridge's cursor at the last event", || {
+    ctx.wait_for("the bridge's cursor at the last event", || {
         ctx.cursor("nats") == EVENTS
     });
     ctx.stop_daemon();
@@ -453,28 +470,28 @@ fn crashes_of_the_daemon_and_the_bridge_lose_nothing_and_store_nothing_twice() {
     ctx.append(1..=quarter);
     ctx.config(&format!("url = {:?}, site = \"test\"", nats.url()), "");
     ctx.start();
-    wait_for("events stored", || stored(&nats) >= 3000);
+    ctx.wait_for("events stored", || stored(&nats) >= 3000);
     ctx.kill_daemon();
 
     ctx.append(quarter + 1..=2 * quarter);
     ctx.start();
-    wait_for("more events stored", || stored(&nats) >= 8000);
+    ctx.wait_for("more events stored", || stored(&nats) >= 8000);
     let dir = ctx.dir.path().canonicalize().expect("dir");
     let pid = bridge_pid(&dir).expect("the bridge runs");
     signal(pid, nix::sys::signal::Signal::SIGKILL);
 
     ctx.append(2 * quarter + 1..=3 * quarter);
-    wait_for("events stored after the bridge's crash", || {
+    ctx.wait_for("events stored after the bridge's crash", || {
         stored(&nats) >= 13_000
     });
     ctx.kill_daemon();
 
     ctx.append(3 * quarter + 1..=EVENTS);
     ctx.start();
-    wait_for("20,000 events in the stream", || {
+    ctx.wait_for("20,000 events in the stream", || {
         stored(&nats) >= EVENTS as u64
     });
-    wait_for("the bridge's cursor at the last event", || {
+    ctx.wait_for("the bridge's cursor at the last event", || {
         ctx.cursor("nats") == EVENTS
     });
     ctx.stop_daemon();
@@ -501,12 +518,12 @@ fn a_nats_outage_of_ten_seconds_loses_nothing_and_other_plugins_go_on() {
     );
     ctx.config(&format!("url = {:?}, site = \"test\"", nats.url()), &other);
     ctx.start();
-    wait_for("events stored", || stored(&nats) >= 4000);
+    ctx.wait_for("events stored", || stored(&nats) >= 4000);
 
     nats.stop();
     ctx.append(half + 1..=EVENTS);
     // The other plugin gets every event while NATS is down.
-    wait_for("the other plugin's cursor at the last event", || {
+    ctx.wait_for("the other plugin's cursor at the last event", || {
         ctx.cursor("count") == EVENTS
     });
     // The outage itself: the 10 s, measured from the stop.
@@ -519,10 +536,10 @@ fn a_nats_outage_of_ten_seconds_loses_nothing_and_other_plugins_go_on() {
     assert!(during.1.unwrap_or(0) < EVENTS, "the bridge waited for NATS");
     nats.restart();
 
-    wait_for("20,000 events in the stream", || {
+    ctx.wait_for("20,000 events in the stream", || {
         stored(&nats) >= EVENTS as u64
     });
-    wait_for("the bridge's cursor at the last event", || {
+    ctx.wait_for("the bridge's cursor at the last event", || {
         ctx.cursor("nats") == EVENTS
     });
     let after = ctx.plugin("nats").expect("the bridge's row");
@@ -664,7 +681,7 @@ fn a_pool_of_three_python_workers_consumes_every_event_once() {
     }
     // Every delivery acknowledged: nothing pending, nothing waiting for an ack.
     let url = nats.url();
-    wait_for("the consumer to have nothing pending", || {
+    ctx.wait_for("the consumer to have nothing pending", || {
         rt().block_on(async {
             let client = async_nats::connect(&url).await.expect("connect");
             let stream = jetstream::new(client)
