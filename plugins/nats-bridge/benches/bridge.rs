@@ -221,7 +221,9 @@ async fn raw_publish(
     .expect("stream");
     let subject = format!("{subject_head}.bench.Shotgun_Task_Change");
     let start = Instant::now();
-    let mut pending = FuturesUnordered::new();
+    let mut pending: FuturesUnordered<
+        <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
+    > = FuturesUnordered::new();
     for (i, body) in bodies.iter().enumerate() {
         if pending.len() >= window {
             pending
