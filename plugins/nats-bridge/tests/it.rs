@@ -86,17 +86,22 @@ struct Nats {
 
 impl Nats {
     fn start(store: &Path) -> Nats {
+        let mut nats = Nats::stopped(store);
+        nats.restart();
+        nats
+    }
+
+    /// A server not started yet, with its port chosen.
+    fn stopped(store: &Path) -> Nats {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut nats = Nats {
+        Nats {
             port,
             store: store.to_path_buf(),
             child: None,
-        };
-        nats.restart();
-        nats
+        }
     }
 
     fn url(&self) -> String {
@@ -710,4 +715,103 @@ fn a_pool_of_three_python_workers_consumes_every_event_once() {
     assert_eq!(ids.len(), distinct.len(), "no event consumed twice");
     assert_eq!(distinct, (1..=EVENTS).collect(), "every event consumed");
     ctx.stop_daemon();
+}
+
+#[test]
+fn nats_down_at_start_is_waited_for() {
+    let mut ctx = Ctx::new();
+    let mut nats = Nats::stopped(&ctx.path("nats"));
+    ctx.append(1..=100);
+    ctx.config(&format!("url = {:?}, site = \"test\"", nats.url()), "");
+    ctx.start();
+    ctx.wait_for("the bridge to say NATS is unreachable", || {
+        ctx.log().contains("is unreachable (")
+    });
+    nats.restart();
+    ctx.wait_for("the bridge's cursor at the last event", || {
+        ctx.cursor("nats") == 100
+    });
+    ctx.stop_daemon();
+    assert_every_event_once(&nats, 100);
+    let log = ctx.log();
+    assert_eq!(
+        log.matches("is unreachable (").count(),
+        1,
+        "one warning:\n{log}"
+    );
+    assert!(log.contains("is back: publishing again"), "{log}");
+}
+
+#[test]
+fn a_missing_stream_is_fatal_and_an_uncovered_subject_is_termed() {
+    // create_stream = false and no stream: fatal, naming the stream; the position is kept.
+    let mut ctx = Ctx::new();
+    let nats = Nats::start(&ctx.path("nats"));
+    ctx.append(1..=10);
+    ctx.config(
+        &format!(
+            "url = {:?}, site = \"test\", create_stream = false",
+            nats.url()
+        ),
+        "",
+    );
+    ctx.start();
+    ctx.wait_for("the bridge to be disabled", || {
+        ctx.plugin("nats").is_some_and(|p| p.0 == "disabled")
+    });
+    let (_, cursor, _, reason) = ctx.plugin("nats").expect("row");
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("stream `SGEVENTS` does not exist") && reason.contains("hint: "),
+        "{reason}"
+    );
+    assert_eq!(cursor.unwrap_or(0), 0, "the position is kept");
+    ctx.stop_daemon();
+
+    // A stream that does not store the bridge's subjects: each event is termed, with why.
+    let url = nats.url();
+    rt().block_on(async {
+        let client = async_nats::connect(&url).await.expect("connect");
+        jetstream::new(client)
+            .create_stream(jetstream::stream::Config {
+                name: "SGEVENTS".into(),
+                subjects: vec!["other.>".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream created");
+    });
+    let mut ctx = Ctx::new();
+    ctx.append(1..=10);
+    ctx.config(
+        &format!(
+            "url = {:?}, site = \"test\", create_stream = false",
+            nats.url()
+        ),
+        "",
+    );
+    ctx.start();
+    ctx.wait_for("the bridge's cursor at the last event", || {
+        ctx.cursor("nats") == 10
+    });
+    ctx.stop_daemon();
+    let db =
+        Connection::open_with_flags(ctx.path("var/state.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("state.db");
+    let mut stmt = db
+        .prepare("SELECT event_id, last_error FROM failed_events WHERE plugin = 'nats' ORDER BY event_id")
+        .expect("query");
+    let failed: Vec<(i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(failed.len(), 10, "every event failed once: {failed:?}");
+    assert!(
+        failed[0].1.contains(
+            "subject `sgevents.test.Shotgun_Shot_New` is not stored by stream `SGEVENTS`"
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(stored(&nats), 0);
 }
