@@ -128,6 +128,8 @@ fn main() {
         .spawn()
         .expect("nats-server runs (apt-get install nats-server)");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The JetStream context starts a task of its own.
+    let _runtime = rt.enter();
     let client = rt.block_on(async {
         let started = Instant::now();
         loop {
