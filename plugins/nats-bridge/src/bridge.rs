@@ -398,14 +398,14 @@ struct Bridge {
     /// The stream was found (or created) on this connection.
     stream_ready: AtomicBool,
     /// An outage was logged and has not ended yet.
-    down: Arc<AtomicBool>,
+    down: Arc<Outage>,
 }
 
 impl Bridge {
     /// Connects in the background: an unreachable server is an outage, not an error. Only a
     /// configuration that cannot work (an unreadable credentials file) is an error.
     async fn connect(config: Config, log: Logger) -> Result<Bridge, String> {
-        let down = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(Outage::default());
         let mut options = match &config.auth {
             crate::config::Auth::None => ConnectOptions::new(),
             crate::config::Auth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
@@ -452,8 +452,9 @@ impl Bridge {
                 let urls = urls.clone();
                 async move {
                     match event {
-                        Event::Disconnected => outage(&down, &log, &urls, "disconnected"),
-                        Event::Connected => recovered(&down, &log, &urls),
+                        // Its end is the first publish stored after it, not the reconnection:
+                        // JetStream may need a moment more.
+                        Event::Disconnected => down.start(&log, &urls, "disconnected"),
                         Event::ServerError(e) => {
                             log.warn(format_args!("NATS server error: {e}"));
                         }
@@ -501,8 +502,7 @@ impl Bridge {
     async fn publish(self: Arc<Self>, delivery: EventDelivery, raw: Option<Bytes>) -> Publish {
         let event_id = delivery.event_id;
         let attempt = delivery.attempt;
-        if self.client.connection_state() != State::Connected && !self.down.load(Ordering::Acquire)
-        {
+        if self.client.connection_state() != State::Connected && !self.down.is_down() {
             // The first connection, or a disconnection the client has not reported yet: give it
             // a moment before calling it an outage.
             let patience = self.config.publish_timeout.min(Duration::from_secs(2));
@@ -512,7 +512,7 @@ impl Bridge {
             }
         }
         if self.client.connection_state() != State::Connected {
-            outage(&self.down, &self.log, &self.urls(), "not connected");
+            self.down.start(&self.log, &self.urls(), "not connected");
             return Publish::Answered(self.unreachable(event_id, attempt, "NATS is not connected"));
         }
         if !self.stream_ready.load(Ordering::Acquire) {
@@ -520,7 +520,7 @@ impl Bridge {
                 Ok(()) => self.stream_ready.store(true, Ordering::Release),
                 Err(StreamFault::Fatal(error)) => return Publish::Answered(Answer::Fatal(error)),
                 Err(StreamFault::Retry(error)) => {
-                    outage(&self.down, &self.log, &self.urls(), &error);
+                    self.down.start(&self.log, &self.urls(), &error);
                     return Publish::Answered(self.unreachable(event_id, attempt, &error));
                 }
             }
@@ -551,14 +551,17 @@ impl Bridge {
                 ),
             ));
         }
+        let sent_at = Instant::now();
         match self
             .js
             .publish_with_headers(subject.clone(), headers, payload)
             .await
         {
-            Ok(ack) => Publish::Waiting(Box::pin(self.finish(ack, subject, event_id, attempt))),
+            Ok(ack) => Publish::Waiting(Box::pin(
+                self.finish(ack, subject, event_id, attempt, sent_at),
+            )),
             Err(e) => {
-                outage(&self.down, &self.log, &self.urls(), &e.to_string());
+                self.down.start(&self.log, &self.urls(), &e.to_string());
                 Publish::Answered(self.unreachable(event_id, attempt, &e.to_string()))
             }
         }
@@ -588,10 +591,11 @@ impl Bridge {
         subject: String,
         event_id: i64,
         attempt: u32,
+        sent_at: Instant,
     ) -> Answer {
         match ack.await {
             Ok(_) => {
-                recovered(&self.down, &self.log, &self.urls());
+                self.down.end(&self.log, &self.urls(), sent_at);
                 Answer::Message(PluginMessage::Ack { event_id })
             }
             Err(e) => self.refused(e, &subject, event_id, attempt).await,
@@ -608,7 +612,7 @@ impl Bridge {
     ) -> Answer {
         match error.kind() {
             PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                outage(&self.down, &self.log, &self.urls(), &error.to_string());
+                self.down.start(&self.log, &self.urls(), &error.to_string());
                 self.unreachable(event_id, attempt, &format!("no acknowledgement: {error}"))
             }
             PublishErrorKind::StreamNotFound => {
@@ -790,20 +794,44 @@ fn is_not_found(error: &async_nats::jetstream::context::GetStreamError) -> bool 
         if e.error_code() == jetstream::ErrorCode(STREAM_NOT_FOUND))
 }
 
-/// Logs the start of an outage, once.
-fn outage(down: &AtomicBool, log: &Logger, urls: &str, why: &str) {
-    if !down.swap(true, Ordering::AcqRel) {
-        log.warn(format_args!(
-            "NATS at `{urls}` is unreachable ({why}): events are nacked and retried until it is \
-             back\nhint: check the NATS servers; the bridge reconnects by itself"
-        ));
-    }
+/// Whether NATS is unreachable, and since when: one warning when an outage starts, one line when
+/// it ends.
+#[derive(Default)]
+struct Outage {
+    since: std::sync::Mutex<Option<Instant>>,
 }
 
-/// Logs the end of an outage, once.
-fn recovered(down: &AtomicBool, log: &Logger, urls: &str) {
-    if down.swap(false, Ordering::AcqRel) {
-        log.info(format_args!("NATS at `{urls}` is back: publishing again"));
+impl Outage {
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_down(&self) -> bool {
+        self.since().is_some()
+    }
+
+    /// Logs the start of an outage, once.
+    fn start(&self, log: &Logger, urls: &str, why: &str) {
+        let mut since = self.since();
+        if since.is_none() {
+            *since = Some(Instant::now());
+            log.warn(format_args!(
+                "NATS at `{urls}` is unreachable ({why}): events are nacked and retried until it \
+                 is back\nhint: check the NATS servers; the bridge reconnects by itself"
+            ));
+        }
+    }
+
+    /// Ends the outage when a publish sent after it started was stored (an acknowledgement of
+    /// an older one, still on its way, says nothing about now).
+    fn end(&self, log: &Logger, urls: &str, sent_at: Instant) {
+        let mut since = self.since();
+        if since.is_some_and(|since| sent_at > since) {
+            *since = None;
+            log.info(format_args!("NATS at `{urls}` is back: publishing again"));
+        }
     }
 }
 
