@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// The window a plugin gets when its `register` does not name one.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1;
 /// The largest window a plugin may ask for.
-pub const MAX_IN_FLIGHT_LIMIT: u32 = 64;
+pub const MAX_IN_FLIGHT_LIMIT: u32 = 1024;
 
 /// Picks the version to speak: the newest one that both `offered` and [`SUPPORTED`] contain.
 ///
@@ -142,7 +142,7 @@ pub struct Register {
     pub protocol: u32,
     /// What the plugin wants to receive, in the order its callbacks run.
     pub subscriptions: Vec<Subscription>,
-    /// How many events the daemon may send before the first is answered (1 to 64).
+    /// How many events the daemon may send before the first is answered (1 to 1024).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
     /// Who is mailed about this plugin's alerts (disabled, crash loop, failed events): `true` or
@@ -313,11 +313,11 @@ mod tests {
             Err(RegisterError::BadWindow(0))
         );
         assert_eq!(
-            register(vec![Subscription::new("a", ["*"])], 65).validate(&[1]),
-            Err(RegisterError::BadWindow(65))
+            register(vec![Subscription::new("a", ["*"])], 1025).validate(&[1]),
+            Err(RegisterError::BadWindow(1025))
         );
         assert_eq!(
-            register(vec![Subscription::new("a", ["*"])], 64).validate(&[1]),
+            register(vec![Subscription::new("a", ["*"])], 1024).validate(&[1]),
             Ok(())
         );
         assert_eq!(

@@ -95,10 +95,10 @@ class RegisterTests(_support.TestCase):
         no_types = Plugin()
         no_types.subscribe(lambda ctx, event: None, [], name="a")
         self.refused(no_types, "subscription `a` lists no event types")
-        for window in (0, 65):
+        for window in (0, 1025):
             wide = Plugin(max_in_flight=window)
             wide.subscribe(lambda ctx, event: None, ["*"], name="a")
-            self.refused(wide, f"max_in_flight `{window}` is out of range\nhint: ask for 1 to 64")
+            self.refused(wide, f"max_in_flight `{window}` is out of range\nhint: ask for 1 to 1024")
 
     def test_no_common_version_is_answered_fatal(self) -> None:
         plugin = Plugin()

@@ -133,12 +133,12 @@ class RegisterValidationTests(_support.TestCase):
     def test_validation(self) -> None:
         one = [{"name": "a", "event_types": ["*"]}]
         self.assertIsNone(validate_register(self.register(one), [1]))
-        self.assertIsNone(validate_register(self.register(one, 64), [1]))
+        self.assertIsNone(validate_register(self.register(one, 1024), [1]))
         problem = validate_register(self.register(one, protocol=1), [2])
         self.assertIn("the plugin chose protocol version `1`", str(problem))
         self.assertIn("hint:", str(problem))
         self.assertIn("max_in_flight `0` is out of range", str(validate_register(self.register(one, 0), [1])))
-        self.assertIn("max_in_flight `65` is out of range", str(validate_register(self.register(one, 65), [1])))
+        self.assertIn("max_in_flight `1025` is out of range", str(validate_register(self.register(one, 1025), [1])))
         self.assertIn("out of range", str(validate_register(self.register(one, "4"), [1])))
         self.assertIn("no subscriptions", str(validate_register(self.register([]), [1])))
         dup = [{"name": "a", "event_types": ["*"]}, {"name": "a", "event_types": ["x"]}]

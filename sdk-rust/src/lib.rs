@@ -57,7 +57,7 @@
 //! hooks with the plugin's configuration, and answers `register` with every subscription in
 //! registration order and `max_in_flight`. No common version, a failing setup hook, or a
 //! `register` that [`sgevents_protocol::Register::validate`] refuses (no subscriptions, a repeated
-//! name, a window outside 1 to 64) is answered with `fatal`, and the process exits with status 125.
+//! name, a window outside 1 to 1024) is answered with `fatal`, and the process exits with status 125.
 //!
 //! **Threads.** The thread that calls `run` reads stdin for the rest of the session: it answers
 //! `ping` at once, even while every callback is busy, and queues each `event` for the

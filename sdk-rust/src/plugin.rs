@@ -58,7 +58,7 @@ impl Plugin {
         self
     }
 
-    /// How many events may be in flight at once, 1 to 64 (default 1). The SDK runs that many
+    /// How many events may be in flight at once, 1 to 1024 (default 1). The SDK runs that many
     /// worker threads, so callbacks of different events may run concurrently when it is above 1.
     pub fn max_in_flight(mut self, max_in_flight: u32) -> Plugin {
         self.max_in_flight = max_in_flight;

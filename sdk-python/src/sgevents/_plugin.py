@@ -84,7 +84,7 @@ class Plugin:
         plugin.run()
     ```
 
-    `max_in_flight` (1 to 64, default 1) is how many events the daemon may hand over before the
+    `max_in_flight` (1 to 1024, default 1) is how many events the daemon may hand over before the
     first is answered; the SDK runs that many callbacks at once on worker threads, so with 1 events
     are handled strictly one after another, in order.
 

@@ -21,7 +21,7 @@ DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 """The longest line either side must accept, in bytes, newline excluded: 16 MiB."""
 DEFAULT_MAX_IN_FLIGHT = 1
 """The window a plugin asks for unless it says otherwise."""
-MAX_IN_FLIGHT_LIMIT = 64
+MAX_IN_FLIGHT_LIMIT = 1024
 """The largest window a plugin may ask for."""
 
 EXCERPT_BYTES = 200
