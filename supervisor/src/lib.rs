@@ -37,6 +37,7 @@ pub mod deliver;
 pub mod launch;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 pub mod notify;
 pub mod orphans;

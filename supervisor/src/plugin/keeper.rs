@@ -7,6 +7,8 @@
 //! Changes to the state database go through [`Store::control`], after everything the actor sent
 //! before, so an operator's change always wins over the cursor the stopped actor last reported.
 
+use std::sync::Arc;
+
 use rusqlite::Connection;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,6 +20,7 @@ use crate::alerts::Alerts;
 use crate::config::PluginSpec;
 use crate::control::client::{self, plural};
 use crate::control::{ControlError, Request, Response, RewindTarget, ops};
+use crate::metrics::PluginMetrics;
 use crate::store::Store;
 
 /// What an operator (or the daemon) asks of one plugin.
@@ -86,7 +89,9 @@ pub(crate) fn spawn(
     let (report_tx, report) = watch::channel(ActorReport::default());
     let (progress_tx, progress) = watch::channel(0);
     let (replay_tx, _) = watch::channel(0);
+    let metrics = crate::metrics::global().plugin(&spec.name, progress.clone());
     let keeper = Keeper {
+        metrics,
         spec,
         shared,
         gate,
@@ -113,6 +118,8 @@ struct Run {
 
 struct Keeper {
     spec: PluginSpec,
+    /// Its metrics' handles, handed to each actor.
+    metrics: Arc<PluginMetrics>,
     shared: Shared,
     gate: Option<watch::Receiver<i64>>,
     report: watch::Sender<ActorReport>,
@@ -146,6 +153,7 @@ impl Keeper {
                 msg = rx.recv() => match msg {
                     Some((Command::Remove, reply)) => {
                         self.stop().await;
+                        crate::metrics::global().forget_plugin(&self.spec.name);
                         let _ = reply.send(Response::done(
                             format!("stopped plugin `{}`: it is no longer configured; its state is kept", self.spec.name),
                             json!({"plugin": self.spec.name, "action": "removed"}),
@@ -186,6 +194,7 @@ impl Keeper {
             replay: self.replay.subscribe(),
             cancel: cancel.clone(),
             hard: self.shared.hard.clone(),
+            metrics: self.metrics.clone(),
         };
         let actor = Actor::new(self.spec.clone(), links);
         let task = tokio::spawn(actor.run());

@@ -30,6 +30,7 @@ pub(crate) mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -50,6 +51,7 @@ use self::timings::Timings;
 use self::window::{Slot, SlotState, Window};
 use crate::alerts::{Alert, Alerts, Recipients};
 use crate::config::{PluginLimits, PluginSpec};
+use crate::metrics::PluginMetrics;
 use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Sent, Store, StoreError};
 
 /// How many journal rows an actor reads at once.
@@ -121,6 +123,8 @@ pub(crate) struct Links {
     pub(crate) cancel: CancellationToken,
     /// The daemon's immediate stop.
     pub(crate) hard: CancellationToken,
+    /// Its metrics' handles.
+    pub(crate) metrics: Arc<PluginMetrics>,
 }
 
 /// The actor of one plugin.
@@ -156,6 +160,7 @@ pub(crate) struct Actor {
     /// What the plugin may send unasked this session: `pong`s for no ping, and `progress`.
     unsolicited: TokenBucket,
     progress_budget: TokenBucket,
+    metrics: Arc<PluginMetrics>,
 }
 
 impl Actor {
@@ -171,6 +176,7 @@ impl Actor {
             replay,
             cancel,
             hard,
+            metrics,
         } = links;
         Actor {
             head: store.head(),
@@ -205,6 +211,7 @@ impl Actor {
             session_started: Instant::now(),
             unsolicited: TokenBucket::new(UNSOLICITED_RATE, UNSOLICITED_BURST, Instant::now()),
             progress_budget: TokenBucket::new(PROGRESS_RATE, PROGRESS_BURST, Instant::now()),
+            metrics,
             spec,
         }
     }
@@ -340,6 +347,10 @@ impl Actor {
         if state != PluginState::Disabled {
             self.status.disabled_reason = None;
         }
+        self.metrics.set_status(state, self.status.restarts);
+        if state != PluginState::Running {
+            self.metrics.set_in_flight(0);
+        }
         self.store.set_status(&self.spec.name, self.status.clone());
     }
 
@@ -408,7 +419,7 @@ impl Actor {
     async fn session(&mut self) -> End {
         self.session_started = Instant::now();
         self.set_state(PluginState::Starting, None);
-        let mut child = match PluginChild::spawn(&self.spec) {
+        let mut child = match PluginChild::spawn(&self.spec, self.metrics.log_dropped.clone()) {
             Ok(c) => c,
             Err(e) => {
                 return End::Crashed(format!(
@@ -579,6 +590,7 @@ impl Actor {
             }
             self.publish_cursor_soon();
             self.publish_report();
+            self.metrics.set_in_flight(self.window.len());
             // The timer is only moved earlier: when it fires early, nothing is due and it is
             // armed again. This spares a timer update for every event.
             let next = self.next_timer(ping, far);
@@ -906,6 +918,7 @@ impl Actor {
         };
         let duration = slot.sent_at.elapsed();
         self.timings.record(duration);
+        self.metrics.delivered(outcome, duration);
         // The record itself only when something takes it (the timing log): parsing the event's
         // time for every answer would cost the hot path for nothing otherwise.
         if !tracing::enabled!(target: "sgevents::timing", tracing::Level::INFO) {
