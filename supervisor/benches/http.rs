@@ -107,7 +107,7 @@ impl Tools {
             .output()
             .expect("cargo runs");
         assert!(out.status.success(), "cargo build failed: {}", out.status);
-        let mut find = |name: &str| -> PathBuf {
+        let find = |name: &str| -> PathBuf {
             String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -417,6 +417,30 @@ impl Metrics {
     }
 }
 
+/// How long an encoded exposition is served again: a burst of scrapes costs at most one encoding
+/// per format in this time.
+const REUSE_FOR: Duration = Duration::from_millis(250);
+
+/// The exposition of [`global`] in `format`, for `GET /metrics`: encoded on a blocking thread,
+/// one encoding at a time, and the last one served again within [`REUSE_FOR`].
+pub async fn exposition(format: Format) -> Arc<str> {
+    type Cache = [Option<(std::time::Instant, Arc<str>)>; 2];
+    static LAST: LazyLock<tokio::sync::Mutex<Cache>> = LazyLock::new(Default::default);
+    let mut last = LAST.lock().await;
+    let slot = &mut last[usize::from(format == Format::Text)];
+    if let Some((at, text)) = slot {
+        if at.elapsed() < REUSE_FOR {
+            return text.clone();
+        }
+    }
+    let text: Arc<str> = tokio::task::spawn_blocking(move || global().encode(format))
+        .await
+        .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
+        .into();
+    *slot = Some((std::time::Instant::now(), text.clone()));
+    text
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -57,6 +57,7 @@ pub(crate) async fn run(
     store: Store,
     cancel: CancellationToken,
     alerts: Alerts,
+    probe: super::Probe,
 ) -> anyhow::Result<()> {
     let mut client = Client::new(&config).map_err(anyhow::Error::msg)?;
     let mut outage = Outage::default();
@@ -208,6 +209,7 @@ pub(crate) async fn run(
         store
             .append_with_gaps(rows, position.clone(), gap_rows(&gaps))
             .await?;
+        probe.polled();
         if journaled > 0 {
             tracing::debug!(site = %config.url, journaled, high_water = mark, gaps = gaps.ranges().len(), "polled");
         }
