@@ -111,8 +111,8 @@ impl Tools {
             String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
-                .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
                 .unwrap_or_else(|| panic!("cargo did not report the `{name}` executable"))
         };
         Tools {

@@ -12,8 +12,9 @@
 //!   by the actor: the per-event path never looks up a label.
 //! - **Read at scrape time** ([`Live`], a `Collector`) from what the daemon already keeps: the
 //!   journal head (the store's `watch`), the journal's size and the source's position
-//!   ([`crate::store::StoreStats`]), each plugin's in-memory cursor (its keeper's `progress`
-//!   watch), its state, restarts and window (atomics its actor sets when they change), its failed
+//!   ([`crate::store::StoreStats`]), each plugin's in-memory cursor and state (its keeper's
+//!   `progress` and `live` watches), its restarts and window (atomics its actor sets when they
+//!   change), its failed
 //!   events (one indexed count on a read-only connection), and the process's own figures from
 //!   `/proc/self` and `getrusage`.
 //!
@@ -23,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +40,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
+use crate::plugin::Live as PluginProbe;
 use crate::store::{PluginState, StoreStats};
 
 /// The buckets of `sgevents_plugin_delivery_duration_seconds`: half a millisecond to five minutes.
@@ -202,8 +204,8 @@ pub(crate) struct PluginMetrics {
 /// What the collector reads of one plugin at scrape time.
 #[derive(Debug)]
 struct PluginLive {
-    /// An index into [`STATES`].
-    state: AtomicU8,
+    /// Its state, as its actor and keeper publish it.
+    probe: watch::Receiver<PluginProbe>,
     restarts: AtomicI64,
     in_flight: AtomicI64,
     /// Its keeper's in-memory cursor.
@@ -224,10 +226,8 @@ impl PluginMetrics {
         self.duration.observe(took.as_secs_f64());
     }
 
-    /// Its state and restarts, whenever they change.
-    pub(crate) fn set_status(&self, state: PluginState, restarts: i64) {
-        let i = STATES.iter().position(|s| *s == state).unwrap_or(4);
-        self.live.state.store(i as u8, Ordering::Relaxed);
+    /// Its restarts, whenever they change.
+    pub(crate) fn set_restarts(&self, restarts: i64) {
         self.live.restarts.store(restarts, Ordering::Relaxed);
     }
 
@@ -238,9 +238,9 @@ impl PluginMetrics {
 }
 
 impl PluginLive {
-    fn new(cursor: watch::Receiver<i64>) -> PluginLive {
+    fn new(cursor: watch::Receiver<i64>, probe: watch::Receiver<PluginProbe>) -> PluginLive {
         PluginLive {
-            state: AtomicU8::new(4),
+            probe,
             restarts: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
             cursor,
@@ -368,8 +368,14 @@ impl Metrics {
         *lock(&self.live.conn) = None;
     }
 
-    /// The handles of plugin `name`, whose in-memory cursor is `cursor`; its series appear.
-    pub(crate) fn plugin(&self, name: &str, cursor: watch::Receiver<i64>) -> Arc<PluginMetrics> {
+    /// The handles of plugin `name`, whose in-memory cursor is `cursor` and whose state `probe`
+    /// says; its series appear.
+    pub(crate) fn plugin(
+        &self,
+        name: &str,
+        cursor: watch::Receiver<i64>,
+        probe: watch::Receiver<PluginProbe>,
+    ) -> Arc<PluginMetrics> {
         let outcome = |outcome| {
             self.deliveries.get_or_create_owned(&PluginOutcome {
                 plugin: name.to_owned(),
@@ -379,7 +385,7 @@ impl Metrics {
         let label = PluginLabel {
             plugin: name.to_owned(),
         };
-        let live = Arc::new(PluginLive::new(cursor));
+        let live = Arc::new(PluginLive::new(cursor, probe));
         lock(&self.live.plugins).insert(name.to_owned(), live.clone());
         Arc::new(PluginMetrics {
             ack: outcome("ack"),
@@ -591,16 +597,12 @@ impl Live {
         let each = |f: &dyn Fn(&PluginLive) -> f64| -> Vec<(String, f64)> {
             plugins.iter().map(|(n, p)| (n.clone(), f(p))).collect()
         };
-        let running = STATES
-            .iter()
-            .position(|s| *s == PluginState::Running)
-            .unwrap_or(1) as u8;
         per_plugin(
             encoder,
             "sgevents_plugin_up",
             "1 while the plugin's process runs and has finished its handshake",
             MetricType::Gauge,
-            &each(&|p| f64::from(u8::from(p.state.load(Ordering::Relaxed) == running))),
+            &each(&|p| f64::from(u8::from(p.probe.borrow().state == PluginState::Running))),
         )?;
         {
             let mut m = encoder.encode_descriptor(
@@ -610,14 +612,14 @@ impl Live {
                 MetricType::Gauge,
             )?;
             for (name, p) in &plugins {
-                let current = p.state.load(Ordering::Relaxed) as usize;
-                for (i, state) in STATES.iter().enumerate() {
+                let current = p.probe.borrow().state;
+                for state in STATES {
                     let label = PluginStateLabel {
                         plugin: name.clone(),
                         state: state.as_str(),
                     };
                     m.encode_family(&label)?
-                        .encode_gauge(&i64::from(i == current))?;
+                        .encode_gauge(&i64::from(state == current))?;
                 }
             }
         }
@@ -814,13 +816,18 @@ mod tests {
     fn plugin_series_are_encoded_with_their_labels() {
         let m = Metrics::new();
         let (_cursor_tx, cursor) = watch::channel(3);
-        let p = m.plugin("roll-up", cursor);
+        let (_probe_tx, probe) = watch::channel(PluginProbe {
+            state: PluginState::Backoff,
+            pid: None,
+            handshakes: 1,
+        });
+        let p = m.plugin("roll-up", cursor, probe);
         p.delivered("ack", Duration::from_millis(2));
         p.delivered("ack", Duration::from_millis(4));
         p.delivered("failed", Duration::from_millis(1));
         p.delivered("timeout", Duration::from_secs(1));
         p.log_dropped.inc_by(7);
-        p.set_status(PluginState::Backoff, 2);
+        p.set_restarts(2);
         p.set_in_flight(5);
         m.source
             .request(RequestOutcome::Throttled, Duration::from_millis(20));
@@ -960,7 +967,8 @@ mod tests {
             .await
             .expect("append");
         let (_tx, cursor) = watch::channel(1);
-        let _p = m.plugin("a", cursor);
+        let (_probe_tx, probe) = watch::channel(PluginProbe::default());
+        let _p = m.plugin("a", cursor, probe);
         store.failed("a", 2, 11, 3, "boom");
         store.flush().await;
 

@@ -93,7 +93,7 @@ pub(crate) fn spawn(
     let (progress_tx, progress) = watch::channel(0);
     let (live_tx, live) = watch::channel(Live::default());
     let (replay_tx, _) = watch::channel(0);
-    let metrics = crate::metrics::global().plugin(&spec.name, progress.clone());
+    let metrics = crate::metrics::global().plugin(&spec.name, progress.clone(), live.clone());
     let keeper = Keeper {
         metrics,
         spec,

@@ -374,7 +374,7 @@ impl Actor {
         if state != PluginState::Disabled {
             self.status.disabled_reason = None;
         }
-        self.metrics.set_status(state, self.status.restarts);
+        self.metrics.set_restarts(self.status.restarts);
         if state != PluginState::Running {
             self.metrics.set_in_flight(0);
         }
