@@ -39,7 +39,7 @@ fn main() {
             .unwrap_or(default)
     };
     let repeats = var("SGEVENTS_BENCH_REPEATS", 5).max(1) as usize;
-    let seconds = var("SGEVENTS_BENCH_SECONDS", 30).max(2);
+    let seconds = var("SGEVENTS_BENCH_SECONDS", 30);
     let rate = var("SGEVENTS_BENCH_RATE", 200).max(1);
     let burst_events = var("SGEVENTS_BENCH_BURST_EVENTS", 50_000).max(100) as usize;
     let tools = Tools::build();
@@ -51,9 +51,14 @@ fn main() {
     eprintln!("bench: working in {}", dir.display());
 
     let mut steady: [Vec<Steady>; 2] = [Vec::new(), Vec::new()];
-    let mut burst: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut burst: [Vec<Burst>; 2] = [Vec::new(), Vec::new()];
     for round in 0..repeats {
-        for (i, on) in [false, true].into_iter().enumerate() {
+        // `SGEVENTS_BENCH_SECONDS=0`: the burst only.
+        for (i, on) in [false, true]
+            .into_iter()
+            .enumerate()
+            .filter(|_| seconds > 0)
+        {
             let run = dir.join(format!("steady-{round}-{on}"));
             let s = steady_state(&tools, &run, on, seconds, rate);
             eprintln!(
@@ -67,9 +72,12 @@ fn main() {
         }
         for (i, with) in [false, true].into_iter().enumerate() {
             let run = dir.join(format!("burst-{round}-{with}"));
-            let took = burst_run(&tools, &run, with, burst_events);
-            eprintln!("bench: {burst_events} events, burst {with}: {took:?}");
-            burst[i].push(took);
+            let b = burst_run(&tools, &run, with, burst_events);
+            eprintln!(
+                "bench: {burst_events} events, burst {with}: {:?}, daemon and plugin CPU {:?}, load generator CPU {:?}",
+                b.took, b.daemon_cpu, b.client_cpu
+            );
+            burst[i].push(b);
         }
     }
     report(seconds, rate, burst_events, &steady, &burst);
@@ -181,6 +189,28 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// (utime + stime, cutime + cstime) of this process: its own CPU, and that of its waited-for
+/// children (the daemon, and the plugins it waited for), in clock ticks of 10 ms.
+fn self_cpu() -> (Duration, Duration) {
+    let stat = fs::read_to_string("/proc/self/stat").expect("stat");
+    let after = &stat[stat.rfind(')').expect("(comm)") + 2..];
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    let ticks = |n: u64| Duration::from_millis(n * 10);
+    (ticks(f[0] + f[1]), ticks(f[2] + f[3]))
+}
+
+/// One burst run: its time, the CPU of the daemon and its plugin, and that of the load generator.
+struct Burst {
+    took: Duration,
+    daemon_cpu: Duration,
+    client_cpu: Duration,
+}
+
 /// utime + stime of `pid`, in clock ticks of 10 ms (Linux's `USER_HZ` is 100).
 fn cpu(pid: u32) -> Duration {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -277,7 +307,7 @@ fn steady_state(tools: &Tools, dir: &Path, on: bool, seconds: u64, rate: u64) ->
     result
 }
 
-fn burst_run(tools: &Tools, dir: &Path, with: bool, events: usize) -> Duration {
+fn burst_run(tools: &Tools, dir: &Path, with: bool, events: usize) -> Burst {
     fs::create_dir_all(dir).expect("mkdir");
     let addr = format!("127.0.0.1:{}", free_port());
     write_config(dir, tools, &addr, false, 1);
@@ -287,6 +317,7 @@ fn burst_run(tools: &Tools, dir: &Path, with: bool, events: usize) -> Duration {
     }
     out.flush().expect("flush");
     drop(out);
+    let (own0, children0) = self_cpu();
     let start = Instant::now();
     let mut child = spawn(tools, dir);
     let burst = with.then(|| {
@@ -332,7 +363,12 @@ fn burst_run(tools: &Tools, dir: &Path, with: bool, events: usize) -> Duration {
         let answered = b.join().expect("burst");
         eprintln!("bench: the burst had {answered} of 5000 answered");
     }
-    took
+    let (own1, children1) = self_cpu();
+    Burst {
+        took,
+        daemon_cpu: children1 - children0,
+        client_cpu: own1 - own0,
+    }
 }
 
 fn median<T: Copy + Ord>(v: &[T]) -> T {
@@ -346,8 +382,15 @@ fn report(
     rate: u64,
     burst_events: usize,
     steady: &[Vec<Steady>; 2],
-    burst: &[Vec<Duration>; 2],
+    burst: &[Vec<Burst>; 2],
 ) {
+    if !steady[0].is_empty() {
+        report_steady(seconds, rate, steady);
+    }
+    report_burst(burst_events, burst);
+}
+
+fn report_steady(seconds: u64, rate: u64, steady: &[Vec<Steady>; 2]) {
     println!("### Steady state: {rate} events/s for {seconds} s to 4 no-op plugins\n");
     println!(
         "| listener | daemon CPU (s), each run | median CPU | CPU share | median VmRSS | median VmHWM | scrapes |"
@@ -371,25 +414,38 @@ fn report(
             median(&runs.iter().map(|s| s.scrapes).collect::<Vec<_>>()),
         );
     }
+}
+
+fn report_burst(burst_events: usize, burst: &[Vec<Burst>; 2]) {
     println!(
         "\n### {burst_events} events to one no-op plugin (window 1), alone and under a burst of 5,000 connections\n"
     );
-    println!("| case | each run (s) | median (s) | events/s |");
-    println!("|---|---|---:|---:|");
+    println!(
+        "| case | each run (s) | median (s) | events/s | daemon + plugin CPU (s), median | load generator CPU (s), median |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    let secs = |d: Duration| d.as_secs_f64();
     for (i, label) in ["alone", "with the burst"].iter().enumerate() {
         let each: Vec<String> = burst[i]
             .iter()
-            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .map(|b| format!("{:.2}", secs(b.took)))
             .collect();
-        let m = median(&burst[i]);
+        let m = median(&burst[i].iter().map(|b| b.took).collect::<Vec<_>>());
         println!(
-            "| {label} | {} | {:.2} | {:.0} |",
+            "| {label} | {} | {:.2} | {:.0} | {:.2} | {:.2} |",
             each.join(", "),
-            m.as_secs_f64(),
-            burst_events as f64 / m.as_secs_f64()
+            secs(m),
+            burst_events as f64 / secs(m),
+            secs(median(
+                &burst[i].iter().map(|b| b.daemon_cpu).collect::<Vec<_>>()
+            )),
+            secs(median(
+                &burst[i].iter().map(|b| b.client_cpu).collect::<Vec<_>>()
+            )),
         );
     }
-    let (alone, with) = (median(&burst[0]), median(&burst[1]));
+    let took = |i: usize| median(&burst[i].iter().map(|b| b.took).collect::<Vec<_>>());
+    let (alone, with) = (took(0), took(1));
     println!(
         "\nSlowdown under the burst: {:+.1} %",
         100.0 * (with.as_secs_f64() / alone.as_secs_f64() - 1.0)

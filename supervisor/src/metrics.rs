@@ -501,7 +501,10 @@ impl Live {
         let dir = lock(&self.state_dir).clone()?;
         let mut conn = lock(&self.conn);
         if conn.is_none() {
-            *conn = crate::store::open_read_only(&dir).ok();
+            // A scrape never waits long for a lock: without an answer, the gauge is left out.
+            *conn = crate::store::open_read_only(&dir)
+                .ok()
+                .filter(|c| c.busy_timeout(Duration::from_millis(50)).is_ok());
         }
         let c = conn.as_ref()?;
         let counts = c
