@@ -178,7 +178,7 @@ pub async fn check(config: &Config, deep: bool) -> (String, bool) {
 
 /// Starts the plugin, performs the handshake, describes its subscriptions and stops it.
 async fn handshake(spec: &PluginSpec) -> Result<String, String> {
-    let mut child = PluginChild::spawn(spec).map_err(|e| {
+    let mut child = PluginChild::spawn(spec, Default::default()).map_err(|e| {
         format!("cannot start `{}`: {e}\nhint: check `command` (paths are relative to the configuration's folder) and that the file is executable", spec.command.join(" "))
     })?;
     let hello = DaemonMessage::Hello(Hello {

@@ -53,6 +53,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything else starts: a taken port stops the start here.
     let http_listener = crate::http::bind(&config.http)?;
     let (store, store_thread) = Store::open(&config.daemon.state_dir, options)?;
+    crate::metrics::global().watch_store(
+        store.head(),
+        store.stats(),
+        config.daemon.state_dir.clone(),
+    );
     // Before anything is delivered: a plugin that outlived a crashed daemon must not work on an
     // event that a new instance is about to get.
     let leftovers = store.leftovers().await?;

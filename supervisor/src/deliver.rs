@@ -206,7 +206,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<bool, DeliverErro
         }
     };
 
-    let mut child = PluginChild::spawn(&spec).map_err(|e| DeliverError::Plugin {
+    let mut child = PluginChild::spawn(&spec, Default::default()).map_err(|e| DeliverError::Plugin {
         plugin: spec.name.clone(),
         problem: format!("cannot be started (command `{}`): {e}", spec.command.join(" ")),
         hint: "check the command: a path is relative to the configuration file's folder, where plugins run".into(),

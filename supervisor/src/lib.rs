@@ -43,6 +43,7 @@ pub mod launch;
 pub mod liveness;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 pub mod notify;
 pub mod orphans;

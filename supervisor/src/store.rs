@@ -17,10 +17,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
@@ -445,6 +448,71 @@ pub struct Store {
     failure: watch::Receiver<Option<String>>,
     /// The thread's liveness (`/healthz`).
     alive: Alive,
+    stats: Arc<StoreStats>,
+}
+
+/// What the store thread keeps count of as it writes, for the metrics (`crate::metrics`): read
+/// at scrape time, never a query.
+#[derive(Debug)]
+pub struct StoreStats {
+    /// Events in the journal (counted once at open, then kept as events are added and pruned).
+    events: AtomicI64,
+    /// `source_state.last_event_id`; `i64::MIN` for none.
+    last_event_id: AtomicI64,
+    /// The `created_at` of the newest journaled event, as `f64` bits of seconds since the Unix
+    /// epoch; NaN for none (or one that cannot be read).
+    newest_created: AtomicU64,
+    /// Rows of `source_gaps`.
+    gaps: AtomicI64,
+    /// How long commits take.
+    pub(crate) commit_duration: Histogram,
+}
+
+/// The buckets of `sgevents_store_commit_duration_seconds`: 0.1 ms to 5 s.
+const COMMIT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+impl StoreStats {
+    fn new(events: i64, last_event_id: Option<i64>, created: Option<&str>, gaps: i64) -> Self {
+        let stats = StoreStats {
+            events: AtomicI64::new(events),
+            last_event_id: AtomicI64::new(last_event_id.unwrap_or(i64::MIN)),
+            newest_created: AtomicU64::new(f64::NAN.to_bits()),
+            gaps: AtomicI64::new(gaps),
+            commit_duration: Histogram::new(COMMIT_BUCKETS),
+        };
+        stats.set_newest_created(created);
+        stats
+    }
+
+    fn set_newest_created(&self, created: Option<&str>) {
+        let secs = created
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(f64::NAN, |d| d.as_secs_f64());
+        self.newest_created.store(secs.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Events in the journal.
+    pub fn events(&self) -> i64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// The newest event id the source journaled.
+    pub fn last_event_id(&self) -> Option<i64> {
+        Some(self.last_event_id.load(Ordering::Relaxed)).filter(|&v| v != i64::MIN)
+    }
+
+    /// The `created_at` of the newest journaled event, in seconds since the Unix epoch.
+    pub fn newest_created(&self) -> Option<f64> {
+        Some(f64::from_bits(self.newest_created.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+
+    /// The gaps the source waits for.
+    pub fn gaps(&self) -> i64 {
+        self.gaps.load(Ordering::Relaxed)
+    }
 }
 
 /// Settings of the store thread.
@@ -509,9 +577,40 @@ impl Store {
         }
         migrate(&conn, &path)?;
         incremental_vacuum_on(&conn, &path)?;
-        let head: i64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        let (head, events): (i64, i64) = conn
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0), count(*) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(sql)?;
+        let created: Option<String> = conn
+            .query_row(
+                "SELECT created_at FROM events WHERE seq = ?1",
+                [head],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?
+            .flatten();
+        let last_event_id: Option<i64> = conn
+            .query_row(
+                "SELECT last_event_id FROM source_state WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?
+            .flatten();
+        let gaps: i64 = conn
+            .query_row("SELECT count(*) FROM source_gaps", [], |r| r.get(0))
+            .map_err(sql)?;
+        let stats = Arc::new(StoreStats::new(
+            events,
+            last_event_id,
+            created.as_deref(),
+            gaps,
+        ));
         let (head_tx, head_rx) = watch::channel(head);
         let (fail_tx, fail_rx) = watch::channel(None);
         let (tx, rx) = mpsc::channel();
@@ -538,6 +637,7 @@ impl Store {
             failed: None,
             busy_since: None,
             prune: Prune::Idle,
+            stats: stats.clone(),
         };
         let alive = Alive::new();
         let guard = alive.start();
@@ -558,6 +658,7 @@ impl Store {
                 head: head_rx,
                 failure: fail_rx,
                 alive,
+                stats,
             },
             thread,
         ))
@@ -582,6 +683,11 @@ impl Store {
     /// The journal's head: the highest `seq` committed.
     pub fn head(&self) -> watch::Receiver<i64> {
         self.head.clone()
+    }
+
+    /// What the store thread counts as it writes (for the metrics).
+    pub fn stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
     }
 
     /// The error that stopped the store, if one did.
@@ -1050,6 +1156,7 @@ struct Worker {
     /// Since when another process's write lock has held up our writes.
     busy_since: Option<Instant>,
     prune: Prune,
+    stats: Arc<StoreStats>,
 }
 
 /// Where pruning is: deleting old events a chunk at a time, then giving the pages back.
@@ -1291,13 +1398,18 @@ impl Worker {
     }
 
     fn commit(&mut self) {
+        let started = Instant::now();
         let result = self
             .apply_coalesced()
             .and_then(|()| self.check_identity())
             .and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
         self.writes = 0;
-        if let Err(e) = result {
-            self.fail(e);
+        match result {
+            Ok(()) => self
+                .stats
+                .commit_duration
+                .observe(started.elapsed().as_secs_f64()),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -1641,6 +1753,8 @@ impl Worker {
             "INSERT OR IGNORE INTO events (event_id, event_type, attribute_name, entity_type, project_id, is_transient, created_at, journaled_at, body) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}, ?8)"
         ))?;
+        let mut added = 0;
+        let mut newest: Option<&NewEvent> = None;
         for e in events {
             let inserted = stmt.execute(params![
                 e.event_id,
@@ -1658,9 +1772,18 @@ impl Worker {
                     "event {} is already in the journal; not journaling it again",
                     e.event_id
                 );
+            } else {
+                added += 1;
+                newest = Some(e);
             }
         }
+        // Counted before the commit, which follows at once: if it fails, the daemon stops.
+        self.stats.events.fetch_add(added, Ordering::Relaxed);
+        if let Some(e) = newest {
+            self.stats.set_newest_created(e.created_at.as_deref());
+        }
         if let Some(gaps) = gaps {
+            self.stats.gaps.store(gaps.len() as i64, Ordering::Relaxed);
             self.conn.execute("DELETE FROM source_gaps", [])?;
             let mut insert = self.conn.prepare_cached(
                 "INSERT INTO source_gaps (first_id, last_id, first_seen) VALUES (?1, ?2, ?3)",
@@ -1734,6 +1857,9 @@ impl Worker {
                 p.file_ino,
                 p.file_head
             ])?;
+        self.stats
+            .last_event_id
+            .store(p.last_event_id.unwrap_or(i64::MIN), Ordering::Relaxed);
         Ok(())
     }
 
@@ -1770,10 +1896,12 @@ impl Worker {
     /// system; then checkpoint, so that the file and its write-ahead log shrink.
     fn prune_step(&mut self) -> Result<(), StoreError> {
         self.begin()?;
+        let mut pruned = 0;
         let step = match self.prune {
             Prune::Idle => Ok(Prune::Idle),
             Prune::Deleting { deleted } => {
                 prune_journal(&self.conn, self.options.retention, PRUNE_CHUNK).map(|n| {
+                    pruned = n;
                     if n == PRUNE_CHUNK {
                         Prune::Deleting {
                             deleted: deleted + n,
@@ -1817,6 +1945,9 @@ impl Worker {
         };
         self.check_identity()?;
         self.conn.execute_batch("COMMIT")?;
+        self.stats
+            .events
+            .fetch_sub(pruned as i64, Ordering::Relaxed);
         if let (Prune::Vacuuming { deleted }, Prune::Idle) = (self.prune, next) {
             // Moves the pruned pages out of the log into the file, which shrinks; the log is cut
             // back to `journal_size_limit` when it next starts over. PASSIVE never waits for

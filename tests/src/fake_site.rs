@@ -20,7 +20,8 @@
 //!   them back, and [`FakeSite::add_script`] allows more Scripts than the site's own;
 //! * a write appends the `EventLogEntry` rows a real site writes for it, so that it shows up as new
 //!   events; [`FakeSite::set_log_writes`] turns that off;
-//! * [`python_with_shotgun_api3`] installs `shotgun_api3` for the tests, once, into `target/pydeps/`.
+//! * [`python_with_shotgun_api3`] installs `shotgun_api3` for the tests, once, into `target/pydeps/`
+//!   ([`python_with_prometheus_client`] likewise `prometheus_client`).
 //!
 //! # Theory of operation
 //!
@@ -38,7 +39,10 @@ mod pydeps;
 mod search;
 mod server;
 
-pub use pydeps::{SHOTGUN_API3_VERSION, python_with_shotgun_api3};
+pub use pydeps::{
+    PROMETHEUS_CLIENT_VERSION, SHOTGUN_API3_VERSION, python_with_prometheus_client,
+    python_with_shotgun_api3,
+};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};

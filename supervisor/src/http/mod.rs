@@ -27,6 +27,10 @@
 //! with the reasons otherwise. `/readyz` answers 200 once the source has completed a poll and every
 //! plugin that is not disabled or stopped has finished a handshake since the daemon started; 503
 //! with what it waits for before. Both answer JSON.
+//!
+//! `/metrics` answers the Prometheus exposition of [`crate::metrics`]: OpenMetrics text when the
+//! `Accept` header asks for it, else the Prometheus text format 0.0.4; one encoding at a time, the
+//! last one served again for 250 ms, so a burst of scrapes costs the daemon little.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -243,6 +247,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/", get(status_page))
         .route("/api/status", get(api_status))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -324,6 +329,19 @@ async fn status_page(State(state): State<HttpState>) -> Response {
             (header::CACHE_CONTROL, "no-store"),
         ],
         body,
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: OpenMetrics text when the `Accept` header asks for it (Prometheus does), else
+/// the Prometheus text format 0.0.4 (see `crate::metrics`).
+async fn metrics(headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::negotiate(accept);
+    let body = crate::metrics::exposition(format).await;
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        body.to_string(),
     )
         .into_response()
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use prometheus_client::metrics::counter::Counter;
 use sgevents_protocol::DEFAULT_MAX_LINE_BYTES;
 use sgevents_protocol::log::{Level, parse_log_line};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -65,8 +66,9 @@ pub(crate) struct PluginChild {
 }
 
 impl PluginChild {
-    /// Starts the plugin's command.
-    pub(crate) fn spawn(spec: &PluginSpec) -> std::io::Result<PluginChild> {
+    /// Starts the plugin's command; `log_dropped` counts its stderr lines dropped over
+    /// `log_rate` (for the metrics).
+    pub(crate) fn spawn(spec: &PluginSpec, log_dropped: Counter) -> std::io::Result<PluginChild> {
         // Through the launcher (`crate::launch`): the built environment, `user`, and the
         // parent-death signal; it then becomes the plugin, keeping this pid and process group.
         let mut cmd = crate::launch::command(spec)?;
@@ -93,6 +95,7 @@ impl PluginChild {
             spec.name.clone(),
             Arc::clone(&stderr_tail),
             spec.limits.log_rate,
+            log_dropped,
         );
         tokio::spawn(async move {
             stderr_task.await;
@@ -237,6 +240,7 @@ async fn read_stderr(
     plugin: String,
     tail: Arc<Mutex<VecDeque<String>>>,
     log_rate: u32,
+    log_dropped: Counter,
 ) {
     let mut bucket = (log_rate > 0).then(|| {
         let rate = f64::from(log_rate);
@@ -261,6 +265,7 @@ async fn read_stderr(
         if let Some(bucket) = &mut bucket {
             if !bucket.take(Instant::now()) {
                 dropped.fetch_add(1, Ordering::Relaxed);
+                log_dropped.inc();
                 let keep = last_dropped.get_or_insert_with(Vec::new);
                 std::mem::swap(keep, &mut line);
                 if reporter.as_ref().is_none_or(|r| r.is_finished()) {

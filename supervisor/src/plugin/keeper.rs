@@ -7,6 +7,8 @@
 //! Changes to the state database go through [`Store::control`], after everything the actor sent
 //! before, so an operator's change always wins over the cursor the stopped actor last reported.
 
+use std::sync::Arc;
+
 use rusqlite::Connection;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,6 +20,7 @@ use crate::alerts::Alerts;
 use crate::config::PluginSpec;
 use crate::control::handle::{self, plural};
 use crate::control::{ControlError, Request, Response, RewindTarget, ops};
+use crate::metrics::PluginMetrics;
 use crate::store::PluginState;
 use crate::store::Store;
 
@@ -90,7 +93,14 @@ pub(crate) fn spawn(
     let (progress_tx, progress) = watch::channel(0);
     let (live_tx, live) = watch::channel(Live::default());
     let (replay_tx, _) = watch::channel(0);
+    let probe = live.clone();
+    let metrics = crate::metrics::global().plugin(
+        &spec.name,
+        progress.clone(),
+        Box::new(move || probe.borrow().state),
+    );
     let keeper = Keeper {
+        metrics,
         spec,
         shared,
         gate,
@@ -119,6 +129,8 @@ struct Run {
 
 struct Keeper {
     spec: PluginSpec,
+    /// Its metrics' handles, handed to each actor.
+    metrics: Arc<PluginMetrics>,
     shared: Shared,
     gate: Option<watch::Receiver<i64>>,
     report: watch::Sender<ActorReport>,
@@ -153,6 +165,7 @@ impl Keeper {
                 msg = rx.recv() => match msg {
                     Some((Command::Remove, reply)) => {
                         self.stop().await;
+                        crate::metrics::global().forget_plugin(&self.spec.name);
                         let _ = reply.send(Response::done(
                             format!("stopped plugin `{}`: it is no longer configured; its state is kept", self.spec.name),
                             json!({"plugin": self.spec.name, "action": "removed"}),
@@ -194,6 +207,7 @@ impl Keeper {
             replay: self.replay.subscribe(),
             cancel: cancel.clone(),
             hard: self.shared.hard.clone(),
+            metrics: self.metrics.clone(),
         };
         let actor = Actor::new(self.spec.clone(), links);
         let task = tokio::spawn(actor.run());

@@ -30,6 +30,7 @@ pub(crate) mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -50,6 +51,7 @@ use self::timings::Timings;
 use self::window::{Slot, SlotState, Window};
 use crate::alerts::{Alert, Alerts, Recipients};
 use crate::config::{PluginLimits, PluginSpec};
+use crate::metrics::PluginMetrics;
 use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Sent, Store, StoreError};
 
 /// How many journal rows an actor reads at once.
@@ -148,6 +150,8 @@ pub(crate) struct Links {
     pub(crate) cancel: CancellationToken,
     /// The daemon's immediate stop.
     pub(crate) hard: CancellationToken,
+    /// Its metrics' handles.
+    pub(crate) metrics: Arc<PluginMetrics>,
 }
 
 /// The actor of one plugin.
@@ -184,6 +188,7 @@ pub(crate) struct Actor {
     /// What the plugin may send unasked this session: `pong`s for no ping, and `progress`.
     unsolicited: TokenBucket,
     progress_budget: TokenBucket,
+    metrics: Arc<PluginMetrics>,
 }
 
 impl Actor {
@@ -200,6 +205,7 @@ impl Actor {
             replay,
             cancel,
             hard,
+            metrics,
         } = links;
         Actor {
             head: store.head(),
@@ -235,6 +241,7 @@ impl Actor {
             session_started: Instant::now(),
             unsolicited: TokenBucket::new(UNSOLICITED_RATE, UNSOLICITED_BURST, Instant::now()),
             progress_budget: TokenBucket::new(PROGRESS_RATE, PROGRESS_BURST, Instant::now()),
+            metrics,
             spec,
         }
     }
@@ -370,6 +377,10 @@ impl Actor {
         if state != PluginState::Disabled {
             self.status.disabled_reason = None;
         }
+        self.metrics.set_restarts(self.status.restarts);
+        if state != PluginState::Running {
+            self.metrics.set_in_flight(0);
+        }
         self.store.set_status(&self.spec.name, self.status.clone());
         self.live.send_modify(|l| {
             l.state = state;
@@ -447,7 +458,7 @@ impl Actor {
     async fn session(&mut self) -> End {
         self.session_started = Instant::now();
         self.set_state(PluginState::Starting, None);
-        let mut child = match PluginChild::spawn(&self.spec) {
+        let mut child = match PluginChild::spawn(&self.spec, self.metrics.log_dropped.clone()) {
             Ok(c) => c,
             Err(e) => {
                 return End::Crashed(format!(
@@ -618,6 +629,7 @@ impl Actor {
             }
             self.publish_cursor_soon();
             self.publish_report();
+            self.metrics.set_in_flight(self.window.len());
             // The timer is only moved earlier: when it fires early, nothing is due and it is
             // armed again. This spares a timer update for every event.
             let next = self.next_timer(ping, far);
@@ -945,6 +957,7 @@ impl Actor {
         };
         let duration = slot.sent_at.elapsed();
         self.timings.record(duration);
+        self.metrics.delivered(outcome, duration);
         // The record itself only when something takes it (the timing log): parsing the event's
         // time for every answer would cost the hot path for nothing otherwise.
         if !crate::logging::timing_records_taken() {

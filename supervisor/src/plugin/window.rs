@@ -90,6 +90,11 @@ impl Window {
         self.slots.is_empty()
     }
 
+    /// How many events are unfinished: sent and unanswered, or waiting for a retry.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Whether any event is sent and unanswered (waiting retries do not count).
     pub(crate) fn any_sent(&self) -> bool {
         self.slots

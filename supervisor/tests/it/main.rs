@@ -15,6 +15,7 @@ mod failures;
 mod http;
 mod legacy;
 mod logs;
+mod metrics;
 mod migrate;
 mod plugin_faults;
 mod secrets;

@@ -1,8 +1,9 @@
-//! `shotgun_api3` for the tests that run real Python clients against the fake site: installed from
-//! the package index on first use into `target/pydeps/`, kept out of every Python environment, and
-//! found there by putting the folder on `PYTHONPATH`.
+//! `shotgun_api3` for the tests that run real Python clients against the fake site, and
+//! `prometheus_client` for the test that parses `GET /metrics` with Prometheus's own Python parser:
+//! installed from the package index on first use into `target/pydeps/`, kept out of every Python
+//! environment, and found there by putting the folder on `PYTHONPATH`.
 //!
-//! The install runs `python3 -m pip install --target <tmp> shotgun_api3==<version>` into a folder of
+//! The install runs `python3 -m pip install --target <tmp> <package>==<version>` into a folder of
 //! its own and renames it into place, so a folder that exists is complete: a killed install leaves
 //! only a temporary folder, never a half-installed one. Within a process, one caller installs and
 //! the others wait for it; two processes racing each download once and the second rename loses
@@ -24,7 +25,31 @@ pub const SHOTGUN_API3_VERSION: &str = "3.10.3";
 /// If the install fails; the message says why and which command to run by hand.
 pub fn python_with_shotgun_api3() -> PathBuf {
     static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match INSTALLED.get_or_init(install) {
+    match INSTALLED.get_or_init(|| install("shotgun_api3", SHOTGUN_API3_VERSION, "shotgun_api3")) {
+        Ok(dir) => dir.clone(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// The release of `prometheus_client` whose parsers check the daemon's `/metrics`.
+pub const PROMETHEUS_CLIENT_VERSION: &str = "0.26.0";
+
+/// A folder to put on `PYTHONPATH` so that `python3` can `import prometheus_client` (its
+/// `parser` and `openmetrics.parser`), installing it on first use like [`python_with_shotgun_api3`].
+///
+/// # Panics
+///
+/// If the install fails; the message says why and which command to run by hand.
+pub fn python_with_prometheus_client() -> PathBuf {
+    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let get = || {
+        install(
+            "prometheus-client",
+            PROMETHEUS_CLIENT_VERSION,
+            "prometheus_client",
+        )
+    };
+    match INSTALLED.get_or_init(get) {
         Ok(dir) => dir.clone(),
         Err(message) => panic!("{message}"),
     }
@@ -42,15 +67,17 @@ fn target_dir() -> PathBuf {
     }
 }
 
-fn install() -> Result<PathBuf, String> {
+/// Installs `package==version`, which provides the Python module `module`, into a folder of
+/// `target/pydeps/` of its own; returns that folder.
+fn install(package: &str, version: &str, module: &str) -> Result<PathBuf, String> {
     let pydeps = target_dir().join("pydeps");
-    let dir = pydeps.join(format!("shotgun_api3-{SHOTGUN_API3_VERSION}"));
-    let installed = |dir: &Path| dir.join("shotgun_api3").join("__init__.py").is_file();
+    let dir = pydeps.join(format!("{module}-{version}"));
+    let installed = |dir: &Path| dir.join(module).join("__init__.py").is_file();
     if installed(&dir) {
         return Ok(dir);
     }
     let by_hand = format!(
-        "python3 -m pip install --target {} shotgun_api3=={SHOTGUN_API3_VERSION}",
+        "python3 -m pip install --target {} {package}=={version}",
         dir.display()
     );
     let pip = Command::new("python3")
@@ -58,16 +85,13 @@ fn install() -> Result<PathBuf, String> {
         .output();
     if !pip.is_ok_and(|out| out.status.success()) {
         return Err(format!(
-            "cannot install shotgun_api3 for the tests: `python3 -m pip` is not available\n\
+            "cannot install {package} for the tests: `python3 -m pip` is not available\n\
              hint: install pip (on Debian: `apt-get install python3-pip`), or run `{by_hand}`"
         ));
     }
     std::fs::create_dir_all(&pydeps)
         .map_err(|e| format!("cannot create `{}`: {e}", pydeps.display()))?;
-    let staging = pydeps.join(format!(
-        ".shotgun_api3-{SHOTGUN_API3_VERSION}.{}",
-        std::process::id()
-    ));
+    let staging = pydeps.join(format!(".{module}-{version}.{}", std::process::id()));
     // Left over from an install this process id made before, killed halfway.
     let _ = std::fs::remove_dir_all(&staging);
     let out = Command::new("python3")
@@ -86,7 +110,7 @@ fn install() -> Result<PathBuf, String> {
             "--target",
         ])
         .arg(&staging)
-        .arg(format!("shotgun_api3=={SHOTGUN_API3_VERSION}"))
+        .arg(format!("{package}=={version}"))
         // A private folder needs no virtualenv, and `--user` cannot be combined with `--target`:
         // settings that developers often keep in their environment.
         .env("PIP_REQUIRE_VIRTUALENV", "0")
@@ -97,7 +121,7 @@ fn install() -> Result<PathBuf, String> {
     if !out.status.success() || !installed(&staging) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(format!(
-            "cannot install shotgun_api3=={SHOTGUN_API3_VERSION} into `{}`: pip failed ({}):\n{}\
+            "cannot install {package}=={version} into `{}`: pip failed ({}):\n{}\
              hint: the tests need the package index once; check the network (or pip's proxy \
              settings) and run `{by_hand}`",
             dir.display(),
@@ -110,7 +134,7 @@ fn install() -> Result<PathBuf, String> {
         // Another process installed it first.
         if !installed(&dir) {
             return Err(format!(
-                "cannot move shotgun_api3 into `{}`: {e}\nhint: delete `{}` and run the tests again",
+                "cannot move {package} into `{}`: {e}\nhint: delete `{}` and run the tests again",
                 dir.display(),
                 pydeps.display()
             ));

@@ -168,6 +168,13 @@ impl Client {
 
     /// Signs in with the script's name and key.
     pub(crate) async fn sign_in(&mut self) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let result = self.sign_in_request().await;
+        record(started, &result);
+        result
+    }
+
+    async fn sign_in_request(&mut self) -> Result<(), ClientError> {
         let url = format!("{}/api/v1/auth/access_token", self.url);
         let form = [
             ("grant_type", "client_credentials"),
@@ -265,7 +272,20 @@ impl Client {
         }
     }
 
+    /// One `_search` request (and a sign-in first when the token is due), counted in the metrics.
     async fn search_once(
+        &mut self,
+        what: &str,
+        body: &Value,
+        hash: bool,
+    ) -> Result<Vec<Value>, ClientError> {
+        let started = Instant::now();
+        let result = self.search_request(what, body, hash).await;
+        record(started, &result);
+        result
+    }
+
+    async fn search_request(
         &mut self,
         what: &str,
         body: &Value,
@@ -418,6 +438,23 @@ pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
     // Last: an attribute or relationship named `id` must not replace the row's own.
     flat.insert("id".into(), Value::from(id));
     Ok(Value::Object(flat))
+}
+
+/// Counts a request to the site, by how it ended, and its duration
+/// (`sgevents_source_requests_total`, `sgevents_source_request_duration_seconds`).
+fn record<T>(started: Instant, result: &Result<T, ClientError>) {
+    use crate::metrics::RequestOutcome;
+    let outcome = match result {
+        Ok(_) => RequestOutcome::Ok,
+        Err(ClientError::Status { status: 429, .. }) => RequestOutcome::Throttled,
+        Err(ClientError::Status { status, .. }) if *status >= 500 => RequestOutcome::ServerError,
+        Err(ClientError::Status { .. } | ClientError::Auth { .. }) => RequestOutcome::Refused,
+        Err(ClientError::Network { .. }) => RequestOutcome::Network,
+        Err(ClientError::BadAnswer { .. }) => RequestOutcome::BadAnswer,
+    };
+    crate::metrics::global()
+        .source
+        .request(outcome, started.elapsed());
 }
 
 fn network(url: &str, e: &reqwest::Error) -> ClientError {

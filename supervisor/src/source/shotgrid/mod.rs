@@ -132,6 +132,11 @@ pub(crate) async fn run(
         };
         outage.recovered();
         let full = rows.len() >= config.batch_size;
+        // A page that was not full ends at the site's newest event; a full one is a lower bound.
+        let page_end = rows.iter().filter_map(|r| r.get("id")?.as_i64()).max();
+        crate::metrics::global()
+            .source
+            .site_newest_at_least(page_end.unwrap_or(high));
         let now = SystemTime::now();
         let mut fresh = events_of(rows);
         fresh.retain(|e| e.id > high);
@@ -154,6 +159,7 @@ pub(crate) async fn run(
                         since: now,
                     };
                     tracing::info!(site = %config.url, "{} (the event after them is older than that by the site's clock)", given_up(&gap, config.gap_timeout));
+                    crate::metrics::global().source.gaps_given_up(1);
                 } else {
                     gaps.add(mark + 1, event.id - 1, now);
                 }
@@ -184,6 +190,7 @@ pub(crate) async fn run(
         }
         for gap in gaps.expire(now, config.gap_timeout) {
             tracing::info!(site = %config.url, "{}", given_up(&gap, config.gap_timeout));
+            crate::metrics::global().source.gaps_given_up(1);
         }
 
         late.sort_by_key(|e| e.id);
