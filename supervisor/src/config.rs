@@ -113,6 +113,8 @@ struct RawSource {
     script_key_env: Option<String>,
     script_key_file: Option<PathBuf>,
     fetch_interval: Option<String>,
+    min_fetch_interval: Option<String>,
+    fetch_concurrency: Option<i64>,
     gap_timeout: Option<String>,
     proxy: Option<String>,
     ca_file: Option<PathBuf>,
@@ -332,8 +334,13 @@ pub struct ShotgridSource {
     pub script_name: String,
     /// Its key, from `script_key_env` or `script_key_file`.
     pub script_key: Secret,
-    /// The wait between polls when the last batch was not full.
+    /// The longest wait between polls when the last batch was not full.
     pub fetch_interval: Duration,
+    /// The wait after a poll that found new events (doubling while nothing new arrives, up to
+    /// `fetch_interval`); never above `fetch_interval`.
+    pub min_fetch_interval: Duration,
+    /// Pages fetched at once while catching up (1 to 16).
+    pub fetch_concurrency: usize,
     /// Events per request.
     pub batch_size: usize,
     /// How long a missing id is waited for.
@@ -977,6 +984,8 @@ impl Validator<'_> {
                     ("script_key_env", raw.script_key_env.is_some()),
                     ("script_key_file", raw.script_key_file.is_some()),
                     ("fetch_interval", raw.fetch_interval.is_some()),
+                    ("min_fetch_interval", raw.min_fetch_interval.is_some()),
+                    ("fetch_concurrency", raw.fetch_concurrency.is_some()),
                     ("gap_timeout", raw.gap_timeout.is_some()),
                     ("proxy", raw.proxy.is_some()),
                     ("ca_file", raw.ca_file.is_some()),
@@ -1144,10 +1153,30 @@ impl Validator<'_> {
             1..=5000,
             "use 1 to 5000 (the site's largest page)",
         )? as usize;
+        let fetch_concurrency = self.int(
+            "source.fetch_concurrency",
+            raw.fetch_concurrency,
+            4,
+            1..=16,
+            "use 1 (one page at a time) to 16",
+        )? as usize;
         let start_at = match &raw.start_at {
             Some(v) => self.start_at("source.start_at", v)?,
             None => StartAt::Latest,
         };
+        let fetch_interval = self.duration(
+            "source.fetch_interval",
+            &raw.fetch_interval,
+            Duration::from_secs(5),
+        )?;
+        // Above `fetch_interval` it would only slow polls down: capped, as documented.
+        let min_fetch_interval = self
+            .duration(
+                "source.min_fetch_interval",
+                &raw.min_fetch_interval,
+                Duration::from_millis(250),
+            )?
+            .min(fetch_interval);
         if let Some(proxy) = &raw.proxy {
             if !(proxy.starts_with("http://")
                 || proxy.starts_with("https://")
@@ -1182,11 +1211,9 @@ impl Validator<'_> {
             url,
             script_name,
             script_key,
-            fetch_interval: self.duration(
-                "source.fetch_interval",
-                &raw.fetch_interval,
-                Duration::from_secs(5),
-            )?,
+            fetch_interval,
+            min_fetch_interval,
+            fetch_concurrency,
             batch_size,
             gap_timeout: self.duration(
                 "source.gap_timeout",

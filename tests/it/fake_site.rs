@@ -813,6 +813,8 @@ fn stats_count_what_clients_did() {
             unauthorized: 1,
             faults: 1,
             rows_served: 8,
+            range_searches: 0,
+            most_concurrent: 1,
         }
     );
 }

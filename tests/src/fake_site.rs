@@ -8,9 +8,14 @@
 //! * [`FakeSite::hold`] allocates ids whose rows stay invisible until [`FakeSite::commit`] (a long
 //!   transaction) or forever after [`FakeSite::rollback`], so later rows get higher ids and a reader
 //!   sees a gap, as on a real site (shotgunEvents.md 2.5);
-//! * [`FakeSite::fail_next`] makes the next searches fail in a chosen way, [`FakeSite::set_faults`]
-//!   makes them fail at random rates, and [`FakeSite::expire_tokens`] revokes every token;
-//! * [`FakeSite::stats`] counts what clients did.
+//! * [`FakeSite::fail_next`] makes the next searches fail in a chosen way (a 429 with `Retry-After`
+//!   in seconds or as an HTTP date, a permission refusal, ...), [`FakeSite::fail_next_sign_in`]
+//!   the next sign-ins, [`FakeSite::set_faults`] makes searches fail at random rates, and
+//!   [`FakeSite::expire_tokens`] revokes every token;
+//! * [`FakeSite::set_latency`] (or [`SiteOptions::latency`]) adds a delay to every answer, as the
+//!   round trip to a remote site;
+//! * [`FakeSite::stats`] counts what clients did, including the searches by id range and the most
+//!   answered at once.
 //!
 //! It also serves `POST /api3/json`, the JSON-RPC endpoint of `shotgun_api3` (`info`, `read`,
 //! `update`, `create`; see `api3.rs`), over the same event log and an in-memory set of entities, so
@@ -64,6 +69,8 @@ pub struct SiteOptions {
     pub first_id: i64,
     /// Seeds the generated events and the random faults.
     pub seed: u64,
+    /// Added to every answer, as the round trip to a remote site ([`FakeSite::set_latency`]).
+    pub latency: Duration,
 }
 
 impl Default for SiteOptions {
@@ -75,6 +82,7 @@ impl Default for SiteOptions {
             token_lifetime: Duration::from_secs(600),
             first_id: 1,
             seed: 1,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -89,6 +97,13 @@ pub enum Fault {
         /// The `Retry-After` value, in seconds.
         retry_after_s: u64,
     },
+    /// Answer 429 with a `Retry-After` header that is an HTTP date this many seconds ahead.
+    ThrottleUntil {
+        /// How far ahead the date is, in seconds.
+        retry_after_s: u64,
+    },
+    /// Answer 400 code 104, the site's permission refusal.
+    Forbidden,
     /// Wait this long, then answer normally.
     Hang(Duration),
     /// Answer 200 with an HTML page instead of JSON, as a proxy in front of a site might.
@@ -126,6 +141,10 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Searches that got an injected fault, [`Fault::Hang`] included.
     pub faults: u64,
+    /// Searches with a `between` range on `id` alone (a concurrent catch-up's pages).
+    pub range_searches: u64,
+    /// The most searches answered at the same time.
+    pub most_concurrent: u64,
     /// Rows returned by successful searches.
     pub rows_served: u64,
 }
@@ -144,6 +163,10 @@ struct Shared {
     script_name: String,
     script_key: String,
     token_lifetime: Duration,
+    /// Added to every answer.
+    latency: Mutex<Duration>,
+    /// Searches being answered now.
+    concurrent: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     /// Set once the site is dropped; hanging requests wait on it.
     stopped: Mutex<bool>,
@@ -160,6 +183,8 @@ struct State {
     rng: fastrand::Rng,
     faults: Faults,
     queued: VecDeque<Fault>,
+    /// Faults for the next sign-ins.
+    queued_sign_ins: VecDeque<Fault>,
     stats: Stats,
     /// The entities and Scripts of api3.
     store: entities::Store,
@@ -245,6 +270,8 @@ impl FakeSite {
             script_name: options.script_name,
             script_key: options.script_key,
             token_lifetime: options.token_lifetime,
+            latency: Mutex::new(options.latency),
+            concurrent: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 visible: BTreeMap::new(),
                 held: BTreeMap::new(),
@@ -254,6 +281,7 @@ impl FakeSite {
                 rng: fastrand::Rng::with_seed(options.seed ^ 0x5eed_fa17),
                 faults: Faults::default(),
                 queued: VecDeque::new(),
+                queued_sign_ins: VecDeque::new(),
                 stats: Stats::default(),
                 store,
             }),
@@ -350,6 +378,24 @@ impl FakeSite {
             .state()
             .queued
             .extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` sign-ins get `fault` ([`Fault::Status`], [`Fault::Throttle`] or
+    /// [`Fault::ThrottleUntil`]; others answer 500).
+    pub fn fail_next_sign_in(&self, n: usize, fault: Fault) {
+        self.shared
+            .state()
+            .queued_sign_ins
+            .extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Sets the delay added to every answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        *self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = latency;
     }
 
     /// Revokes every token issued so far: requests with them get 401 from now on.

@@ -41,6 +41,7 @@ Options:
   --retry-after SECONDS      Retry-After of those 429s [default: 5]
   --hang-rate F              chance that a search hangs before its answer [default: 0]
   --hang-for DURATION        how long those hangs last [default: 30s]
+  --latency DURATION         added to every answer, as a remote site's round trip [default: 0ms]
   -h, --help                 print this help
 
 Durations are a number with a unit: 500ms, 5s, 2m.
@@ -279,6 +280,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             "--retry-after" => args.faults.retry_after_s = number(&flag, &value()?)?,
             "--hang-rate" => args.faults.hang_rate = rate(&flag, &value()?, 1.0)?,
             "--hang-for" => args.faults.hang_for = duration(&flag, &value()?)?,
+            "--latency" => args.site.latency = duration(&flag, &value()?)?,
             _ => return Err(format!("unknown option `{flag}`")),
         }
     }

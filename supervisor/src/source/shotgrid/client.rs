@@ -50,8 +50,10 @@ pub(crate) enum ClientError {
         status: u16,
         /// The start of the body, or the error title.
         body: String,
-        /// What `Retry-After` said.
+        /// What `Retry-After` said (seconds or an HTTP date).
         retry_after: Option<Duration>,
+        /// The `code` of the body's first error, if it has one (104: a permission refusal).
+        code: Option<i64>,
     },
     /// The site refused the script's name and key, or a fresh token.
     #[error("the site refused the script `{script}`: {detail}")]
@@ -97,6 +99,14 @@ impl ClientError {
             ClientError::Status { status, .. } if *status >= 500 => {
                 "the site is having trouble; it will be retried with backoff"
             }
+            ClientError::Status { status: 403, .. }
+            | ClientError::Status {
+                status: 400,
+                code: Some(104),
+                ..
+            } => {
+                "the script may not read the event log: give its permission group read access to EventLogEntry (Site Preferences > Permissions: Scripts), or use another script in `source.script_name`"
+            }
             ClientError::Status { .. } => {
                 "check `source.url`: it must be the site's address, without a path"
             }
@@ -120,13 +130,15 @@ struct Token {
     refresh_at: Instant,
 }
 
-/// A signed-in (or about to be) client of one site.
+/// A signed-in (or about to be) client of one site. Shared by the requests in flight (`&self`):
+/// the token sits behind a lock held while it is checked or renewed, so concurrent requests sign
+/// in once.
 pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
     script_name: String,
     key: Secret,
-    token: Option<Token>,
+    token: tokio::sync::Mutex<Option<Token>>,
 }
 
 impl Client {
@@ -162,12 +174,17 @@ impl Client {
             url: config.url.clone(),
             script_name: config.script_name.clone(),
             key: config.script_key.clone(),
-            token: None,
+            token: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Signs in with the script's name and key.
-    pub(crate) async fn sign_in(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn sign_in(&self) -> Result<(), ClientError> {
+        let mut token = self.token.lock().await;
+        self.sign_in_locked(&mut token).await
+    }
+
+    async fn sign_in_locked(&self, slot: &mut Option<Token>) -> Result<(), ClientError> {
         let url = format!("{}/api/v1/auth/access_token", self.url);
         let form = [
             ("grant_type", "client_credentials"),
@@ -183,6 +200,7 @@ impl Client {
             .await
             .map_err(|e| network(&url, &e))?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = response.text().await.map_err(|e| network(&url, &e))?;
         if status == StatusCode::BAD_REQUEST
             || status == StatusCode::UNAUTHORIZED
@@ -198,7 +216,8 @@ impl Client {
                 what: "the sign-in".into(),
                 status: status.as_u16(),
                 body: error_title(&body).unwrap_or_else(|| excerpt(&body)),
-                retry_after: None,
+                retry_after,
+                code: error_code(&body),
             });
         }
         let answer: Value = serde_json::from_str(&body).map_err(|e| ClientError::BadAnswer {
@@ -221,7 +240,7 @@ impl Client {
         );
         // Refresh when four fifths of the lifetime are gone: early enough that a slow request
         // started just before does not outlive the token.
-        self.token = Some(Token {
+        *slot = Some(Token {
             access: access.to_owned(),
             refresh_at: Instant::now() + lifetime.mul_f64(0.8),
         });
@@ -229,28 +248,20 @@ impl Client {
         Ok(())
     }
 
-    async fn token(&mut self) -> Result<String, ClientError> {
-        if self
-            .token
-            .as_ref()
-            .is_none_or(|t| Instant::now() >= t.refresh_at)
-        {
-            self.sign_in().await?;
+    async fn token(&self) -> Result<String, ClientError> {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_none_or(|t| Instant::now() >= t.refresh_at) {
+            self.sign_in_locked(&mut slot).await?;
         }
-        Ok(self.token.as_ref().expect("signed in").access.clone())
+        Ok(slot.as_ref().expect("signed in").access.clone())
     }
 
     /// A `_search` on the event log, signing in again once if the token was refused.
-    async fn search(
-        &mut self,
-        what: &str,
-        body: Value,
-        hash: bool,
-    ) -> Result<Vec<Value>, ClientError> {
+    async fn search(&self, what: &str, body: Value, hash: bool) -> Result<Vec<Value>, ClientError> {
         match self.search_once(what, &body, hash).await {
             Err(ClientError::Status { status: 401, .. }) => {
                 tracing::info!(site = %self.url, "the site refused the token; signing in again");
-                self.token = None;
+                *self.token.lock().await = None;
                 match self.search_once(what, &body, hash).await {
                     Err(ClientError::Status {
                         status: 401, body, ..
@@ -266,7 +277,7 @@ impl Client {
     }
 
     async fn search_once(
-        &mut self,
+        &self,
         what: &str,
         body: &Value,
         hash: bool,
@@ -289,12 +300,7 @@ impl Client {
             .await
             .map_err(|e| network(&url, &e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let text = response.text().await.map_err(|e| network(&url, &e))?;
         if !status.is_success() {
             return Err(ClientError::Status {
@@ -302,6 +308,7 @@ impl Client {
                 status: status.as_u16(),
                 body: error_title(&text).unwrap_or_else(|| excerpt(&text)),
                 retry_after,
+                code: error_code(&text),
             });
         }
         let bad = |error: String| ClientError::BadAnswer {
@@ -314,7 +321,7 @@ impl Client {
 
     /// Up to `limit` events with an id above `after`, in id order.
     pub(crate) async fn events_after(
-        &mut self,
+        &self,
         after: i64,
         limit: usize,
     ) -> Result<Vec<Value>, ClientError> {
@@ -327,9 +334,30 @@ impl Client {
             .await
     }
 
+    /// The events with an id from `first` to `last` (inclusive), in id order: one page of a
+    /// catch-up, `limit` at least the range's length.
+    pub(crate) async fn events_between(
+        &self,
+        first: i64,
+        last: i64,
+        limit: usize,
+    ) -> Result<Vec<Value>, ClientError> {
+        let body = json!({
+            "filters": [["id", "between", [first, last]]],
+            "fields": FIELDS, "sort": "id", "page": {"size": limit, "number": 1},
+            "options": {"include_archived_projects": true},
+        });
+        self.search(
+            &format!("the event log (ids {first} to {last})"),
+            body,
+            false,
+        )
+        .await
+    }
+
     /// The events that exist in any of the id ranges (inclusive), in id order.
     pub(crate) async fn events_in(
-        &mut self,
+        &self,
         ranges: &[(i64, i64)],
         limit: usize,
     ) -> Result<Vec<Value>, ClientError> {
@@ -351,7 +379,7 @@ impl Client {
     }
 
     /// The newest event's id, if the log has any.
-    pub(crate) async fn newest_id(&mut self) -> Result<Option<i64>, ClientError> {
+    pub(crate) async fn newest_id(&self) -> Result<Option<i64>, ClientError> {
         let body = json!({"filters": [], "fields": ["id"], "sort": "-id", "page": {"size": 1, "number": 1}});
         let rows = self
             .search("the event log (newest event)", body, false)
@@ -363,7 +391,7 @@ impl Client {
     }
 
     /// The id of the first event created at or after `time` (RFC 3339), if there is one.
-    pub(crate) async fn first_id_since(&mut self, time: &str) -> Result<Option<i64>, ClientError> {
+    pub(crate) async fn first_id_since(&self, time: &str) -> Result<Option<i64>, ClientError> {
         let body = json!({
             "filters": [["created_at", "greater_than", time]],
             "fields": ["id"], "sort": "id", "page": {"size": 1, "number": 1},
@@ -438,6 +466,27 @@ fn network(url: &str, e: &reqwest::Error) -> ClientError {
     }
 }
 
+/// What `Retry-After` asks for: a number of seconds, or an HTTP date (RFC 9110), which is a
+/// wait until then (none if it is past).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    parse_retry_after(value, std::time::SystemTime::now())
+}
+
+pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The `code` of the first error of an error body.
+fn error_code(body: &str) -> Option<i64> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.get("errors")?.get(0)?.get("code")?.as_i64()
+}
+
 /// The `title` of the first error of an error body.
 fn error_title(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
@@ -483,6 +532,44 @@ mod tests {
         let event: sgevents_protocol::Event =
             serde_json::from_value(flat).expect("the protocol's event");
         assert_eq!(event.entity_type(), Some("Shot"));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10)),
+            "a date is a wait until then"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:27 GMT", now),
+            Some(Duration::ZERO),
+            "a date past is no wait"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_permission_refusal_has_its_own_hint() {
+        let refusal = |status, code| ClientError::Status {
+            what: "the event log".into(),
+            status,
+            body: "permission denied".into(),
+            retry_after: None,
+            code,
+        };
+        assert!(
+            refusal(400, Some(104))
+                .hint(false)
+                .contains("permission group")
+        );
+        assert!(refusal(403, None).hint(false).contains("permission group"));
+        assert!(refusal(400, Some(103)).hint(false).contains("source.url"));
     }
 
     #[test]
