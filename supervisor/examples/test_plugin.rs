@@ -14,7 +14,7 @@
 //! attempts; with `nack_backoff = true` the nack asks for no delay, so the daemon's backoff
 //! applies), `term_at`, `fatal_at`. Whole-plugin behaviours: `exit_at_start` (exit with that
 //! status at `hello`), `no_register`, `bad_register`, `banner` (a non-protocol line before
-//! `register`), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`,
+//! `register`), `register_after` (a file: `register` is sent only once it exists), `no_pong`, `ignore_sigterm` (and keep running after stdin closes), `nack_all`,
 //! `stderr_flood` (that many stderr lines, `flood line N`, written by a thread started at `hello`;
 //! the first event is answered only once they are all written), `pong_flood` (that many `pong`s
 //! for no ping right after `register`; with `pong_flood_times`).
@@ -141,6 +141,11 @@ fn main() {
                 }
                 if config.get("no_register").and_then(Value::as_bool) == Some(true) {
                     continue;
+                }
+                if let Some(path) = config.get("register_after").and_then(Value::as_str) {
+                    while !std::path::Path::new(path).exists() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                 }
                 if config.get("banner").and_then(Value::as_bool) == Some(true) {
                     send_raw(&mut out, "test plugin v1.0 starting up\n");

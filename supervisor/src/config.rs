@@ -76,6 +76,15 @@ struct RawConfig {
     #[serde(default)]
     plugin: BTreeMap<String, RawPlugin>,
     alerts: Option<RawAlerts>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +215,8 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// `[alerts]`: email alerts, when configured.
     pub alerts: Option<AlertsConfig>,
+    /// `[http]`: the HTTP listener (probes, status page).
+    pub http: HttpConfig,
     /// The plugin folders (`plugins.paths` and `plugins.legacy_paths`), resolved: what hot reload
     /// watches, with the configured commands' executables.
     pub plugin_dirs: Vec<PathBuf>,
@@ -411,6 +422,21 @@ pub enum StartAt {
     EventId(i64),
     /// From the first event created at or after this time (RFC 3339, UTC); ShotGrid source only.
     Time(std::time::SystemTime),
+}
+
+/// `[http] listen` when it is not set.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9750";
+
+/// `[http]`: the read-only HTTP listener (see `crate::http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Where it listens; `None` when `listen = ""` turns it off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Whether `listen` was set in the file. The default address, when taken, is a warning and
+    /// the daemon runs without the listener; an address the file names is an error.
+    pub listen_set: bool,
+    /// A non-loopback `listen` is allowed.
+    pub allow_remote: bool,
 }
 
 /// `[alerts]`: mail to operators when something needs a person (see [`crate::alerts`]).
@@ -763,6 +789,7 @@ impl Validator<'_> {
         }
         self.check_after(&plugins)?;
         let alerts = raw.alerts.map(|a| self.alerts(a)).transpose()?;
+        let http = self.http(raw.http)?;
         if let (None, Some(p)) = (&alerts, plugins.iter().find(|p| p.alert_to.is_some())) {
             return Err(ConfigError::plain(
                 self.file,
@@ -780,10 +807,48 @@ impl Validator<'_> {
             source,
             plugins,
             alerts,
+            http,
             plugin_dirs: paths.iter().chain(&legacy.paths).cloned().collect(),
             executable_dirs: paths.clone(),
             text: String::new(),
             secret_env,
+        })
+    }
+
+    fn http(&self, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let allow_remote = raw.allow_remote.unwrap_or(false);
+        let listen_set = raw.listen.is_some();
+        let text = raw.listen.unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(HttpConfig {
+                listen: None,
+                listen_set,
+                allow_remote,
+            });
+        }
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            ConfigError::at(
+                self.file,
+                "http.listen",
+                format!("{text:?}"),
+                "not an IP address with a port",
+                "write an address and a port, such as \"127.0.0.1:9750\" or \"[::1]:9750\" (port 0: any free port), or \"\" to turn the listener off",
+            )
+        })?;
+        if !addr.ip().is_loopback() && !allow_remote {
+            return Err(ConfigError::at(
+                self.file,
+                "http.listen",
+                format!("{text:?}"),
+                "not a loopback address: the probes and the status page would be open to other machines",
+                "listen on 127.0.0.1 (a reverse proxy can publish it), or set `allow_remote = true` in [http] if other machines must reach it",
+            ));
+        }
+        Ok(HttpConfig {
+            listen: Some(addr),
+            listen_set,
+            allow_remote,
         })
     }
 
@@ -2685,6 +2750,39 @@ mod tests {
         assert!(
             err.contains("`plugin.x.start_at`"),
             "a plugin cannot start at a time: {err}"
+        );
+    }
+
+    #[test]
+    fn http_listens_on_loopback_by_default_and_elsewhere_only_when_allowed() {
+        let c = parse_ok(MINIMAL);
+        assert_eq!(
+            c.http,
+            HttpConfig {
+                listen: Some("127.0.0.1:9750".parse().expect("address")),
+                listen_set: false,
+                allow_remote: false,
+            }
+        );
+        let c = parse_ok(&format!("{MINIMAL}[http]\nlisten = \"\"\n"));
+        assert_eq!(c.http.listen, None);
+        let c = parse_ok(&format!("{MINIMAL}[http]\nlisten = \"[::1]:0\"\n"));
+        assert_eq!(c.http.listen, Some("[::1]:0".parse().expect("address")));
+        assert!(c.http.listen_set);
+        let err = parse_err(&format!("{MINIMAL}[http]\nlisten = \"0.0.0.0:9750\"\n"));
+        assert!(
+            err.contains("`http.listen` = `\"0.0.0.0:9750\"`: not a loopback address")
+                && err.contains("hint: "),
+            "{err}"
+        );
+        let c = parse_ok(&format!(
+            "{MINIMAL}[http]\nlisten = \"0.0.0.0:9750\"\nallow_remote = true\n"
+        ));
+        assert!(c.http.allow_remote);
+        let err = parse_err(&format!("{MINIMAL}[http]\nlisten = \"localhost\"\n"));
+        assert!(
+            err.contains("`http.listen` = `\"localhost\"`: not an IP address with a port"),
+            "{err}"
         );
     }
 }

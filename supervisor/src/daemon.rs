@@ -28,6 +28,7 @@ use crate::alerts::Alerts;
 use crate::config::{self, Config, SourceConfig};
 use crate::control::server::{self, Envelope};
 use crate::control::{ControlError, Request, Response, client, ops};
+use crate::http::{self, HttpState, PluginProbe};
 use crate::plugin::keeper::{self, Command, KeeperHandle, Shared};
 use crate::source;
 use crate::store::{Store, StoreOptions};
@@ -49,13 +50,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // Held until this function returns: one daemon per state directory.
     let _lock = crate::lock::StateLock::acquire(&config.daemon.state_dir)?;
+    // Before anything else starts: a taken port stops the start here.
+    let http_listener = crate::http::bind(&config.http)?;
     let (store, store_thread) = Store::open(&config.daemon.state_dir, options)?;
     // Before anything is delivered: a plugin that outlived a crashed daemon must not work on an
     // event that a new instance is about to get.
     let leftovers = store.leftovers().await?;
     crate::orphans::kill_leftovers(&leftovers.groups, leftovers.boot_id.as_deref());
     let (listener, socket) = server::bind(&config.daemon.state_dir)?;
-    store.daemon_started(std::process::id());
+    let http_state = HttpState::new(store.clone());
+    let http_addr = match &http_listener {
+        Some(l) => Some(
+            l.local_addr()
+                .context("cannot read the HTTP listener's address")?,
+        ),
+        None => None,
+    };
+    store.daemon_started(std::process::id(), http_addr.map(|a| a.to_string()));
     tracing::info!(
         config = %config.file.display(),
         state = %config.daemon.state_dir.display(),
@@ -80,6 +91,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (requests_tx, requests) = mpsc::channel::<Envelope>(64);
     let server_task = tokio::spawn(server::serve(listener, socket, requests_tx, cancel.clone()));
+    let http_task = match (http_listener, http_addr) {
+        (Some(l), Some(addr)) => {
+            let l =
+                tokio::net::TcpListener::from_std(l).context("cannot serve the HTTP listener")?;
+            if addr.ip().is_loopback() {
+                tracing::info!("http listener on http://{addr}");
+            } else {
+                tracing::warn!(
+                    "http listener on http://{addr}, open to other machines (`allow_remote = true`)"
+                );
+            }
+            let app = http::router(http_state.clone());
+            Some(tokio::spawn(http::serve(l, app, cancel.clone())))
+        }
+        _ => None,
+    };
 
     let (readd_tx, readd_rx) = mpsc::unbounded_channel();
     let mut daemon = Daemon {
@@ -91,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         watcher: None,
         readd_tx,
         readd_rx,
+        http: http_state,
     };
     // Every configured plugin has its row before the source journals anything: on a brand-new
     // database each one starts at the beginning of the journal, whoever is quicker.
@@ -132,6 +160,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = server_task.await;
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
     if !hard.is_cancelled() {
         alerts.shutdown().await;
     }
@@ -181,6 +212,8 @@ struct Daemon {
     /// two processes of one plugin never run at once.
     readd_tx: mpsc::UnboundedSender<Vec<config::PluginSpec>>,
     readd_rx: mpsc::UnboundedReceiver<Vec<config::PluginSpec>>,
+    /// What the HTTP listener reads (kept whether it listens or not).
+    http: HttpState,
 }
 
 impl Daemon {
@@ -198,6 +231,17 @@ impl Daemon {
         };
         let name = spec.name.clone();
         let handle = keeper::spawn(spec, self.shared.clone(), gate);
+        self.http
+            .plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.clone(),
+                PluginProbe {
+                    live: handle.live.clone(),
+                    progress: handle.progress.clone(),
+                },
+            );
         // Wake the loop whenever this plugin's report changes (for `exit_when_idle`); ends with
         // the keeper.
         let mut report = handle.report.clone();
@@ -282,22 +326,54 @@ impl Daemon {
     fn start_source(&mut self) {
         let store = self.shared.store.clone();
         let cancel = self.shared.cancel.child_token();
-        let task = match self.config.source.clone() {
-            SourceConfig::Jsonl(src) => {
-                tokio::spawn(source::jsonl::run(src, store, cancel.clone()))
+        let probe = source::Probe::default();
+        *self
+            .http
+            .source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = probe.clone();
+        let run: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> =
+            match self.config.source.clone() {
+                SourceConfig::Jsonl(src) => Box::pin(source::jsonl::run(
+                    src,
+                    store,
+                    cancel.clone(),
+                    probe.clone(),
+                )),
+                SourceConfig::Shotgrid(src) => Box::pin(source::shotgrid::run(
+                    src,
+                    store,
+                    cancel.clone(),
+                    self.shared.alerts.clone(),
+                    probe.clone(),
+                )),
+            };
+        let task = tokio::spawn(async move {
+            // A panic or an abort drops the guard unended: the task shows as dead.
+            let alive = probe.alive.start();
+            let result = run.await;
+            match &result {
+                Ok(()) => alive.ended(),
+                Err(_) => alive.died(),
             }
-            SourceConfig::Shotgrid(src) => tokio::spawn(source::shotgrid::run(
-                src,
-                store,
-                cancel.clone(),
-                self.shared.alerts.clone(),
-            )),
-        };
+            result
+        });
         self.source = Some(SourceRun { cancel, task });
     }
 
     /// Waits for a reason to stop, doing what is asked meanwhile; returns how the daemon ends.
-    async fn supervise(&mut self, mut requests: mpsc::Receiver<Envelope>) -> anyhow::Result<()> {
+    async fn supervise(&mut self, requests: mpsc::Receiver<Envelope>) -> anyhow::Result<()> {
+        // `/healthz` reads the loop's life: returning ends it; a panic drops the guard unended.
+        let alive = self.http.daemon_loop.start();
+        let outcome = self.supervise_loop(requests).await;
+        alive.ended();
+        outcome
+    }
+
+    async fn supervise_loop(
+        &mut self,
+        mut requests: mpsc::Receiver<Envelope>,
+    ) -> anyhow::Result<()> {
         let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         let mut sighup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -532,6 +608,9 @@ impl Daemon {
         {
             notes.push(later("the log settings"));
         }
+        if new.http != self.config.http {
+            notes.push(later("`[http]`"));
+        }
         if new.alerts != self.config.alerts {
             match self.shared.alerts.reconfigure(&new) {
                 Ok(()) => notes.push("applied the new `[alerts]`".into()),
@@ -584,6 +663,11 @@ impl Daemon {
             if let Some(k) = self.keepers.remove(name) {
                 removals.push((name.clone(), k.ask(Command::Remove)));
             }
+            self.http
+                .plugins
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(name);
         }
         let mut added = Vec::new();
         let mut readd = Vec::new();

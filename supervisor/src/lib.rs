@@ -21,6 +21,8 @@
 //!   read-only commands.
 //! - The try-it loop: [`deliver`] runs one plugin on chosen events as the daemon would, writing
 //!   nothing; [`tail`] follows the journal; [`scaffold`] writes a new plugin and its test.
+//! - [`http`] is the read-only HTTP listener (probes; see its module docs for adding a route);
+//!   [`liveness`] the alive flags it reads.
 //! - [`alerts`] mails operators, [`logging`] writes stderr and the log files, [`notify`] talks to
 //!   systemd, [`migrate`] converts a shotgunEvents installation.
 //!
@@ -34,7 +36,9 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod deliver;
+pub mod http;
 pub mod launch;
+pub mod liveness;
 pub mod lock;
 pub mod logging;
 pub mod migrate;

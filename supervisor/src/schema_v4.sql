@@ -56,3 +56,10 @@ ALTER TABLE failed_events ADD COLUMN attempt_times TEXT;
 
 -- == Secrets and isolation ==
 
+
+
+-- == The HTTP listener ==
+
+-- The address the daemon's HTTP listener bound (`[http] listen`, with the port the system chose
+-- for port 0): "127.0.0.1:9750". NULL while the listener is off and once the daemon stopped.
+ALTER TABLE daemon ADD COLUMN http_listen TEXT;

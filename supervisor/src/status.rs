@@ -21,15 +21,16 @@ pub fn gather(config: &Config) -> anyhow::Result<Value> {
 }
 
 fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> {
-    let daemon: Option<(Option<i64>, Option<String>, Option<String>)> = conn
+    type DaemonRow = (Option<i64>, Option<String>, Option<String>, Option<String>);
+    let daemon: Option<DaemonRow> = conn
         .query_row(
-            "SELECT pid, started_at, stopped_at FROM daemon WHERE id = 1",
+            "SELECT pid, started_at, stopped_at, http_listen FROM daemon WHERE id = 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
     let running = match &daemon {
-        Some((Some(pid), _, None)) => kill(Pid::from_raw(*pid as i32), None).is_ok(),
+        Some((Some(pid), _, None, _)) => kill(Pid::from_raw(*pid as i32), None).is_ok(),
         _ => false,
     };
     let (head, events): (i64, i64) = conn.query_row(
@@ -107,6 +108,8 @@ fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> 
             "pid": daemon.as_ref().and_then(|d| d.0),
             "started_at": daemon.as_ref().and_then(|d| d.1.clone()),
             "stopped_at": daemon.as_ref().and_then(|d| d.2.clone()),
+            // The HTTP listener's address while the daemon runs with it.
+            "http": daemon.as_ref().and_then(|d| d.3.clone()).filter(|_| running),
         },
         "journal": { "head": head, "events": events },
         "source": source,
@@ -119,9 +122,13 @@ pub fn render(status: &Value) -> String {
     let mut out = String::new();
     let d = &status["daemon"];
     if d["running"].as_bool() == Some(true) {
+        let http = d["http"]
+            .as_str()
+            .map(|a| format!(", http://{a}/"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "daemon:  running (pid {}, since {})",
+            "daemon:  running (pid {}, since {}{http})",
             d["pid"],
             d["started_at"].as_str().unwrap_or("?")
         );

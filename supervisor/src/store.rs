@@ -25,6 +25,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{StartAt, Synchronous};
+use crate::liveness::{Alive, Life};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 4;
@@ -401,6 +402,7 @@ enum Cmd {
     },
     DaemonStarted {
         pid: u32,
+        http: Option<String>,
     },
     DaemonStopped,
     Control {
@@ -441,6 +443,8 @@ pub struct Store {
     tx: mpsc::Sender<Cmd>,
     head: watch::Receiver<i64>,
     failure: watch::Receiver<Option<String>>,
+    /// The thread's liveness (`/healthz`).
+    alive: Alive,
 }
 
 /// Settings of the store thread.
@@ -535,9 +539,15 @@ impl Store {
             busy_since: None,
             prune: Prune::Idle,
         };
+        let alive = Alive::new();
+        let guard = alive.start();
         let thread = thread::Builder::new()
             .name("sgevents-store".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || {
+                // A panic drops the guard unended: the thread shows as dead.
+                worker.run(rx);
+                guard.ended();
+            })
             .map_err(|source| StoreError::Dir {
                 path: state_dir.to_path_buf(),
                 source,
@@ -547,6 +557,7 @@ impl Store {
                 tx,
                 head: head_rx,
                 failure: fail_rx,
+                alive,
             },
             thread,
         ))
@@ -576,6 +587,12 @@ impl Store {
     /// The error that stopped the store, if one did.
     pub fn failure(&self) -> Option<String> {
         self.failure.borrow().clone()
+    }
+
+    /// Where the store thread is in its life: running until every handle is dropped, dead after
+    /// a panic.
+    pub fn thread_life(&self) -> Life {
+        self.alive.life()
     }
 
     /// A receiver that changes when the store fails.
@@ -780,8 +797,9 @@ impl Store {
     }
 
     /// Records the daemon's start.
-    pub fn daemon_started(&self, pid: u32) {
-        self.send(Cmd::DaemonStarted { pid });
+    /// `http` is the address the HTTP listener bound, when it is on.
+    pub fn daemon_started(&self, pid: u32, http: Option<String>) {
+        self.send(Cmd::DaemonStarted { pid, http });
     }
 
     /// Records the daemon's clean stop.
@@ -1418,19 +1436,22 @@ impl Worker {
                     .execute(params![plugin, event_id, seq, attempts, error, times])?;
                 self.last_delivery_error(&plugin, event_id, attempts, &error)?;
             }
-            Cmd::DaemonStarted { pid } => {
+            Cmd::DaemonStarted { pid, http } => {
                 self.conn.execute(
                     &format!(
-                        "INSERT INTO daemon (id, pid, started_at, stopped_at, version, boot_id) VALUES (1, ?1, {NOW}, NULL, ?2, ?3) \
+                        "INSERT INTO daemon (id, pid, started_at, stopped_at, version, boot_id, http_listen) VALUES (1, ?1, {NOW}, NULL, ?2, ?3, ?4) \
                          ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at, \
-                         stopped_at = NULL, version = excluded.version, boot_id = excluded.boot_id"
+                         stopped_at = NULL, version = excluded.version, boot_id = excluded.boot_id, \
+                         http_listen = excluded.http_listen"
                     ),
-                    params![pid, env!("CARGO_PKG_VERSION"), crate::orphans::boot_id()],
+                    params![pid, env!("CARGO_PKG_VERSION"), crate::orphans::boot_id(), http],
                 )?;
             }
             Cmd::DaemonStopped => {
                 self.conn.execute(
-                    &format!("UPDATE daemon SET stopped_at = {NOW} WHERE id = 1"),
+                    &format!(
+                        "UPDATE daemon SET stopped_at = {NOW}, http_listen = NULL WHERE id = 1"
+                    ),
                     [],
                 )?;
             }

@@ -13,11 +13,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Actor, ActorReport, Links};
+use super::{Actor, ActorReport, Links, Live};
 use crate::alerts::Alerts;
 use crate::config::PluginSpec;
 use crate::control::client::{self, plural};
 use crate::control::{ControlError, Request, Response, RewindTarget, ops};
+use crate::store::PluginState;
 use crate::store::Store;
 
 /// What an operator (or the daemon) asks of one plugin.
@@ -51,6 +52,8 @@ pub(crate) struct KeeperHandle {
     pub(crate) report: watch::Receiver<ActorReport>,
     /// Its cursor in memory, for plugins that run `after` it.
     pub(crate) progress: watch::Receiver<i64>,
+    /// Its state in memory, for the HTTP listener.
+    pub(crate) live: watch::Receiver<Live>,
     /// Ends after `Remove` or the daemon's stop.
     pub(crate) task: JoinHandle<()>,
 }
@@ -85,6 +88,7 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let (report_tx, report) = watch::channel(ActorReport::default());
     let (progress_tx, progress) = watch::channel(0);
+    let (live_tx, live) = watch::channel(Live::default());
     let (replay_tx, _) = watch::channel(0);
     let keeper = Keeper {
         spec,
@@ -92,6 +96,7 @@ pub(crate) fn spawn(
         gate,
         report: report_tx,
         progress: progress_tx,
+        live: live_tx,
         replay: replay_tx,
         run: None,
         held: None,
@@ -102,6 +107,7 @@ pub(crate) fn spawn(
         tx,
         report,
         progress,
+        live,
         task,
     }
 }
@@ -117,6 +123,7 @@ struct Keeper {
     gate: Option<watch::Receiver<i64>>,
     report: watch::Sender<ActorReport>,
     progress: watch::Sender<i64>,
+    live: watch::Sender<Live>,
     replay: watch::Sender<u64>,
     run: Option<Run>,
     /// The fingerprint of what the keeper last started (or was created with): a changed
@@ -182,6 +189,7 @@ impl Keeper {
             alerts: self.shared.alerts.clone(),
             report: self.report.clone(),
             progress: self.progress.clone(),
+            live: self.live.clone(),
             gate: self.gate.clone(),
             replay: self.replay.subscribe(),
             cancel: cancel.clone(),
@@ -211,6 +219,14 @@ impl Keeper {
         self.report.send_replace(ActorReport {
             caught_up_to: None,
             disabled: true,
+        });
+        let state = match why {
+            Hold::Stopped => PluginState::Stopped,
+            Hold::Disabled => PluginState::Disabled,
+        };
+        self.live.send_modify(|l| {
+            l.state = state;
+            l.pid = None;
         });
         was
     }

@@ -68,6 +68,28 @@ pub(crate) struct ActorReport {
     pub(crate) disabled: bool,
 }
 
+/// A plugin as the HTTP listener sees it, in memory: published by its actor, and by its keeper
+/// while an operator holds it without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Live {
+    /// Its state, as in `plugins.state`.
+    pub(crate) state: PluginState,
+    /// Its process while it runs.
+    pub(crate) pid: Option<u32>,
+    /// Handshakes completed since the daemon started (`/readyz` waits for one).
+    pub(crate) handshakes: u64,
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            state: PluginState::Starting,
+            pid: None,
+            handshakes: 0,
+        }
+    }
+}
+
 /// Why the serving loop stopped.
 enum Step {
     /// A second signal: kill now.
@@ -113,6 +135,8 @@ pub(crate) struct Links {
     pub(crate) report: watch::Sender<ActorReport>,
     /// Its cursor, in memory, as it moves: what plugins that run `after` it wait for.
     pub(crate) progress: watch::Sender<i64>,
+    /// Its state in memory, for the HTTP listener.
+    pub(crate) live: watch::Sender<Live>,
     /// The lowest cursor of the plugins this one runs `after`: it takes no event beyond it.
     pub(crate) gate: Option<watch::Receiver<i64>>,
     /// Bumped when an operator asks for failed events again.
@@ -131,6 +155,7 @@ pub(crate) struct Actor {
     head: watch::Receiver<i64>,
     report: watch::Sender<ActorReport>,
     progress: watch::Sender<i64>,
+    live: watch::Sender<Live>,
     gate: Option<watch::Receiver<i64>>,
     replay: watch::Receiver<u64>,
     /// Failed events an operator asked for again, to send before the journal's next ones, with
@@ -167,6 +192,7 @@ impl Actor {
             alerts,
             report,
             progress,
+            live,
             gate,
             replay,
             cancel,
@@ -178,6 +204,7 @@ impl Actor {
             alerts,
             report,
             progress,
+            live,
             gate,
             replay,
             replays: VecDeque::new(),
@@ -341,6 +368,13 @@ impl Actor {
             self.status.disabled_reason = None;
         }
         self.store.set_status(&self.spec.name, self.status.clone());
+        self.live.send_modify(|l| {
+            l.state = state;
+            l.pid = pid;
+            if state == PluginState::Running {
+                l.handshakes += 1;
+            }
+        });
     }
 
     fn publish_cursor(&mut self) {

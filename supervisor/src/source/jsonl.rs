@@ -54,6 +54,7 @@ pub(crate) async fn run(
     config: JsonlSource,
     store: Store,
     cancel: CancellationToken,
+    probe: super::Probe,
 ) -> anyhow::Result<()> {
     let location = config.path.display().to_string();
     let mut position = match store.source_position().await? {
@@ -110,6 +111,7 @@ pub(crate) async fn run(
         } else if moved {
             store.save_source(position.clone());
         }
+        probe.polled();
         if batch.at_end {
             if !follow {
                 tracing::info!(path = %location, lines = position.line, "read the whole events file");

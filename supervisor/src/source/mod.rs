@@ -18,9 +18,35 @@
 pub(crate) mod jsonl;
 pub(crate) mod shotgrid;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sgevents_protocol::{Event, MatchFields};
 
+use crate::liveness::Alive;
 use crate::store::{NewEvent, SourcePosition};
+
+/// What the daemon knows of one run of the source, for `/healthz` (is its task alive) and
+/// `/readyz` (has it completed a poll). A new run (a reload that changes `[source]`) gets a new
+/// probe. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Probe {
+    /// The task's liveness: the daemon holds its guard around the run.
+    pub(crate) alive: Alive,
+    polled: Arc<AtomicBool>,
+}
+
+impl Probe {
+    /// The source completed a poll: it read the site (or the file) and committed what it found.
+    pub(crate) fn polled(&self) {
+        self.polled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it has completed a poll since it started.
+    pub(crate) fn has_polled(&self) -> bool {
+        self.polled.load(Ordering::SeqCst)
+    }
+}
 
 /// Turns a parsed event into a journal row, normalised to the flat shape.
 pub(crate) fn journal_row(event: &Event) -> NewEvent {

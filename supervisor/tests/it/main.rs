@@ -11,6 +11,7 @@ mod crash;
 mod delivery;
 mod demo;
 mod failures;
+mod http;
 mod legacy;
 mod logs;
 mod migrate;
@@ -98,7 +99,8 @@ impl Drop for Ctx {
     }
 }
 
-/// The `[daemon]`, `[source]` and `[plugins]` tables with short limits for tests. Plugins follow.
+/// The `[daemon]`, `[source]`, `[http]` and `[plugins]` tables with short limits for tests (the
+/// HTTP listener on any free port: tests run daemons in parallel). Plugins follow.
 const HEADER: &str = r#"
 [daemon]
 state_dir = "var"
@@ -108,6 +110,9 @@ commit_interval = "1ms"
 [source]
 kind = "jsonl"
 path = "events.jsonl"
+
+[http]
+listen = "127.0.0.1:0"
 
 [plugins]
 ack_timeout = "2s"

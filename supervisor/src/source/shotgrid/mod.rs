@@ -84,6 +84,7 @@ pub(crate) async fn run(
     store: Store,
     cancel: CancellationToken,
     alerts: Alerts,
+    probe: super::Probe,
 ) -> anyhow::Result<()> {
     let client = Client::new(&config).map_err(anyhow::Error::msg)?;
     let mut outage = Outage::default();
@@ -409,6 +410,7 @@ impl Poller {
         self.store
             .append_with_gaps(rows, position.clone(), gap_rows(&self.gaps))
             .await?;
+        probe.polled();
         if journaled > 0 {
             tracing::debug!(site = %config.url, journaled, high_water = mark, gaps = self.gaps.ranges().len(), "polled");
         }
