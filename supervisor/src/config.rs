@@ -124,6 +124,8 @@ struct RawSource {
     fetch_interval: Option<String>,
     min_fetch_interval: Option<String>,
     fetch_concurrency: Option<i64>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
     gap_timeout: Option<String>,
     proxy: Option<String>,
     ca_file: Option<PathBuf>,
@@ -237,6 +239,9 @@ impl Config {
         let mut out = Vec::new();
         if let SourceConfig::Shotgrid(s) = &self.source {
             out.push(s.script_key.expose().to_owned());
+            if let Some(secret) = &s.webhook_secret {
+                out.push(secret.expose().to_owned());
+            }
         }
         for p in &self.plugins {
             if let Some(c) = &p.credentials {
@@ -352,6 +357,9 @@ pub struct ShotgridSource {
     pub min_fetch_interval: Duration,
     /// Pages fetched at once while catching up (1 to 16).
     pub fetch_concurrency: usize,
+    /// The secret of ShotGrid's webhook deliveries (`webhook_secret_env` or `webhook_secret_file`):
+    /// set, it enables `POST /webhooks/shotgrid` on the HTTP listener.
+    pub webhook_secret: Option<Secret>,
     /// Events per request.
     pub batch_size: usize,
     /// How long a missing id is waited for.
@@ -1051,6 +1059,8 @@ impl Validator<'_> {
                     ("fetch_interval", raw.fetch_interval.is_some()),
                     ("min_fetch_interval", raw.min_fetch_interval.is_some()),
                     ("fetch_concurrency", raw.fetch_concurrency.is_some()),
+                    ("webhook_secret_env", raw.webhook_secret_env.is_some()),
+                    ("webhook_secret_file", raw.webhook_secret_file.is_some()),
                     ("gap_timeout", raw.gap_timeout.is_some()),
                     ("proxy", raw.proxy.is_some()),
                     ("ca_file", raw.ca_file.is_some()),
@@ -1218,6 +1228,8 @@ impl Validator<'_> {
             1..=5000,
             "use 1 to 5000 (the site's largest page)",
         )? as usize;
+        let webhook_secret =
+            self.webhook_secret(raw.webhook_secret_env, raw.webhook_secret_file)?;
         let fetch_concurrency = self.int(
             "source.fetch_concurrency",
             raw.fetch_concurrency,
@@ -1279,6 +1291,7 @@ impl Validator<'_> {
             fetch_interval,
             min_fetch_interval,
             fetch_concurrency,
+            webhook_secret,
             batch_size,
             gap_timeout: self.duration(
                 "source.gap_timeout",
@@ -1300,6 +1313,53 @@ impl Validator<'_> {
             )?,
             max_event_bytes: self.max_event_bytes(raw.max_event_bytes)?,
         }))
+    }
+
+    /// `source.webhook_secret_env` or `source.webhook_secret_file`: the webhook's secret, if set.
+    fn webhook_secret(
+        &self,
+        env: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match (env, file) {
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) if self.skip_secrets => Ok(Some(Secret::new(""))),
+            (Some(var), None) => match std::env::var(&var) {
+                Ok(secret) if !secret.trim().is_empty() => Ok(Some(Secret::new(secret.trim()))),
+                _ => Err(ConfigError::at(
+                    self.file,
+                    "source.webhook_secret_env",
+                    format!("{var:?}"),
+                    "the environment variable is not set",
+                    "export it in the daemon's environment (or its service file), with the secret given to the webhook on the site; or remove the key to turn webhooks off",
+                )),
+            },
+            (None, Some(path)) => {
+                let path = self.resolve(&path);
+                match std::fs::read_to_string(&path) {
+                    Ok(secret) if !secret.trim().is_empty() => Ok(Some(Secret::new(secret.trim()))),
+                    Ok(_) => Err(ConfigError::at(
+                        self.file,
+                        "source.webhook_secret_file",
+                        path.display(),
+                        "the file is empty",
+                        "put the webhook's secret in it, alone, as given to the webhook on the site",
+                    )),
+                    Err(e) => Err(ConfigError::at(
+                        self.file,
+                        "source.webhook_secret_file",
+                        path.display(),
+                        format!("cannot read it: {e}"),
+                        "check the path and that the daemon's user may read it (keep it mode 0600)",
+                    )),
+                }
+            }
+            (Some(_), Some(_)) => Err(ConfigError::plain(
+                self.file,
+                "both `source.webhook_secret_env` and `source.webhook_secret_file` are set",
+                "keep one of them",
+            )),
+        }
     }
 
     /// `source.max_event_bytes`: at most [`MAX_EVENT_BYTES`], so that every journaled event fits
@@ -2048,6 +2108,13 @@ impl Validator<'_> {
 fn secret_env(raw: &RawConfig) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if let Some(v) = raw.source.as_ref().and_then(|s| s.script_key_env.clone()) {
+        out.insert(v);
+    }
+    if let Some(v) = raw
+        .source
+        .as_ref()
+        .and_then(|s| s.webhook_secret_env.clone())
+    {
         out.insert(v);
     }
     for p in raw.plugin.values() {

@@ -14,6 +14,8 @@
 //!   [`FakeSite::expire_tokens`] revokes every token;
 //! * [`FakeSite::set_latency`] (or [`SiteOptions::latency`]) adds a delay to every answer, as the
 //!   round trip to a remote site;
+//! * [`FakeSite::set_webhook`] sends a signed webhook delivery for each event that becomes
+//!   visible, as ShotGrid's webhooks do;
 //! * [`FakeSite::stats`] counts what clients did, including the searches by id range and the most
 //!   answered at once.
 //!
@@ -42,8 +44,10 @@ mod generate;
 mod pydeps;
 mod search;
 mod server;
+mod webhook;
 
 pub use pydeps::{SHOTGUN_API3_VERSION, python_with_shotgun_api3};
+pub use webhook::{post as post_webhook, signature as webhook_signature};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -167,6 +171,8 @@ struct Shared {
     latency: Mutex<Duration>,
     /// Searches being answered now.
     concurrent: std::sync::atomic::AtomicU64,
+    /// Where webhook deliveries go, if anywhere.
+    webhook: Mutex<Option<webhook::Target>>,
     state: Mutex<State>,
     /// Set once the site is dropped; hanging requests wait on it.
     stopped: Mutex<bool>,
@@ -272,6 +278,7 @@ impl FakeSite {
             token_lifetime: options.token_lifetime,
             latency: Mutex::new(options.latency),
             concurrent: std::sync::atomic::AtomicU64::new(0),
+            webhook: Mutex::new(None),
             state: Mutex::new(State {
                 visible: BTreeMap::new(),
                 held: BTreeMap::new(),
@@ -311,28 +318,62 @@ impl FakeSite {
     /// Appends `n` generated events, visible at once, and returns their ids.
     pub fn append(&self, n: usize) -> Vec<i64> {
         let mut state = self.shared.state();
-        (0..n)
+        let ids: Vec<i64> = (0..n)
             .map(|_| {
                 let event = state.generator.next_event();
                 let (id, event) = state.allocate(event);
                 state.visible.insert(id, event);
                 id
             })
-            .collect()
+            .collect();
+        self.deliver(&state, &ids);
+        ids
+    }
+
+    /// Sends webhook deliveries for `ids`, newly visible, if [`FakeSite::set_webhook`] asked.
+    fn deliver(&self, state: &State, ids: &[i64]) {
+        let target = self
+            .shared
+            .webhook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(target) = target {
+            let events = ids
+                .iter()
+                .filter_map(|id| state.visible.get(id).cloned())
+                .collect();
+            webhook::send(target, events);
+        }
+    }
+
+    /// From now on, each event that becomes visible is also sent to `url` as a ShotGrid webhook
+    /// delivery signed with `secret` (`X-SG-SIGNATURE: sha1=...`).
+    pub fn set_webhook(&self, url: &str, secret: &str) {
+        *self
+            .shared
+            .webhook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(webhook::Target {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
     }
 
     /// Appends flat events in the `shotgun_api3` shape, visible at once; each one's `id` is replaced
     /// by the next id. Returns the ids.
     pub fn append_events(&self, events: Vec<Value>) -> Vec<i64> {
         let mut state = self.shared.state();
-        events
+        let ids: Vec<i64> = events
             .into_iter()
             .map(|event| {
                 let (id, event) = state.allocate(event);
                 state.visible.insert(id, event);
                 id
             })
-            .collect()
+            .collect();
+        self.deliver(&state, &ids);
+        ids
     }
 
     /// Allocates ids for `n` generated events that stay invisible until [`FakeSite::commit`], as
@@ -357,6 +398,7 @@ impl FakeSite {
                 state.visible.insert(*id, event);
             }
         }
+        self.deliver(&state, ids);
     }
 
     /// Drops held ids: they will never be visible, as rows of a rolled-back transaction.

@@ -212,6 +212,14 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // ShotGrid's webhook deliveries (`source::shotgrid::webhook`): added after the layer
+        // above, with a limit of their own.
+        .route(
+            "/webhooks/shotgrid",
+            axum::routing::post(crate::source::shotgrid::webhook::deliver).layer(
+                DefaultBodyLimit::max(crate::source::shotgrid::webhook::MAX_BODY_BYTES),
+            ),
+        )
         .with_state(state)
 }
 

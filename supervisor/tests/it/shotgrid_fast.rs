@@ -319,3 +319,86 @@ fn polls_come_soon_after_new_events_and_slow_down_when_idle() {
     );
     assert!(searches >= 1, "it still polls when idle");
 }
+
+/// `POST /webhooks/shotgrid`: a signed delivery makes the poller poll at once (here it would
+/// otherwise wait an hour); deliveries coalesce; a forged or unsigned one is refused with 401 and
+/// logged with its count; a body over 1 MiB is refused.
+#[test]
+fn webhooks_poll_at_once_and_forged_or_oversized_ones_are_refused() {
+    const SECRET: &str = "hook-secret";
+    let site = site();
+    let first = site.append(2);
+    let ctx = Ctx::new();
+    std::fs::write(ctx.path("hook"), SECRET).expect("secret file");
+    config(
+        &ctx,
+        &site,
+        "webhook_secret_file = \"hook\"\nmin_fetch_interval = \"1h\"",
+        "",
+    );
+    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
+    let text = text.replace("fetch_interval = \"50ms\"", "fetch_interval = \"1h\"");
+    std::fs::write(
+        ctx.path("sgevents.toml"),
+        format!("{text}\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .expect("config");
+    let daemon = ctx.start();
+    wait_delivered(&ctx, &first);
+    let addr = ctx.http_addr();
+    let url = format!("http://{addr}/webhooks/shotgrid");
+
+    // The fake site's own deliveries, one per new event.
+    site.set_webhook(&url, SECRET);
+    let second = site.append(3);
+    wait_delivered(&ctx, &second);
+
+    // Forged, unsigned, oversized.
+    let body = r#"{"data":{"event_log_entry_id":1}}"#;
+    let forged = sgevents_tests::fake_site::webhook_signature("not-the-secret", body.as_bytes());
+    let post = |signature: &str, body: &str| {
+        sgevents_tests::fake_site::post_webhook(&url, signature, body).expect("a webhook answer")
+    };
+    assert_eq!(post(&forged, body), 401, "a forged signature");
+    assert_eq!(post("", body), 401, "no signature");
+    assert_eq!(post("sha1=nothex", body), 401, "not a signature");
+    let big = format!(r#"{{"data":{{"pad":"{}"}}}}"#, "x".repeat(1024 * 1024));
+    let signed = sgevents_tests::fake_site::webhook_signature(SECRET, big.as_bytes());
+    assert_eq!(post(&signed, &big), 413, "over 1 MiB");
+    let good = sgevents_tests::fake_site::webhook_signature(SECRET, body.as_bytes());
+    assert_eq!(post(&good, body), 200, "a valid delivery");
+
+    // A burst of deliveries while each poll takes 300 ms: at most one poll runs and one is
+    // pending, so the polls are bounded by the burst's length, not by the deliveries.
+    site.set_webhook("http://127.0.0.1:1/", SECRET);
+    site.set_latency(Duration::from_millis(300));
+    let before = site.stats().searches;
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(post(&good, body), 200);
+    }
+    let burst = start.elapsed().as_secs_f64();
+    crate::wait_for("a poll for the burst", || site.stats().searches > before);
+    let third = site.append(1);
+    assert_eq!(post(&good, body), 200);
+    wait_delivered(&ctx, &third);
+    stop(&ctx, daemon);
+    // Rounds started during the burst (one per 300 ms at most, plus the first), one pending,
+    // and the one for the last delivery; each round is one search on this quiet site.
+    let searches = site.stats().searches - before;
+    let bound = (burst / 0.3).ceil() as u64 + 4;
+    assert!(
+        searches <= bound,
+        "{searches} searches for 21 deliveries over {burst:.2} s (at most {bound})"
+    );
+    let log = ctx.log();
+    assert!(
+        log.contains("refused a webhook delivery to /webhooks/shotgrid with a signature that does not match (1 refused since the start)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("with no `X-SG-SIGNATURE` header (2 refused since the start)"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "the secret never reaches the log");
+}

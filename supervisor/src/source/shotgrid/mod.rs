@@ -52,6 +52,7 @@
 
 pub(crate) mod client;
 pub(crate) mod gaps;
+pub(crate) mod webhook;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -149,6 +150,7 @@ pub(crate) async fn run(
         position,
         gaps,
         gaps_asked: None,
+        probe,
     };
     // Adaptive polling: soon after new events, then doubling up to `fetch_interval`.
     let mut interval = poller.config.min_fetch_interval;
@@ -156,20 +158,30 @@ pub(crate) async fn run(
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let wait = match poller.round(&cancel).await? {
+        match poller.round(&cancel).await? {
             Round::Cancelled => return Ok(()),
-            Round::Failed(wait) => wait,
+            // A failure's wait (backoff, `Retry-After`) is not cut short by a webhook.
+            Round::Failed(wait) => {
+                if sleep_or_cancel(&cancel, wait).await {
+                    return Ok(());
+                }
+            }
             Round::Done { new } => {
                 interval = if new > 0 {
                     poller.config.min_fetch_interval
                 } else {
                     (interval * 2).min(poller.config.fetch_interval)
                 };
-                interval
+                // A webhook delivery (`probe.poke`) ends the wait at once; one that arrived
+                // during the round is pending, and any more were coalesced with it.
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = poller.probe.poke.notified() => {
+                        tracing::debug!(site = %poller.config.url, "polling early for a webhook");
+                    }
+                }
             }
-        };
-        if sleep_or_cancel(&cancel, wait).await {
-            return Ok(());
         }
     }
 }
@@ -214,6 +226,8 @@ struct Poller {
     /// When the missing ids were last asked for.
     gaps_asked: Option<Instant>,
     throttle: Throttle,
+    /// Told of each completed poll; its `poke` asks for an early one (a webhook).
+    probe: super::Probe,
 }
 
 impl Poller {
@@ -410,7 +424,7 @@ impl Poller {
         self.store
             .append_with_gaps(rows, position.clone(), gap_rows(&self.gaps))
             .await?;
-        probe.polled();
+        self.probe.polled();
         if journaled > 0 {
             tracing::debug!(site = %config.url, journaled, high_water = mark, gaps = self.gaps.ranges().len(), "polled");
         }
