@@ -2762,6 +2762,39 @@ mod tests {
             "the key never shows in debug output"
         );
         assert_eq!(c.source.site_url(), Some("https://studio.example"));
+        assert_eq!(
+            (
+                s.min_fetch_interval,
+                s.fetch_concurrency,
+                s.webhook_secret.is_none()
+            ),
+            (Duration::from_millis(250), 4, true),
+            "the defaults"
+        );
+        let hook = dir.path().join("hook");
+        std::fs::write(&hook, "h00k\n").expect("write secret");
+        let tuned = text.replace(
+            "fetch_interval = \"1s\"\n",
+            &format!(
+                "fetch_interval = \"1s\"\nmin_fetch_interval = \"5s\"\nfetch_concurrency = 16\nwebhook_secret_file = {:?}\n",
+                hook.display().to_string()
+            ),
+        );
+        let c = parse(&dir.path().join("sgevents.toml"), &tuned).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::Shotgrid(s) = &c.source else {
+            panic!("a shotgrid source")
+        };
+        assert_eq!(
+            s.min_fetch_interval,
+            Duration::from_secs(1),
+            "capped at fetch_interval"
+        );
+        assert_eq!(s.fetch_concurrency, 16);
+        assert_eq!(s.webhook_secret.as_ref().map(Secret::expose), Some("h00k"));
+        assert!(
+            c.secrets().iter().any(|v| v == "h00k"),
+            "the webhook's secret is redacted"
+        );
         let text = "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"n\"\nscript_key_file = \"k\"\n";
         let err = parse(Path::new("/x/sgevents.toml"), text)
             .expect_err("missing key file")
@@ -2786,6 +2819,26 @@ mod tests {
         ));
         assert!(
             err.contains("both `source.script_key_env` and `source.script_key_file`"),
+            "{err}"
+        );
+        let keyed = format!("{base}script_key_env = \"PATH\"\n");
+        let err = parse_err(&format!("{keyed}fetch_concurrency = 17\n"));
+        assert!(
+            err.contains("`source.fetch_concurrency` = `17`: out of range"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{keyed}webhook_secret_env = \"SGEVENTS_TEST_UNSET_HOOK\"\n"
+        ));
+        assert!(
+            err.contains("`source.webhook_secret_env` = `\"SGEVENTS_TEST_UNSET_HOOK\"`: the environment variable is not set"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{keyed}webhook_secret_env = \"A\"\nwebhook_secret_file = \"B\"\n"
+        ));
+        assert!(
+            err.contains("both `source.webhook_secret_env` and `source.webhook_secret_file`"),
             "{err}"
         );
         let err =
