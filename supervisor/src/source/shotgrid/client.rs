@@ -413,34 +413,52 @@ impl Client {
 /// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
 /// ([`flatten`]). The error says what is wrong with the body.
 pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
-    let answer: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let rows = answer
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| "no `data` list".to_owned())?;
-    rows.iter().map(flatten).collect()
+    // Rows are read one at a time from the raw text and moved into the flat shape: a page is
+    // never held as a whole JSON tree next to its flat copy (memory while catching up).
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default)]
+        data: Option<Vec<&'a serde_json::value::RawValue>>,
+    }
+    let answer: Envelope<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let rows = answer.data.ok_or_else(|| "no `data` list".to_owned())?;
+    rows.into_iter()
+        .map(|raw| {
+            let row: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            flatten_owned(row)
+        })
+        .collect()
 }
 
 /// Turns one JSON:API row into the flat `shotgun_api3` shape: `id`, the attributes as they are,
 /// and each relationship's `data` (a link or null) under its name. The row's `id` is the event's,
 /// whatever the attributes hold.
 pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
+    flatten_owned(row.clone())
+}
+
+/// [`flatten`], moving the row's values instead of copying them.
+fn flatten_owned(row: Value) -> Result<Value, String> {
     let id = row
         .get("id")
         .and_then(Value::as_i64)
         .ok_or("a row has no integer `id`")?;
+    let Value::Object(mut row) = row else {
+        return Err("a row is not an object".to_owned());
+    };
     let mut flat = Map::new();
     for name in FIELDS {
         flat.insert((*name).into(), Value::Null);
     }
-    if let Some(attributes) = row.get("attributes").and_then(Value::as_object) {
+    if let Some(Value::Object(attributes)) = row.remove("attributes") {
         for (k, v) in attributes {
-            flat.insert(k.clone(), v.clone());
+            flat.insert(k, v);
         }
     }
-    if let Some(relationships) = row.get("relationships").and_then(Value::as_object) {
-        for (k, v) in relationships {
-            flat.insert(k.clone(), v.get("data").cloned().unwrap_or(Value::Null));
+    if let Some(Value::Object(relationships)) = row.remove("relationships") {
+        for (k, mut v) in relationships {
+            let data = v.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+            flat.insert(k, data);
         }
     }
     // Last: an attribute or relationship named `id` must not replace the row's own.
