@@ -425,7 +425,7 @@ pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
     rows.into_iter()
         .map(|raw| {
             let row: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-            flatten_owned(row)
+            flatten(row)
         })
         .collect()
 }
@@ -433,12 +433,8 @@ pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
 /// Turns one JSON:API row into the flat `shotgun_api3` shape: `id`, the attributes as they are,
 /// and each relationship's `data` (a link or null) under its name. The row's `id` is the event's,
 /// whatever the attributes hold.
-pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
-    flatten_owned(row.clone())
-}
-
-/// [`flatten`], moving the row's values instead of copying them.
-fn flatten_owned(row: Value) -> Result<Value, String> {
+/// The row's values are moved, not copied.
+pub(crate) fn flatten(row: Value) -> Result<Value, String> {
     let id = row
         .get("id")
         .and_then(Value::as_i64)
@@ -533,7 +529,7 @@ mod tests {
                 "entity": {"data": {"id": 1246, "name": "sh010", "type": "Shot"}, "links": {}},
                 "project": {"data": null, "links": {}}},
             "links": {"self": "/api/v1/entity/event_log_entries/42"}});
-        let flat = flatten(&row).expect("a row");
+        let flat = flatten(row).expect("a row");
         assert_eq!(flat["id"], 42);
         assert_eq!(flat["event_type"], "Shotgun_Shot_Change");
         assert_eq!(
@@ -592,7 +588,7 @@ mod tests {
 
     #[test]
     fn rows_without_an_id_are_refused() {
-        assert!(flatten(&json!({"attributes": {}})).is_err());
+        assert!(flatten(json!({"attributes": {}})).is_err());
     }
 
     #[test]
