@@ -308,18 +308,19 @@ impl Poller {
                 let concurrency = self.throttle.concurrency();
                 let mut next = next;
                 let step = self.config.batch_size as i64;
-                while queue.len() < concurrency && next <= newest {
+                plan = Some((next, newest));
+                while queue.len() < concurrency {
+                    if next > newest {
+                        // The ranges reach the newest id: then follow the log again.
+                        let r = Request::After(newest);
+                        queue.push_back((r, self.fetch(r)));
+                        plan = None;
+                        break;
+                    }
                     let last = (next + step - 1).min(newest);
                     let r = Request::Between(next, last);
                     queue.push_back((r, self.fetch(r)));
                     next = last + 1;
-                }
-                if next > newest {
-                    // The ranges reach the newest id: then follow the log again.
-                    let r = Request::After(newest);
-                    queue.push_back((r, self.fetch(r)));
-                    plan = None;
-                } else {
                     plan = Some((next, newest));
                 }
             }
