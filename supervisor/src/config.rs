@@ -124,6 +124,10 @@ struct RawSource {
     script_key_env: Option<String>,
     script_key_file: Option<PathBuf>,
     fetch_interval: Option<String>,
+    min_fetch_interval: Option<String>,
+    fetch_concurrency: Option<i64>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
     gap_timeout: Option<String>,
     proxy: Option<String>,
     ca_file: Option<PathBuf>,
@@ -237,6 +241,9 @@ impl Config {
         let mut out = Vec::new();
         if let SourceConfig::Shotgrid(s) = &self.source {
             out.push(s.script_key.expose().to_owned());
+            if let Some(secret) = &s.webhook_secret {
+                out.push(secret.expose().to_owned());
+            }
         }
         for p in &self.plugins {
             if let Some(c) = &p.credentials {
@@ -330,8 +337,16 @@ pub struct ShotgridSource {
     pub script_name: String,
     /// Its key, from `script_key_env` or `script_key_file`.
     pub script_key: Secret,
-    /// The wait between polls when the last batch was not full.
+    /// The longest wait between polls when the last batch was not full.
     pub fetch_interval: Duration,
+    /// The wait after a poll that found new events (doubling while nothing new arrives, up to
+    /// `fetch_interval`); never above `fetch_interval`.
+    pub min_fetch_interval: Duration,
+    /// Pages fetched at once while catching up (1 to 16).
+    pub fetch_concurrency: usize,
+    /// The secret of ShotGrid's webhook deliveries (`webhook_secret_env` or `webhook_secret_file`):
+    /// set, it enables `POST /webhooks/shotgrid` on the HTTP listener.
+    pub webhook_secret: Option<Secret>,
     /// Events per request.
     pub batch_size: usize,
     /// How long a missing id is waited for.
@@ -1029,6 +1044,10 @@ impl Validator<'_> {
                     ("script_key_env", raw.script_key_env.is_some()),
                     ("script_key_file", raw.script_key_file.is_some()),
                     ("fetch_interval", raw.fetch_interval.is_some()),
+                    ("min_fetch_interval", raw.min_fetch_interval.is_some()),
+                    ("fetch_concurrency", raw.fetch_concurrency.is_some()),
+                    ("webhook_secret_env", raw.webhook_secret_env.is_some()),
+                    ("webhook_secret_file", raw.webhook_secret_file.is_some()),
                     ("gap_timeout", raw.gap_timeout.is_some()),
                     ("proxy", raw.proxy.is_some()),
                     ("ca_file", raw.ca_file.is_some()),
@@ -1196,10 +1215,32 @@ impl Validator<'_> {
             1..=5000,
             "use 1 to 5000 (the site's largest page)",
         )? as usize;
+        let webhook_secret =
+            self.webhook_secret(raw.webhook_secret_env, raw.webhook_secret_file)?;
+        let fetch_concurrency = self.int(
+            "source.fetch_concurrency",
+            raw.fetch_concurrency,
+            4,
+            1..=16,
+            "use 1 (one page at a time) to 16",
+        )? as usize;
         let start_at = match &raw.start_at {
             Some(v) => self.start_at("source.start_at", v)?,
             None => StartAt::Latest,
         };
+        let fetch_interval = self.duration(
+            "source.fetch_interval",
+            &raw.fetch_interval,
+            Duration::from_secs(5),
+        )?;
+        // Above `fetch_interval` it would only slow polls down: capped, as documented.
+        let min_fetch_interval = self
+            .duration(
+                "source.min_fetch_interval",
+                &raw.min_fetch_interval,
+                Duration::from_millis(250),
+            )?
+            .min(fetch_interval);
         if let Some(proxy) = &raw.proxy {
             if !(proxy.starts_with("http://")
                 || proxy.starts_with("https://")
@@ -1234,11 +1275,10 @@ impl Validator<'_> {
             url,
             script_name,
             script_key,
-            fetch_interval: self.duration(
-                "source.fetch_interval",
-                &raw.fetch_interval,
-                Duration::from_secs(5),
-            )?,
+            fetch_interval,
+            min_fetch_interval,
+            fetch_concurrency,
+            webhook_secret,
             batch_size,
             gap_timeout: self.duration(
                 "source.gap_timeout",
@@ -1260,6 +1300,53 @@ impl Validator<'_> {
             )?,
             max_event_bytes: self.max_event_bytes(raw.max_event_bytes)?,
         }))
+    }
+
+    /// `source.webhook_secret_env` or `source.webhook_secret_file`: the webhook's secret, if set.
+    fn webhook_secret(
+        &self,
+        env: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match (env, file) {
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) if self.skip_secrets => Ok(Some(Secret::new(""))),
+            (Some(var), None) => match std::env::var(&var) {
+                Ok(secret) if !secret.trim().is_empty() => Ok(Some(Secret::new(secret.trim()))),
+                _ => Err(ConfigError::at(
+                    self.file,
+                    "source.webhook_secret_env",
+                    format!("{var:?}"),
+                    "the environment variable is not set",
+                    "export it in the daemon's environment (or its service file), with the secret given to the webhook on the site; or remove the key to turn webhooks off",
+                )),
+            },
+            (None, Some(path)) => {
+                let path = self.resolve(&path);
+                match std::fs::read_to_string(&path) {
+                    Ok(secret) if !secret.trim().is_empty() => Ok(Some(Secret::new(secret.trim()))),
+                    Ok(_) => Err(ConfigError::at(
+                        self.file,
+                        "source.webhook_secret_file",
+                        path.display(),
+                        "the file is empty",
+                        "put the webhook's secret in it, alone, as given to the webhook on the site",
+                    )),
+                    Err(e) => Err(ConfigError::at(
+                        self.file,
+                        "source.webhook_secret_file",
+                        path.display(),
+                        format!("cannot read it: {e}"),
+                        "check the path and that the daemon's user may read it (keep it mode 0600)",
+                    )),
+                }
+            }
+            (Some(_), Some(_)) => Err(ConfigError::plain(
+                self.file,
+                "both `source.webhook_secret_env` and `source.webhook_secret_file` are set",
+                "keep one of them",
+            )),
+        }
     }
 
     /// `source.max_event_bytes`: at most [`MAX_EVENT_BYTES`], so that every journaled event fits
@@ -2010,6 +2097,13 @@ fn secret_env(raw: &RawConfig) -> BTreeSet<String> {
     if let Some(v) = raw.source.as_ref().and_then(|s| s.script_key_env.clone()) {
         out.insert(v);
     }
+    if let Some(v) = raw
+        .source
+        .as_ref()
+        .and_then(|s| s.webhook_secret_env.clone())
+    {
+        out.insert(v);
+    }
     for p in raw.plugin.values() {
         if let Some(v) = &p.script_key_env {
             out.insert(v.clone());
@@ -2697,6 +2791,39 @@ mod tests {
             "the key never shows in debug output"
         );
         assert_eq!(c.source.site_url(), Some("https://studio.example"));
+        assert_eq!(
+            (
+                s.min_fetch_interval,
+                s.fetch_concurrency,
+                s.webhook_secret.is_none()
+            ),
+            (Duration::from_millis(250), 4, true),
+            "the defaults"
+        );
+        let hook = dir.path().join("hook");
+        std::fs::write(&hook, "h00k\n").expect("write secret");
+        let tuned = text.replace(
+            "fetch_interval = \"1s\"\n",
+            &format!(
+                "fetch_interval = \"1s\"\nmin_fetch_interval = \"5s\"\nfetch_concurrency = 16\nwebhook_secret_file = {:?}\n",
+                hook.display().to_string()
+            ),
+        );
+        let c = parse(&dir.path().join("sgevents.toml"), &tuned).unwrap_or_else(|e| panic!("{e}"));
+        let SourceConfig::Shotgrid(s) = &c.source else {
+            panic!("a shotgrid source")
+        };
+        assert_eq!(
+            s.min_fetch_interval,
+            Duration::from_secs(1),
+            "capped at fetch_interval"
+        );
+        assert_eq!(s.fetch_concurrency, 16);
+        assert_eq!(s.webhook_secret.as_ref().map(Secret::expose), Some("h00k"));
+        assert!(
+            c.secrets().iter().any(|v| v == "h00k"),
+            "the webhook's secret is redacted"
+        );
         let text = "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"n\"\nscript_key_file = \"k\"\n";
         let err = parse(Path::new("/x/sgevents.toml"), text)
             .expect_err("missing key file")
@@ -2721,6 +2848,26 @@ mod tests {
         ));
         assert!(
             err.contains("both `source.script_key_env` and `source.script_key_file`"),
+            "{err}"
+        );
+        let keyed = format!("{base}script_key_env = \"PATH\"\n");
+        let err = parse_err(&format!("{keyed}fetch_concurrency = 17\n"));
+        assert!(
+            err.contains("`source.fetch_concurrency` = `17`: out of range"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{keyed}webhook_secret_env = \"SGEVENTS_TEST_UNSET_HOOK\"\n"
+        ));
+        assert!(
+            err.contains("`source.webhook_secret_env` = `\"SGEVENTS_TEST_UNSET_HOOK\"`: the environment variable is not set"),
+            "{err}"
+        );
+        let err = parse_err(&format!(
+            "{keyed}webhook_secret_env = \"A\"\nwebhook_secret_file = \"B\"\n"
+        ));
+        assert!(
+            err.contains("both `source.webhook_secret_env` and `source.webhook_secret_file`"),
             "{err}"
         );
         let err =

@@ -332,7 +332,10 @@ impl Daemon {
     fn start_source(&mut self) {
         let store = self.shared.store.clone();
         let cancel = self.shared.cancel.child_token();
-        let probe = source::Probe::default();
+        let probe = source::Probe::with_webhook(match &self.config.source {
+            SourceConfig::Shotgrid(src) => src.webhook_secret.clone(),
+            SourceConfig::Jsonl(_) => None,
+        });
         *self
             .http
             .source

@@ -813,6 +813,8 @@ fn stats_count_what_clients_did() {
             unauthorized: 1,
             faults: 1,
             rows_served: 8,
+            range_searches: 0,
+            most_concurrent: 1,
         }
     );
 }
@@ -874,4 +876,44 @@ fn the_program_explains_bad_options() {
         "{stderr}"
     );
     assert!(stderr.contains("hint: "), "{stderr}");
+}
+
+/// `set_webhook`: each event that becomes visible is POSTed, signed with the secret.
+#[test]
+fn new_events_are_sent_as_signed_webhook_deliveries() {
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = receiver.local_addr().expect("address").port();
+    let site = start();
+    site.set_webhook(&format!("http://127.0.0.1:{port}/hook"), "s3");
+    let id = site.append(1)[0];
+    let (mut stream, _) = receiver.accept().expect("a delivery");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut head = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().expect("a length");
+        }
+        head.push(line.trim().to_owned());
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("answer");
+    assert_eq!(head[0], "POST /hook HTTP/1.1");
+    let signature = sgevents_tests::fake_site::webhook_signature("s3", &body);
+    assert!(
+        head.iter()
+            .any(|h| h == &format!("X-SG-SIGNATURE: {signature}")),
+        "{head:?}"
+    );
+    let delivery: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(delivery["data"]["event_log_entry_id"], id);
 }

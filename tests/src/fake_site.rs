@@ -8,9 +8,16 @@
 //! * [`FakeSite::hold`] allocates ids whose rows stay invisible until [`FakeSite::commit`] (a long
 //!   transaction) or forever after [`FakeSite::rollback`], so later rows get higher ids and a reader
 //!   sees a gap, as on a real site (shotgunEvents.md 2.5);
-//! * [`FakeSite::fail_next`] makes the next searches fail in a chosen way, [`FakeSite::set_faults`]
-//!   makes them fail at random rates, and [`FakeSite::expire_tokens`] revokes every token;
-//! * [`FakeSite::stats`] counts what clients did.
+//! * [`FakeSite::fail_next`] makes the next searches fail in a chosen way (a 429 with `Retry-After`
+//!   in seconds or as an HTTP date, a permission refusal, ...), [`FakeSite::fail_next_sign_in`]
+//!   the next sign-ins, [`FakeSite::set_faults`] makes searches fail at random rates, and
+//!   [`FakeSite::expire_tokens`] revokes every token;
+//! * [`FakeSite::set_latency`] (or [`SiteOptions::latency`]) adds a delay to every answer, as the
+//!   round trip to a remote site;
+//! * [`FakeSite::set_webhook`] sends a signed webhook delivery for each event that becomes
+//!   visible, as ShotGrid's webhooks do;
+//! * [`FakeSite::stats`] counts what clients did, including the searches by id range and the most
+//!   answered at once.
 //!
 //! It also serves `POST /api3/json`, the JSON-RPC endpoint of `shotgun_api3` (`info`, `read`,
 //! `update`, `create`; see `api3.rs`), over the same event log and an in-memory set of entities, so
@@ -38,11 +45,13 @@ mod generate;
 mod pydeps;
 mod search;
 mod server;
+mod webhook;
 
 pub use pydeps::{
     PROMETHEUS_CLIENT_VERSION, SHOTGUN_API3_VERSION, python_with_prometheus_client,
     python_with_shotgun_api3,
 };
+pub use webhook::{post as post_webhook, signature as webhook_signature};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -68,6 +77,8 @@ pub struct SiteOptions {
     pub first_id: i64,
     /// Seeds the generated events and the random faults.
     pub seed: u64,
+    /// Added to every answer, as the round trip to a remote site ([`FakeSite::set_latency`]).
+    pub latency: Duration,
 }
 
 impl Default for SiteOptions {
@@ -79,6 +90,7 @@ impl Default for SiteOptions {
             token_lifetime: Duration::from_secs(600),
             first_id: 1,
             seed: 1,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -93,6 +105,13 @@ pub enum Fault {
         /// The `Retry-After` value, in seconds.
         retry_after_s: u64,
     },
+    /// Answer 429 with a `Retry-After` header that is an HTTP date this many seconds ahead.
+    ThrottleUntil {
+        /// How far ahead the date is, in seconds.
+        retry_after_s: u64,
+    },
+    /// Answer 400 code 104, the site's permission refusal.
+    Forbidden,
     /// Wait this long, then answer normally.
     Hang(Duration),
     /// Answer 200 with an HTML page instead of JSON, as a proxy in front of a site might.
@@ -130,6 +149,10 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Searches that got an injected fault, [`Fault::Hang`] included.
     pub faults: u64,
+    /// Searches with a `between` range on `id` alone (a concurrent catch-up's pages).
+    pub range_searches: u64,
+    /// The most searches answered at the same time.
+    pub most_concurrent: u64,
     /// Rows returned by successful searches.
     pub rows_served: u64,
 }
@@ -148,6 +171,12 @@ struct Shared {
     script_name: String,
     script_key: String,
     token_lifetime: Duration,
+    /// Added to every answer.
+    latency: Mutex<Duration>,
+    /// Searches being answered now.
+    concurrent: std::sync::atomic::AtomicU64,
+    /// Where webhook deliveries go, if anywhere.
+    webhook: Mutex<Option<webhook::Target>>,
     state: Mutex<State>,
     /// Set once the site is dropped; hanging requests wait on it.
     stopped: Mutex<bool>,
@@ -164,6 +193,8 @@ struct State {
     rng: fastrand::Rng,
     faults: Faults,
     queued: VecDeque<Fault>,
+    /// Faults for the next sign-ins.
+    queued_sign_ins: VecDeque<Fault>,
     stats: Stats,
     /// The entities and Scripts of api3.
     store: entities::Store,
@@ -249,6 +280,9 @@ impl FakeSite {
             script_name: options.script_name,
             script_key: options.script_key,
             token_lifetime: options.token_lifetime,
+            latency: Mutex::new(options.latency),
+            concurrent: std::sync::atomic::AtomicU64::new(0),
+            webhook: Mutex::new(None),
             state: Mutex::new(State {
                 visible: BTreeMap::new(),
                 held: BTreeMap::new(),
@@ -258,6 +292,7 @@ impl FakeSite {
                 rng: fastrand::Rng::with_seed(options.seed ^ 0x5eed_fa17),
                 faults: Faults::default(),
                 queued: VecDeque::new(),
+                queued_sign_ins: VecDeque::new(),
                 stats: Stats::default(),
                 store,
             }),
@@ -287,28 +322,62 @@ impl FakeSite {
     /// Appends `n` generated events, visible at once, and returns their ids.
     pub fn append(&self, n: usize) -> Vec<i64> {
         let mut state = self.shared.state();
-        (0..n)
+        let ids: Vec<i64> = (0..n)
             .map(|_| {
                 let event = state.generator.next_event();
                 let (id, event) = state.allocate(event);
                 state.visible.insert(id, event);
                 id
             })
-            .collect()
+            .collect();
+        self.deliver(&state, &ids);
+        ids
+    }
+
+    /// Sends webhook deliveries for `ids`, newly visible, if [`FakeSite::set_webhook`] asked.
+    fn deliver(&self, state: &State, ids: &[i64]) {
+        let target = self
+            .shared
+            .webhook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(target) = target {
+            let events = ids
+                .iter()
+                .filter_map(|id| state.visible.get(id).cloned())
+                .collect();
+            webhook::send(target, events);
+        }
+    }
+
+    /// From now on, each event that becomes visible is also sent to `url` as a ShotGrid webhook
+    /// delivery signed with `secret` (`X-SG-SIGNATURE: sha1=...`).
+    pub fn set_webhook(&self, url: &str, secret: &str) {
+        *self
+            .shared
+            .webhook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(webhook::Target {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
     }
 
     /// Appends flat events in the `shotgun_api3` shape, visible at once; each one's `id` is replaced
     /// by the next id. Returns the ids.
     pub fn append_events(&self, events: Vec<Value>) -> Vec<i64> {
         let mut state = self.shared.state();
-        events
+        let ids: Vec<i64> = events
             .into_iter()
             .map(|event| {
                 let (id, event) = state.allocate(event);
                 state.visible.insert(id, event);
                 id
             })
-            .collect()
+            .collect();
+        self.deliver(&state, &ids);
+        ids
     }
 
     /// Allocates ids for `n` generated events that stay invisible until [`FakeSite::commit`], as
@@ -333,6 +402,7 @@ impl FakeSite {
                 state.visible.insert(*id, event);
             }
         }
+        self.deliver(&state, ids);
     }
 
     /// Drops held ids: they will never be visible, as rows of a rolled-back transaction.
@@ -354,6 +424,24 @@ impl FakeSite {
             .state()
             .queued
             .extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` sign-ins get `fault` ([`Fault::Status`], [`Fault::Throttle`] or
+    /// [`Fault::ThrottleUntil`]; others answer 500).
+    pub fn fail_next_sign_in(&self, n: usize, fault: Fault) {
+        self.shared
+            .state()
+            .queued_sign_ins
+            .extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Sets the delay added to every answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        *self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = latency;
     }
 
     /// Revokes every token issued so far: requests with them get 401 from now on.

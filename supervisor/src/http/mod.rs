@@ -52,6 +52,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod page;
 pub(crate) mod snapshot;
+pub(crate) mod webhook;
 
 use self::snapshot::{Rates, StatusCache};
 use crate::config::{Config, HttpConfig};
@@ -249,6 +250,13 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/api/status", get(api_status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // ShotGrid's webhook deliveries (`webhook.rs`): added after the layer
+        // above, with a limit of their own.
+        .route(
+            "/webhooks/shotgrid",
+            axum::routing::post(webhook::deliver)
+                .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
+        )
         .with_state(state)
 }
 

@@ -34,9 +34,33 @@ pub(crate) struct Probe {
     /// The task's liveness: the daemon holds its guard around the run.
     pub(crate) alive: Alive,
     polled: Arc<AtomicBool>,
+    /// Asks the ShotGrid source for a poll now (a webhook): coalesced, so that at most one poll
+    /// runs and one more is pending however many deliveries arrive.
+    pub(crate) poke: Arc<tokio::sync::Notify>,
+    /// The webhook's secret, when `[source]` enables webhooks (the ShotGrid source only).
+    pub(crate) webhook_secret: Option<crate::config::Secret>,
+    /// Webhook deliveries accepted, and refused for a missing or wrong signature.
+    pub(crate) webhooks: Arc<WebhookCounts>,
+}
+
+/// What `POST /webhooks/shotgrid` saw since the source started.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookCounts {
+    /// Deliveries with a valid signature.
+    pub(crate) accepted: std::sync::atomic::AtomicU64,
+    /// Deliveries refused with 401.
+    pub(crate) refused: std::sync::atomic::AtomicU64,
 }
 
 impl Probe {
+    /// The probe of a new run; `webhook_secret` enables `POST /webhooks/shotgrid` for it.
+    pub(crate) fn with_webhook(webhook_secret: Option<crate::config::Secret>) -> Probe {
+        Probe {
+            webhook_secret,
+            ..Probe::default()
+        }
+    }
+
     /// The source completed a poll: it read the site (or the file) and committed what it found.
     pub(crate) fn polled(&self) {
         self.polled.store(true, Ordering::SeqCst);

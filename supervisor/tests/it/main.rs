@@ -21,6 +21,7 @@ mod plugin_faults;
 mod secrets;
 mod service;
 mod shotgrid;
+mod shotgrid_fast;
 mod source_faults;
 mod store_faults;
 mod tryit;

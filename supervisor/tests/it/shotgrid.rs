@@ -1,6 +1,7 @@
 //! The ShotGrid source against the fake site (`sgevents_tests::fake_site`), a real HTTP server on
 //! 127.0.0.1 driven by each test: every event once and in order, late and never-filled gaps, the
-//! incumbent's two gap bugs, faults of every kind, `kill -9`, `start_at`, and `check`.
+//! incumbent's two gap bugs, faults of every kind (one page at a time and four), `kill -9`,
+//! `start_at`, and `check`. The helpers serve `shotgrid_fast.rs` too.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,9 +12,9 @@ use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions};
 
 use crate::{Ctx, alive, signal, wait_for};
 
-const KEY: &str = "fake-key";
+pub(crate) const KEY: &str = "fake-key";
 
-fn site() -> FakeSite {
+pub(crate) fn site() -> FakeSite {
     FakeSite::start(SiteOptions {
         script_key: KEY.into(),
         ..SiteOptions::default()
@@ -22,7 +23,7 @@ fn site() -> FakeSite {
 }
 
 /// A configuration polling `site` quickly, with a test plugin recording to `p.rec`.
-fn config(ctx: &Ctx, site: &FakeSite, source_extra: &str, plugin_extra: &str) {
+pub(crate) fn config(ctx: &Ctx, site: &FakeSite, source_extra: &str, plugin_extra: &str) {
     std::fs::write(ctx.path("key"), KEY).expect("key file");
     let text = format!(
         r#"
@@ -52,7 +53,7 @@ restart_delay = "20ms"
 }
 
 /// The ids in the journal, in journal order.
-fn journal(ctx: &Ctx) -> Vec<i64> {
+pub(crate) fn journal(ctx: &Ctx) -> Vec<i64> {
     let db = ctx.db();
     let mut stmt = db
         .prepare("SELECT event_id FROM events ORDER BY seq")
@@ -63,13 +64,13 @@ fn journal(ctx: &Ctx) -> Vec<i64> {
         .collect()
 }
 
-fn stop(ctx: &Ctx, mut daemon: std::process::Child) {
+pub(crate) fn stop(ctx: &Ctx, mut daemon: std::process::Child) {
     signal(&daemon, Signal::SIGTERM);
     let status = daemon.wait().expect("exit");
     assert!(status.success(), "{}", ctx.log());
 }
 
-fn wait_delivered(ctx: &Ctx, ids: &[i64]) {
+pub(crate) fn wait_delivered(ctx: &Ctx, ids: &[i64]) {
     let want: BTreeSet<i64> = ids.iter().copied().collect();
     let start = std::time::Instant::now();
     while !want.is_subset(&ctx.ids("p").into_iter().collect()) {
@@ -92,7 +93,7 @@ fn wait_delivered(ctx: &Ctx, ids: &[i64]) {
     }
 }
 
-fn assert_once_each(ctx: &Ctx, want: &[i64]) {
+pub(crate) fn assert_once_each(ctx: &Ctx, want: &[i64]) {
     let got = ctx.ids("p");
     let distinct: BTreeSet<i64> = got.iter().copied().collect();
     assert_eq!(
@@ -254,10 +255,25 @@ fn a_gap_whose_next_event_is_old_by_the_sites_clock_is_given_up_at_once() {
 
 #[test]
 fn faults_of_every_kind_lose_nothing_and_duplicate_nothing() {
+    faults_of_every_kind(1);
+}
+
+/// The same with pages fetched four at a time while catching up.
+#[test]
+fn faults_of_every_kind_lose_nothing_and_duplicate_nothing_at_concurrency_4() {
+    faults_of_every_kind(4);
+}
+
+fn faults_of_every_kind(concurrency: usize) {
     let site = site();
     let mut all = site.append(20);
     let ctx = Ctx::new();
-    config(&ctx, &site, "batch_size = 7", "");
+    config(
+        &ctx,
+        &site,
+        &format!("batch_size = 7\nfetch_concurrency = {concurrency}"),
+        "",
+    );
     let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
     std::fs::write(
         ctx.path("sgevents.toml"),

@@ -41,6 +41,9 @@ Options:
   --retry-after SECONDS      Retry-After of those 429s [default: 5]
   --hang-rate F              chance that a search hangs before its answer [default: 0]
   --hang-for DURATION        how long those hangs last [default: 30s]
+  --latency DURATION         added to every answer, as a remote site's round trip [default: 0ms]
+  --webhook-url URL          send a signed webhook delivery (POST) here for each new event
+  --webhook-secret S         the secret those deliveries are signed with (X-SG-SIGNATURE)
   -h, --help                 print this help
 
 Durations are a number with a unit: 500ms, 5s, 2m.
@@ -62,6 +65,8 @@ struct Args {
     gap_fill_after: Duration,
     gap_never_fraction: f64,
     faults: Faults,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +118,9 @@ fn run(mut args: Args) -> Result<(), String> {
     site.set_log_writes(args.log_writes);
     site.append(args.initial);
     site.set_faults(args.faults);
+    if let (Some(url), Some(secret)) = (&args.webhook_url, &args.webhook_secret) {
+        site.set_webhook(url, secret);
+    }
     println!(
         "fake ShotGrid site at {} (script_name {name}, key {key})",
         site.url()
@@ -227,6 +235,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             hang_for: Duration::from_secs(30),
             ..Faults::default()
         },
+        webhook_url: None,
+        webhook_secret: None,
     };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
@@ -279,8 +289,20 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             "--retry-after" => args.faults.retry_after_s = number(&flag, &value()?)?,
             "--hang-rate" => args.faults.hang_rate = rate(&flag, &value()?, 1.0)?,
             "--hang-for" => args.faults.hang_for = duration(&flag, &value()?)?,
+            "--latency" => args.site.latency = duration(&flag, &value()?)?,
+            "--webhook-url" => args.webhook_url = Some(value()?),
+            "--webhook-secret" => args.webhook_secret = Some(value()?),
             _ => return Err(format!("unknown option `{flag}`")),
         }
+    }
+    match (&args.webhook_url, &args.webhook_secret) {
+        (Some(url), Some(_)) if !url.starts_with("http://") => {
+            return Err(format!("`--webhook-url` takes an http:// URL, not `{url}`"));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err("`--webhook-url` and `--webhook-secret` go together".to_owned());
+        }
+        _ => {}
     }
     let f = args.faults;
     if f.error_rate + f.throttle_rate + f.hang_rate > 1.0 {

@@ -115,7 +115,16 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
         body: String::new(),
     };
     let reply = match request.as_reader().read_to_string(&mut incoming.body) {
-        Ok(_) => route(shared, &incoming),
+        Ok(_) => {
+            let latency = *shared
+                .latency
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !latency.is_zero() {
+                shared.hang(latency);
+            }
+            route(shared, &incoming)
+        }
         Err(e) => Reply::error(
             400,
             103,
@@ -183,6 +192,12 @@ fn sign_in(shared: &Shared, request: &Incoming) -> Reply {
             .map(|(_, v)| v.as_str())
     };
     let mut state = shared.state();
+    if let Some(fault) = state.queued_sign_ins.pop_front() {
+        state.stats.failed_sign_ins += 1;
+        return fault_reply(fault).unwrap_or_else(|| {
+            Reply::error(500, 100, "Internal Server Error", Value::Null, Value::Null)
+        });
+    }
     let refusal = match param("grant_type") {
         Some("client_credentials") => match (param("client_id"), param("client_secret")) {
             (Some(name), Some(key)) if name == shared.script_name && key == shared.script_key => {
@@ -266,17 +281,43 @@ fn search(shared: &Shared, request: &Incoming) -> Reply {
     match fault {
         None => {}
         Some(Fault::Hang(duration)) => shared.hang(duration),
-        Some(Fault::Status(status)) => {
+        Some(fault) => {
+            if let Some(reply) = fault_reply(fault) {
+                return reply;
+            }
+        }
+    }
+    let concurrent = shared
+        .concurrent
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    let reply = answer_search(shared, request);
+    shared
+        .concurrent
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    let mut state = shared.state();
+    state.stats.most_concurrent = state.stats.most_concurrent.max(concurrent);
+    if request.body.contains("\"between\"") && !request.body.contains("logical_operator") {
+        state.stats.range_searches += 1;
+    }
+    reply
+}
+
+/// The answer of an injected fault; `None` for one that answers normally after all.
+fn fault_reply(fault: Fault) -> Option<Reply> {
+    match fault {
+        Fault::Hang(_) => None,
+        Fault::Status(status) => {
             let title = tiny_http::StatusCode(status).default_reason_phrase();
-            return Reply::error(
+            Some(Reply::error(
                 status,
                 100,
                 title,
                 Value::Null,
                 json!("injected by the fake site"),
-            );
+            ))
         }
-        Some(Fault::Throttle { retry_after_s }) => {
+        Fault::Throttle { retry_after_s } => {
             let mut reply = Reply::error(
                 429,
                 100,
@@ -287,21 +328,43 @@ fn search(shared: &Shared, request: &Incoming) -> Reply {
             reply
                 .headers
                 .push(("Retry-After", retry_after_s.to_string()));
-            return reply;
+            Some(reply)
         }
-        Some(Fault::Garbage) => {
-            return Reply {
-                status: 200,
-                content_type: "text/html; charset=utf-8",
-                headers: Vec::new(),
-                body: "<html><head><title>Maintenance</title></head>\
-                       <body><h1>We'll be right back</h1></body></html>\n"
-                    .to_owned(),
-            };
+        Fault::ThrottleUntil { retry_after_s } => {
+            let mut reply = Reply::error(
+                429,
+                100,
+                "Too Many Requests",
+                Value::Null,
+                json!("injected by the fake site"),
+            );
+            let at = std::time::SystemTime::now() + std::time::Duration::from_secs(retry_after_s);
+            reply
+                .headers
+                .push(("Retry-After", httpdate::fmt_http_date(at)));
+            Some(reply)
         }
-        Some(Fault::Unauthorized) => return Reply::unauthorized("token expired"),
+        Fault::Forbidden => Some(Reply::error(
+            400,
+            104,
+            "API read() EventLogEntry: permission denied by rule 'Script: no EventLogEntry'",
+            Value::Null,
+            json!("injected by the fake site"),
+        )),
+        Fault::Garbage => Some(Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            headers: Vec::new(),
+            body: "<html><head><title>Maintenance</title></head>\
+                   <body><h1>We'll be right back</h1></body></html>\n"
+                .to_owned(),
+        }),
+        Fault::Unauthorized => Some(Reply::unauthorized("token expired")),
     }
+}
 
+/// A search past its token and faults.
+fn answer_search(shared: &Shared, request: &Incoming) -> Reply {
     let media_type = request.content_type.split(';').next().unwrap_or("").trim();
     let shape = match media_type {
         ARRAY_TYPE => Shape::Array,

@@ -50,8 +50,10 @@ pub(crate) enum ClientError {
         status: u16,
         /// The start of the body, or the error title.
         body: String,
-        /// What `Retry-After` said.
+        /// What `Retry-After` said (seconds or an HTTP date).
         retry_after: Option<Duration>,
+        /// The `code` of the body's first error, if it has one (104: a permission refusal).
+        code: Option<i64>,
     },
     /// The site refused the script's name and key, or a fresh token.
     #[error("the site refused the script `{script}`: {detail}")]
@@ -97,6 +99,14 @@ impl ClientError {
             ClientError::Status { status, .. } if *status >= 500 => {
                 "the site is having trouble; it will be retried with backoff"
             }
+            ClientError::Status { status: 403, .. }
+            | ClientError::Status {
+                status: 400,
+                code: Some(104),
+                ..
+            } => {
+                "the script may not read the event log: give its permission group read access to EventLogEntry (Site Preferences > Permissions: Scripts), or use another script in `source.script_name`"
+            }
             ClientError::Status { .. } => {
                 "check `source.url`: it must be the site's address, without a path"
             }
@@ -120,13 +130,15 @@ struct Token {
     refresh_at: Instant,
 }
 
-/// A signed-in (or about to be) client of one site.
+/// A signed-in (or about to be) client of one site. Shared by the requests in flight (`&self`):
+/// the token sits behind a lock held while it is checked or renewed, so concurrent requests sign
+/// in once.
 pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
     script_name: String,
     key: Secret,
-    token: Option<Token>,
+    token: tokio::sync::Mutex<Option<Token>>,
 }
 
 impl Client {
@@ -162,19 +174,25 @@ impl Client {
             url: config.url.clone(),
             script_name: config.script_name.clone(),
             key: config.script_key.clone(),
-            token: None,
+            token: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Signs in with the script's name and key.
-    pub(crate) async fn sign_in(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn sign_in(&self) -> Result<(), ClientError> {
+        let mut token = self.token.lock().await;
+        self.sign_in_locked(&mut token).await
+    }
+
+    /// One sign-in (the token's lock held), counted in the metrics.
+    async fn sign_in_locked(&self, slot: &mut Option<Token>) -> Result<(), ClientError> {
         let started = Instant::now();
-        let result = self.sign_in_request().await;
+        let result = self.sign_in_request(slot).await;
         record(started, &result);
         result
     }
 
-    async fn sign_in_request(&mut self) -> Result<(), ClientError> {
+    async fn sign_in_request(&self, slot: &mut Option<Token>) -> Result<(), ClientError> {
         let url = format!("{}/api/v1/auth/access_token", self.url);
         let form = [
             ("grant_type", "client_credentials"),
@@ -190,6 +208,7 @@ impl Client {
             .await
             .map_err(|e| network(&url, &e))?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = response.text().await.map_err(|e| network(&url, &e))?;
         if status == StatusCode::BAD_REQUEST
             || status == StatusCode::UNAUTHORIZED
@@ -205,7 +224,8 @@ impl Client {
                 what: "the sign-in".into(),
                 status: status.as_u16(),
                 body: error_title(&body).unwrap_or_else(|| excerpt(&body)),
-                retry_after: None,
+                retry_after,
+                code: error_code(&body),
             });
         }
         let answer: Value = serde_json::from_str(&body).map_err(|e| ClientError::BadAnswer {
@@ -228,7 +248,7 @@ impl Client {
         );
         // Refresh when four fifths of the lifetime are gone: early enough that a slow request
         // started just before does not outlive the token.
-        self.token = Some(Token {
+        *slot = Some(Token {
             access: access.to_owned(),
             refresh_at: Instant::now() + lifetime.mul_f64(0.8),
         });
@@ -236,28 +256,20 @@ impl Client {
         Ok(())
     }
 
-    async fn token(&mut self) -> Result<String, ClientError> {
-        if self
-            .token
-            .as_ref()
-            .is_none_or(|t| Instant::now() >= t.refresh_at)
-        {
-            self.sign_in().await?;
+    async fn token(&self) -> Result<String, ClientError> {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_none_or(|t| Instant::now() >= t.refresh_at) {
+            self.sign_in_locked(&mut slot).await?;
         }
-        Ok(self.token.as_ref().expect("signed in").access.clone())
+        Ok(slot.as_ref().expect("signed in").access.clone())
     }
 
     /// A `_search` on the event log, signing in again once if the token was refused.
-    async fn search(
-        &mut self,
-        what: &str,
-        body: Value,
-        hash: bool,
-    ) -> Result<Vec<Value>, ClientError> {
+    async fn search(&self, what: &str, body: Value, hash: bool) -> Result<Vec<Value>, ClientError> {
         match self.search_once(what, &body, hash).await {
             Err(ClientError::Status { status: 401, .. }) => {
                 tracing::info!(site = %self.url, "the site refused the token; signing in again");
-                self.token = None;
+                *self.token.lock().await = None;
                 match self.search_once(what, &body, hash).await {
                     Err(ClientError::Status {
                         status: 401, body, ..
@@ -274,7 +286,7 @@ impl Client {
 
     /// One `_search` request (and a sign-in first when the token is due), counted in the metrics.
     async fn search_once(
-        &mut self,
+        &self,
         what: &str,
         body: &Value,
         hash: bool,
@@ -286,7 +298,7 @@ impl Client {
     }
 
     async fn search_request(
-        &mut self,
+        &self,
         what: &str,
         body: &Value,
         hash: bool,
@@ -309,12 +321,7 @@ impl Client {
             .await
             .map_err(|e| network(&url, &e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let text = response.text().await.map_err(|e| network(&url, &e))?;
         if !status.is_success() {
             return Err(ClientError::Status {
@@ -322,6 +329,7 @@ impl Client {
                 status: status.as_u16(),
                 body: error_title(&text).unwrap_or_else(|| excerpt(&text)),
                 retry_after,
+                code: error_code(&text),
             });
         }
         let bad = |error: String| ClientError::BadAnswer {
@@ -334,7 +342,7 @@ impl Client {
 
     /// Up to `limit` events with an id above `after`, in id order.
     pub(crate) async fn events_after(
-        &mut self,
+        &self,
         after: i64,
         limit: usize,
     ) -> Result<Vec<Value>, ClientError> {
@@ -347,9 +355,30 @@ impl Client {
             .await
     }
 
+    /// The events with an id from `first` to `last` (inclusive), in id order: one page of a
+    /// catch-up, `limit` at least the range's length.
+    pub(crate) async fn events_between(
+        &self,
+        first: i64,
+        last: i64,
+        limit: usize,
+    ) -> Result<Vec<Value>, ClientError> {
+        let body = json!({
+            "filters": [["id", "between", [first, last]]],
+            "fields": FIELDS, "sort": "id", "page": {"size": limit, "number": 1},
+            "options": {"include_archived_projects": true},
+        });
+        self.search(
+            &format!("the event log (ids {first} to {last})"),
+            body,
+            false,
+        )
+        .await
+    }
+
     /// The events that exist in any of the id ranges (inclusive), in id order.
     pub(crate) async fn events_in(
-        &mut self,
+        &self,
         ranges: &[(i64, i64)],
         limit: usize,
     ) -> Result<Vec<Value>, ClientError> {
@@ -371,7 +400,7 @@ impl Client {
     }
 
     /// The newest event's id, if the log has any.
-    pub(crate) async fn newest_id(&mut self) -> Result<Option<i64>, ClientError> {
+    pub(crate) async fn newest_id(&self) -> Result<Option<i64>, ClientError> {
         let body = json!({"filters": [], "fields": ["id"], "sort": "-id", "page": {"size": 1, "number": 1}});
         let rows = self
             .search("the event log (newest event)", body, false)
@@ -383,7 +412,7 @@ impl Client {
     }
 
     /// The id of the first event created at or after `time` (RFC 3339), if there is one.
-    pub(crate) async fn first_id_since(&mut self, time: &str) -> Result<Option<i64>, ClientError> {
+    pub(crate) async fn first_id_since(&self, time: &str) -> Result<Option<i64>, ClientError> {
         let body = json!({
             "filters": [["created_at", "greater_than", time]],
             "fields": ["id"], "sort": "id", "page": {"size": 1, "number": 1},
@@ -405,34 +434,48 @@ impl Client {
 /// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
 /// ([`flatten`]). The error says what is wrong with the body.
 pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
-    let answer: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let rows = answer
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| "no `data` list".to_owned())?;
-    rows.iter().map(flatten).collect()
+    // Rows are read one at a time from the raw text and moved into the flat shape: a page is
+    // never held as a whole JSON tree next to its flat copy (memory while catching up).
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default)]
+        data: Option<Vec<&'a serde_json::value::RawValue>>,
+    }
+    let answer: Envelope<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let rows = answer.data.ok_or_else(|| "no `data` list".to_owned())?;
+    rows.into_iter()
+        .map(|raw| {
+            let row: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            flatten(row)
+        })
+        .collect()
 }
 
 /// Turns one JSON:API row into the flat `shotgun_api3` shape: `id`, the attributes as they are,
 /// and each relationship's `data` (a link or null) under its name. The row's `id` is the event's,
 /// whatever the attributes hold.
-pub(crate) fn flatten(row: &Value) -> Result<Value, String> {
+/// The row's values are moved, not copied.
+pub(crate) fn flatten(row: Value) -> Result<Value, String> {
     let id = row
         .get("id")
         .and_then(Value::as_i64)
         .ok_or("a row has no integer `id`")?;
+    let Value::Object(mut row) = row else {
+        return Err("a row is not an object".to_owned());
+    };
     let mut flat = Map::new();
     for name in FIELDS {
         flat.insert((*name).into(), Value::Null);
     }
-    if let Some(attributes) = row.get("attributes").and_then(Value::as_object) {
+    if let Some(Value::Object(attributes)) = row.remove("attributes") {
         for (k, v) in attributes {
-            flat.insert(k.clone(), v.clone());
+            flat.insert(k, v);
         }
     }
-    if let Some(relationships) = row.get("relationships").and_then(Value::as_object) {
-        for (k, v) in relationships {
-            flat.insert(k.clone(), v.get("data").cloned().unwrap_or(Value::Null));
+    if let Some(Value::Object(relationships)) = row.remove("relationships") {
+        for (k, mut v) in relationships {
+            let data = v.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+            flat.insert(k, data);
         }
     }
     // Last: an attribute or relationship named `id` must not replace the row's own.
@@ -475,6 +518,27 @@ fn network(url: &str, e: &reqwest::Error) -> ClientError {
     }
 }
 
+/// What `Retry-After` asks for: a number of seconds, or an HTTP date (RFC 9110), which is a
+/// wait until then (none if it is past).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    parse_retry_after(value, std::time::SystemTime::now())
+}
+
+pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The `code` of the first error of an error body.
+fn error_code(body: &str) -> Option<i64> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.get("errors")?.get(0)?.get("code")?.as_i64()
+}
+
 /// The `title` of the first error of an error body.
 fn error_title(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
@@ -503,7 +567,7 @@ mod tests {
                 "entity": {"data": {"id": 1246, "name": "sh010", "type": "Shot"}, "links": {}},
                 "project": {"data": null, "links": {}}},
             "links": {"self": "/api/v1/entity/event_log_entries/42"}});
-        let flat = flatten(&row).expect("a row");
+        let flat = flatten(row).expect("a row");
         assert_eq!(flat["id"], 42);
         assert_eq!(flat["event_type"], "Shotgun_Shot_Change");
         assert_eq!(
@@ -523,8 +587,46 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10)),
+            "a date is a wait until then"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:27 GMT", now),
+            Some(Duration::ZERO),
+            "a date past is no wait"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_permission_refusal_has_its_own_hint() {
+        let refusal = |status, code| ClientError::Status {
+            what: "the event log".into(),
+            status,
+            body: "permission denied".into(),
+            retry_after: None,
+            code,
+        };
+        assert!(
+            refusal(400, Some(104))
+                .hint(false)
+                .contains("permission group")
+        );
+        assert!(refusal(403, None).hint(false).contains("permission group"));
+        assert!(refusal(400, Some(103)).hint(false).contains("source.url"));
+    }
+
+    #[test]
     fn rows_without_an_id_are_refused() {
-        assert!(flatten(&json!({"attributes": {}})).is_err());
+        assert!(flatten(json!({"attributes": {}})).is_err());
     }
 
     #[test]

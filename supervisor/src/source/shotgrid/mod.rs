@@ -22,15 +22,38 @@
 //! An event whose journaled JSON is longer than `max_event_bytes` is skipped with an ERROR and
 //! counted in `source_state.oversized` ([`super::fits`]); the mark moves past it.
 //!
-//! A full batch is followed at once by the next poll; otherwise the poller waits `fetch_interval`.
-//! Failures are retried with backoff (1 s doubling to 60 s, with jitter), or after the delay a 429
-//! asks for; each is a warning, and failing for longer than `alert_after` is an error and an email
+//! # Catching up
+//!
+//! The poller works in *rounds*: a round reads until a page is not full. Each page is fetched and
+//! parsed into journal rows on a task of its own, and the next request leaves as soon as the
+//! previous answer is read, before that page is journaled (pipelining: the next page starts after
+//! the last id of this one). When a page is full and `fetch_concurrency` is above 1, the poller
+//! asks for the site's newest id and fetches the ids up to it as ranges of `batch_size` ids
+//! (`id between [a, b]`), up to `fetch_concurrency` at once, then follows the log again after the
+//! newest id. Pages are journaled strictly in the order they were asked for, that is in id order,
+//! so the ids a range lacks are gaps exactly as above. At most `fetch_concurrency` pages are in
+//! flight, plus the one being journaled: memory stays bounded however far behind the source is.
+//! While pages follow each other, the missing ids are asked for again at most once a second.
+//!
+//! A failed request ends the round: the requests still in flight are dropped, and the next round
+//! starts again from the high water mark (what they had read is read again; nothing is journaled
+//! twice, since a page only journals ids above the mark). A 429 also halves the pages in flight
+//! (down to 1) for a minute ([`Throttle`]).
+//!
+//! # Waiting
+//!
+//! After a round that journaled new events the poller polls again after `min_fetch_interval`; the
+//! wait doubles after each round that found nothing, up to `fetch_interval`: a busy site is read
+//! within a fraction of a second, and an idle one costs a request per `fetch_interval`, as before.
+//! Failures are retried with backoff (1 s doubling to 60 s, with jitter), or after the delay
+//! `Retry-After` asks for (seconds or an HTTP date); each is a warning, and failing for longer than `alert_after` is an error and an email
 //! alert ([`Alert::SourceFailing`], once per outage). Plugins go on working through the journal
 //! meanwhile.
 
 pub(crate) mod client;
 pub(crate) mod gaps;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use sgevents_protocol::Event;
@@ -41,7 +64,7 @@ use self::gaps::{Gap, Gaps, MAX_RANGES_PER_POLL, given_up};
 use super::{fits, journal_row};
 use crate::alerts::{Alert, Alerts};
 use crate::config::{ShotgridSource, StartAt};
-use crate::store::{GapRow, SourcePosition, Store};
+use crate::store::{GapRow, NewEvent, SourcePosition, Store};
 
 /// The longest wait between retries of a failing request.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -49,6 +72,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
 /// The longest a 429 may make the poller wait.
 const MAX_THROTTLE: Duration = Duration::from_secs(10 * 60);
+/// How long a 429's halved concurrency lasts before it doubles back.
+const THROTTLE_HOLD: Duration = Duration::from_secs(60);
+/// How often missing ids are asked for again while pages follow each other.
+const GAPS_WHILE_CATCHING_UP: Duration = Duration::from_secs(1);
 
 /// Polls the site into the journal until `cancel`; an outage longer than `alert_after` goes to
 /// `alerts`.
@@ -59,10 +86,10 @@ pub(crate) async fn run(
     alerts: Alerts,
     probe: super::Probe,
 ) -> anyhow::Result<()> {
-    let mut client = Client::new(&config).map_err(anyhow::Error::msg)?;
+    let client = Client::new(&config).map_err(anyhow::Error::msg)?;
     let mut outage = Outage::default();
     let saved = store.source_position().await?;
-    let mut position = match saved {
+    let position = match saved {
         Some(p) if p.kind == "shotgrid" && p.location == config.url => p,
         Some(p) if p.kind == "shotgrid" => anyhow::bail!(
             "the state database follows the site `{}`, but the configuration names `{}`\nhint: use another `state_dir` for another site, or correct `source.url`",
@@ -71,7 +98,7 @@ pub(crate) async fn run(
         ),
         _ => {
             let high = loop {
-                match start_point(&mut client, config.start_at).await {
+                match start_point(&client, config.start_at).await {
                     Ok(high) => break high,
                     Err(e) => {
                         let wait = outage.failed(&e, &config, &alerts);
@@ -95,7 +122,7 @@ pub(crate) async fn run(
             p
         }
     };
-    let mut gaps = Gaps::from_ranges(
+    let gaps = Gaps::from_ranges(
         store
             .source_gaps()
             .await?
@@ -112,40 +139,237 @@ pub(crate) async fn run(
         config.script_name
     );
 
+    let mut poller = Poller {
+        client: std::sync::Arc::new(client),
+        throttle: Throttle::new(config.fetch_concurrency),
+        config,
+        store,
+        alerts,
+        outage,
+        position,
+        gaps,
+        gaps_asked: None,
+        probe,
+    };
+    // Adaptive polling: soon after new events, then doubling up to `fetch_interval`.
+    let mut interval = poller.config.min_fetch_interval;
     loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let high = position.offset;
-        let rows = match client.events_after(high, config.batch_size).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                let wait = outage.failed(&e, &config, &alerts);
-                // The site's answer is quoted: no secret goes in the state database.
-                position.last_error = Some(crate::redact::redact(&e.to_string()).into_owned());
-                store.save_source(position.clone());
+        match poller.round(&cancel).await? {
+            Round::Cancelled => return Ok(()),
+            // A failure's wait (backoff, `Retry-After`) is not cut short by a webhook.
+            Round::Failed(wait) => {
                 if sleep_or_cancel(&cancel, wait).await {
                     return Ok(());
                 }
-                continue;
             }
-        };
-        outage.recovered();
-        let full = rows.len() >= config.batch_size;
-        // A page that was not full ends at the site's newest event; a full one is a lower bound.
-        let page_end = rows.iter().filter_map(|r| r.get("id")?.as_i64()).max();
-        crate::metrics::global()
-            .source
-            .site_newest_at_least(page_end.unwrap_or(high));
+            Round::Done { new } => {
+                interval = if new > 0 {
+                    poller.config.min_fetch_interval
+                } else {
+                    (interval * 2).min(poller.config.fetch_interval)
+                };
+                // A webhook delivery (`probe.poke`) ends the wait at once; one that arrived
+                // during the round is pending, and any more were coalesced with it.
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = poller.probe.poke.notified() => {
+                        tracing::debug!(site = %poller.config.url, "polling early for a webhook");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a round of polls ended.
+enum Round {
+    /// Stopped by the daemon.
+    Cancelled,
+    /// A request failed: wait this long before the next round.
+    Failed(Duration),
+    /// Caught up: the last page was not full. `new` events were journaled.
+    Done { new: usize },
+}
+
+/// One request of a round.
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    /// Up to `batch_size` events above this id: following the log, or one page after another.
+    After(i64),
+    /// The events from the first id to the last (inclusive): a page of a concurrent catch-up.
+    Between(i64, i64),
+}
+
+/// A page as the fetching task leaves it: the journal rows, in id order.
+struct Page {
+    rows: Vec<NewEvent>,
+    /// As many rows as asked for: there are probably more.
+    full: bool,
+}
+
+type Fetch = tokio::task::JoinHandle<Result<Page, ClientError>>;
+
+/// The poller between rounds: what it has journaled, and how.
+struct Poller {
+    config: ShotgridSource,
+    store: Store,
+    client: std::sync::Arc<Client>,
+    alerts: Alerts,
+    outage: Outage,
+    position: SourcePosition,
+    gaps: Gaps,
+    /// When the missing ids were last asked for.
+    gaps_asked: Option<Instant>,
+    throttle: Throttle,
+    /// Told of each completed poll; its `poke` asks for an early one (a webhook).
+    probe: super::Probe,
+}
+
+impl Poller {
+    /// Starts fetching `request` on its own task, parsed into journal rows there.
+    fn fetch(&self, request: Request) -> Fetch {
+        let client = std::sync::Arc::clone(&self.client);
+        let limit = self.config.batch_size;
+        tokio::spawn(async move {
+            let rows = match request {
+                Request::After(high) => client.events_after(high, limit).await?,
+                Request::Between(first, last) => client.events_between(first, last, limit).await?,
+            };
+            let full = rows.len() >= limit;
+            let rows = events_of(rows).iter().map(journal_row).collect();
+            Ok(Page { rows, full })
+        })
+    }
+
+    /// Polls until caught up. The next request is in flight while a page is journaled
+    /// (pipelining); when behind, up to `fetch_concurrency` pages of `batch_size` ids are fetched
+    /// at once, and journaled strictly in id order.
+    async fn round(&mut self, cancel: &CancellationToken) -> anyhow::Result<Round> {
+        let mut queue: VecDeque<(Request, Fetch)> = VecDeque::new();
+        queue.push_back((
+            Request::After(self.position.offset),
+            self.fetch(Request::After(self.position.offset)),
+        ));
+        // While catching up by ranges: the next id to ask for, and the newest id to reach.
+        let mut plan: Option<(i64, i64)> = None;
+        let mut new = 0;
+        while let Some((request, task)) = queue.pop_front() {
+            let answer = tokio::select! {
+                _ = cancel.cancelled() => {
+                    abort(&mut queue);
+                    return Ok(Round::Cancelled);
+                }
+                answer = task => answer,
+            };
+            let page = match answer {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    abort(&mut queue);
+                    return Ok(Round::Failed(self.failed(&e)));
+                }
+                Err(e) => {
+                    abort(&mut queue);
+                    anyhow::bail!("a request to the site stopped unexpectedly: {e}");
+                }
+            };
+            self.outage.recovered();
+            self.throttle.recover();
+            // A page that was not full ends at the site's newest event; a full one is a lower
+            // bound.
+            let page_end = page
+                .rows
+                .last()
+                .map_or(self.position.offset, |r| r.event_id);
+            crate::metrics::global()
+                .source
+                .site_newest_at_least(page_end);
+
+            // What comes next is asked for before this page is journaled.
+            match request {
+                Request::After(_) if page.full => {
+                    let last = page
+                        .rows
+                        .last()
+                        .map_or(self.position.offset, |r| r.event_id);
+                    let concurrency = self.throttle.concurrency();
+                    if concurrency > 1 {
+                        match self.client.newest_id().await {
+                            Ok(newest) => {
+                                let newest = newest.unwrap_or(last).max(last);
+                                crate::metrics::global().source.site_newest_at_least(newest);
+                                plan = Some((last + 1, newest));
+                            }
+                            Err(e) => {
+                                abort(&mut queue);
+                                // This page is still journaled before the wait.
+                                self.journal(page.rows, true).await?;
+                                return Ok(Round::Failed(self.failed(&e)));
+                            }
+                        }
+                    } else {
+                        queue.push_back((Request::After(last), self.fetch(Request::After(last))));
+                    }
+                }
+                _ => {}
+            }
+            if let Some((next, newest)) = plan {
+                let concurrency = self.throttle.concurrency();
+                let mut next = next;
+                let step = self.config.batch_size as i64;
+                plan = Some((next, newest));
+                while queue.len() < concurrency {
+                    if next > newest {
+                        // The ranges reach the newest id: then follow the log again.
+                        let r = Request::After(newest);
+                        queue.push_back((r, self.fetch(r)));
+                        plan = None;
+                        break;
+                    }
+                    let last = (next + step - 1).min(newest);
+                    let r = Request::Between(next, last);
+                    queue.push_back((r, self.fetch(r)));
+                    next = last + 1;
+                    plan = Some((next, newest));
+                }
+            }
+            let more = !queue.is_empty();
+            new += self.journal(page.rows, more).await?;
+        }
+        Ok(Round::Done { new })
+    }
+
+    /// Records a failed request: the error kept in the source's state, the throttle halved on a
+    /// 429; returns how long to wait.
+    fn failed(&mut self, e: &ClientError) -> Duration {
+        if let ClientError::Status { status: 429, .. } = e {
+            self.throttle.throttled(&self.config.url);
+        }
+        let wait = self.outage.failed(e, &self.config, &self.alerts);
+        // The site's answer is quoted: no secret goes in the state database.
+        self.position.last_error = Some(crate::redact::redact(&e.to_string()).into_owned());
+        self.store.save_source(self.position.clone());
+        wait
+    }
+
+    /// Journals one page (rows above the high water mark, in id order) with the late events that
+    /// appeared, the new mark and the remaining gaps, in one transaction; returns how many events
+    /// it journaled. `more`: other pages follow at once, so the missing ids are asked for at most
+    /// once a second.
+    async fn journal(&mut self, mut fresh: Vec<NewEvent>, more: bool) -> anyhow::Result<usize> {
+        let config = &self.config;
+        let high = self.position.offset;
         let now = SystemTime::now();
-        let mut fresh = events_of(rows);
-        fresh.retain(|e| e.id > high);
+        fresh.retain(|e| e.event_id > high);
 
         // Ids the batch skipped become gaps, unless the site's own clock says they are long gone.
         let newest = fresh.last().and_then(created);
         let mut mark = high;
         for event in &fresh {
-            if event.id > mark + 1 {
+            if event.event_id > mark + 1 {
                 let old = match (newest, created(event)) {
                     (Some(newest), Some(at)) => newest
                         .duration_since(at)
@@ -155,30 +379,36 @@ pub(crate) async fn run(
                 if old {
                     let gap = Gap {
                         first: mark + 1,
-                        last: event.id - 1,
+                        last: event.event_id - 1,
                         since: now,
                     };
                     tracing::info!(site = %config.url, "{} (the event after them is older than that by the site's clock)", given_up(&gap, config.gap_timeout));
                     crate::metrics::global().source.gaps_given_up(1);
                 } else {
-                    gaps.add(mark + 1, event.id - 1, now);
+                    self.gaps.add(mark + 1, event.event_id - 1, now);
                 }
             }
-            mark = event.id;
+            mark = event.event_id;
         }
 
         // Ask again for the missing ids only.
         let mut late = Vec::new();
-        if !gaps.is_empty() {
-            match client
-                .events_in(&gaps.to_ask(MAX_RANGES_PER_POLL), config.batch_size)
+        let due = !more
+            || self
+                .gaps_asked
+                .is_none_or(|at| at.elapsed() >= GAPS_WHILE_CATCHING_UP);
+        if !self.gaps.is_empty() && due {
+            self.gaps_asked = Some(Instant::now());
+            match self
+                .client
+                .events_in(&self.gaps.to_ask(MAX_RANGES_PER_POLL), config.batch_size)
                 .await
             {
                 Ok(rows) => {
                     for event in events_of(rows) {
-                        if gaps.fill(event.id) {
+                        if self.gaps.fill(event.id) {
                             tracing::info!(site = %config.url, "event {} appeared late; journaling it", event.id);
-                            late.push(event);
+                            late.push(journal_row(&event));
                         }
                     }
                 }
@@ -188,45 +418,95 @@ pub(crate) async fn run(
                 }
             }
         }
-        for gap in gaps.expire(now, config.gap_timeout) {
+        for gap in self.gaps.expire(now, config.gap_timeout) {
             tracing::info!(site = %config.url, "{}", given_up(&gap, config.gap_timeout));
             crate::metrics::global().source.gaps_given_up(1);
         }
 
-        late.sort_by_key(|e| e.id);
+        late.sort_by_key(|e| e.event_id);
+        let position = &mut self.position;
         position.offset = mark;
         position.last_event_id = Some(mark);
         position.last_error = None;
         // An event too long for an event line is skipped (an ERROR, `source_state.oversized`);
         // the mark moves past it all the same, so it is never asked for again.
         let rows: Vec<_> = late
-            .iter()
-            .chain(fresh.iter())
-            .map(journal_row)
-            .filter(|row| fits(row, config.max_event_bytes, &mut position))
+            .into_iter()
+            .chain(fresh)
+            .filter(|row| fits(row, config.max_event_bytes, position))
             .collect();
         let journaled = rows.len();
-        store
-            .append_with_gaps(rows, position.clone(), gap_rows(&gaps))
+        self.store
+            .append_with_gaps(rows, position.clone(), gap_rows(&self.gaps))
             .await?;
-        probe.polled();
+        self.probe.polled();
         if journaled > 0 {
-            tracing::debug!(site = %config.url, journaled, high_water = mark, gaps = gaps.ranges().len(), "polled");
+            tracing::debug!(site = %config.url, journaled, high_water = mark, gaps = self.gaps.ranges().len(), "polled");
         }
-        if !full && sleep_or_cancel(&cancel, config.fetch_interval).await {
-            return Ok(());
+        Ok(journaled)
+    }
+}
+
+/// Stops the fetches of a round that ends early; what they would have read is asked for again.
+fn abort(queue: &mut VecDeque<(Request, Fetch)>) {
+    for (_, task) in queue.drain(..) {
+        task.abort();
+    }
+}
+
+/// How many pages are fetched at once: `fetch_concurrency`, halved by each 429 and doubled back
+/// after [`THROTTLE_HOLD`] without one.
+#[derive(Debug)]
+struct Throttle {
+    configured: usize,
+    current: usize,
+    since: Option<Instant>,
+}
+
+impl Throttle {
+    fn new(configured: usize) -> Throttle {
+        Throttle {
+            configured,
+            current: configured,
+            since: None,
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        self.current
+    }
+
+    /// A 429: half as many pages at once, for a while.
+    fn throttled(&mut self, site: &str) {
+        let halved = (self.current / 2).max(1);
+        if halved < self.current {
+            tracing::info!(site = %site, "the site is rate-limiting; fetching {halved} pages at once instead of {}", self.current);
+        }
+        self.current = halved;
+        self.since = Some(Instant::now());
+    }
+
+    /// A success: back up one step once the last 429 is [`THROTTLE_HOLD`] old.
+    fn recover(&mut self) {
+        if let Some(since) = self.since {
+            if since.elapsed() >= THROTTLE_HOLD {
+                self.current = (self.current * 2).min(self.configured);
+                self.since = (self.current < self.configured).then(Instant::now);
+            }
         }
     }
 }
 
 /// Where a brand-new journal starts: the id to poll after.
-async fn start_point(client: &mut Client, start: StartAt) -> Result<i64, ClientError> {
+async fn start_point(client: &Client, start: StartAt) -> Result<i64, ClientError> {
     Ok(match start {
         StartAt::Earliest => 0,
         StartAt::EventId(id) => id - 1,
         StartAt::Latest => client.newest_id().await?.unwrap_or(0),
         StartAt::Time(time) => {
-            let time = humantime::format_rfc3339_seconds(time).to_string();
+            // The site compares `greater_than` strictly, and `created_at` has whole seconds: from
+            // a second before, so that the events at exactly `time` are included.
+            let time = humantime::format_rfc3339_seconds(time - Duration::from_secs(1)).to_string();
             match client.first_id_since(&time).await? {
                 Some(id) => id - 1,
                 None => client.newest_id().await?.unwrap_or(0),
@@ -252,7 +532,7 @@ fn events_of(rows: Vec<serde_json::Value>) -> Vec<Event> {
     events
 }
 
-fn created(event: &Event) -> Option<SystemTime> {
+fn created(event: &NewEvent) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(event.created_at.as_deref()?).ok()
 }
 
@@ -354,7 +634,7 @@ impl Outage {
 
 /// `sgevents check` for this source: signs in and reads the newest event id.
 pub(crate) async fn check(config: &ShotgridSource) -> Result<String, String> {
-    let mut client = Client::new(config)?;
+    let client = Client::new(config)?;
     let hint = |e: &ClientError| format!("{e}\nhint: {}", e.hint(config.proxy.is_some()));
     client.sign_in().await.map_err(|e| hint(&e))?;
     let newest = client.newest_id().await.map_err(|e| hint(&e))?;

@@ -1,0 +1,416 @@
+//! Benchmark of the ShotGrid source catching up (issue 14): events/s journaling 50,000 events from
+//! the fake site with 0, 50 and 150 ms added to every answer, at `fetch_concurrency` 1, 2, 4 and 8,
+//! each next to a bare sequential client measured in the same run on the same site (sign in, then
+//! `_search` after `_search`, nothing else); the daemon's peak RSS (VmHWM) while catching up with
+//! the defaults; requests an idle site gets per hour with the defaults; and the time from an event
+//! appearing on the site to its delivery to a plugin on a quiet site, polling only and with
+//! webhooks (`fetch_interval = "30s"`, the fake site's signed deliveries).
+//!
+//! Run with `cargo bench -p sgevents --bench catchup`; it prints Markdown tables. About 10 minutes.
+
+// A benchmark's job is to print its results.
+#![allow(clippy::print_stdout)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sgevents_tests::fake_site::{FakeSite, SiteOptions};
+
+const EVENTS: usize = 50_000;
+const RUNS: usize = 3;
+const LATENCY_SAMPLES: usize = 40;
+const KEY: &str = "bench-key";
+const LATENCIES_MS: [u64; 3] = [0, 50, 150];
+const CONCURRENCY: [usize; 4] = [1, 2, 4, 8];
+
+fn main() {
+    let sgevents = build();
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    let ids = site.append(EVENTS);
+    let newest = *ids.last().expect("events");
+
+    println!(
+        "| added latency | bare sequential client | concurrency 1 | 2 | 4 | 8 | peak RSS, defaults (VmHWM) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for latency in LATENCIES_MS {
+        site.set_latency(Duration::from_millis(latency));
+        let mut bare = Vec::new();
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            assert_eq!(bare_fetch(&site.url(), newest), EVENTS);
+            bare.push(EVENTS as f64 / start.elapsed().as_secs_f64());
+        }
+        let bare = median(&mut bare);
+        let mut cells = vec![format!("{bare:.0} events/s")];
+        let mut peak = Vec::new();
+        for concurrency in CONCURRENCY {
+            let mut rates = Vec::new();
+            for _ in 0..RUNS {
+                let (rate, hwm) = catch_up(&sgevents, &site.url(), concurrency);
+                rates.push(rate);
+                if concurrency == 4 {
+                    peak.push(hwm);
+                }
+            }
+            let rate = median(&mut rates);
+            cells.push(format!("{rate:.0} ({:.2})", rate / bare));
+        }
+        let peak = median(&mut peak);
+        println!(
+            "| {latency} ms | {} | {:.1} MiB |",
+            cells.join(" | "),
+            peak / 1024.0
+        );
+    }
+
+    // Idle: requests in a minute once the poller has settled, with the defaults, per hour.
+    site.set_latency(Duration::ZERO);
+    let idle = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    idle.append(10);
+    let dir = tempfile::tempdir().expect("temp dir");
+    config(dir.path(), &idle.url(), "", "");
+    let daemon = spawn(&sgevents, dir.path());
+    wait("the idle daemon to read the site", || {
+        journal_count(dir.path()) >= 10
+    });
+    std::thread::sleep(Duration::from_secs(15));
+    let before = idle.stats().searches;
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(60));
+    let per_hour = (idle.stats().searches - before) as f64 * 3600.0 / start.elapsed().as_secs_f64();
+    stop(daemon);
+    println!();
+    println!(
+        "| idle site, defaults (fetch_interval 5s, min_fetch_interval 250ms) | {per_hour:.0} requests per hour |"
+    );
+
+    // Latency: one event at a time on a quiet site, to a plugin that notes when it got it.
+    println!();
+    println!(
+        "| event appears on the site → delivered to a plugin ({LATENCY_SAMPLES} samples) | median | p95 |"
+    );
+    println!("|---|---|---|");
+    for fetch_interval in ["1s", "5s"] {
+        let (p50, p95) = delivery_latency(&sgevents, fetch_interval, false);
+        println!("| fetch_interval {fetch_interval}, no webhooks | {p50:.0} ms | {p95:.0} ms |");
+    }
+    let (p50, p95) = delivery_latency(&sgevents, "30s", true);
+    println!("| fetch_interval 30s, webhooks | {p50:.0} ms | {p95:.0} ms |");
+}
+
+/// Catches up the whole site with `concurrency`: events/s and the daemon's VmHWM (KiB).
+fn catch_up(sgevents: &Path, url: &str, concurrency: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    config(
+        dir.path(),
+        url,
+        &format!("fetch_concurrency = {concurrency}"),
+        "",
+    );
+    let start = Instant::now();
+    let daemon = spawn(sgevents, dir.path());
+    wait("a catch-up", || journal_count(dir.path()) >= EVENTS as i64);
+    let elapsed = start.elapsed();
+    let hwm = peak_kib(daemon.id());
+    stop(daemon);
+    (EVENTS as f64 / elapsed.as_secs_f64(), hwm)
+}
+
+fn peak_kib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Median and p95 of the time from an event's append on a quiet site to its plugin; with
+/// `webhooks`, the site sends a signed delivery for each event.
+fn delivery_latency(sgevents: &Path, fetch_interval: &str, webhooks: bool) -> (f64, f64) {
+    let site = FakeSite::start(SiteOptions {
+        script_key: KEY.into(),
+        ..SiteOptions::default()
+    })
+    .expect("fake site");
+    site.append(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let arrivals = dir.path().join("arrivals");
+    let plugin = dir.path().join("arrival.py");
+    std::fs::write(&plugin, ARRIVAL_PLUGIN).expect("plugin");
+    let table = format!(
+        "[plugin.arrival]\ncommand = [\"python3\", {:?}]\nconfig = {{ out = {:?} }}\n",
+        plugin.display().to_string(),
+        arrivals.display().to_string()
+    );
+    let mut source = format!("fetch_interval = \"{fetch_interval}\"");
+    let mut http = String::new();
+    if webhooks {
+        std::fs::write(dir.path().join("hook"), "bench-hook").expect("secret");
+        source.push_str("\nwebhook_secret_file = \"hook\"");
+        // A free port for the listener, so that the site knows where to deliver.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        http = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n");
+        site.set_webhook(
+            &format!("http://127.0.0.1:{port}/webhooks/shotgrid"),
+            "bench-hook",
+        );
+    }
+    config(dir.path(), &site.url(), &source, &format!("{http}{table}"));
+    let daemon = spawn(sgevents, dir.path());
+    wait("the plugin to run", || {
+        std::fs::read_to_string(&arrivals).is_ok_and(|t| !t.is_empty())
+    });
+    let mut cycle = humantime::parse_duration(fetch_interval).expect("a duration");
+    if webhooks {
+        // Polls follow deliveries, not the cycle: a second between events is enough.
+        cycle = Duration::from_secs(1);
+    }
+    let mut latencies = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..LATENCY_SAMPLES {
+        // A random moment within the longest poll cycle, as real changes are.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..cycle.as_millis() as u64)));
+        let appeared = now_ns();
+        let id = site.append(1)[0];
+        let arrived = wait_arrival(&arrivals, id);
+        latencies.push((arrived - appeared) as f64 / 1e6);
+    }
+    stop(daemon);
+    let p50 = median(&mut latencies);
+    (p50, percentile(&latencies, 0.95))
+}
+
+fn config(dir: &Path, url: &str, source_extra: &str, plugins: &str) {
+    std::fs::write(dir.join("key"), KEY).expect("key");
+    let text = format!(
+        "[daemon]\nstate_dir = \"var\"\n\n[source]\nkind = \"shotgrid\"\nurl = \"{url}\"\nscript_name = \"sgevents\"\n\
+         script_key_file = \"key\"\nstart_at = \"earliest\"\n{source_extra}\n\n{plugins}"
+    );
+    std::fs::write(dir.join("sgevents.toml"), text).expect("config");
+}
+
+/// A plugin with no SDK that appends `event_id nanoseconds` for each event it gets.
+const ARRIVAL_PLUGIN: &str = r#"import json, sys, time
+out = None
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["type"] == "hello":
+        out = open(m["config"]["out"], "a", buffering=1)
+        print(json.dumps({"type": "register", "protocol": 1, "subscriptions": [{"name": "all", "event_types": ["*"]}]}), flush=True)
+    elif m["type"] == "event":
+        out.write("%d %d\n" % (m["event_id"], time.time_ns()))
+        print(json.dumps({"type": "ack", "event_id": m["event_id"]}), flush=True)
+    elif m["type"] == "ping":
+        print(json.dumps({"type": "pong", "nonce": m["nonce"]}), flush=True)
+"#;
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos()
+}
+
+fn wait_arrival(file: &Path, id: i64) -> u128 {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(ns) = text.lines().find_map(|l| {
+            let (i, t) = l.split_once(' ')?;
+            (i.parse::<i64>().ok()? == id).then(|| t.parse::<u128>().ok())?
+        }) {
+            return ns;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "event {id} was not delivered"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Builds the release binary and returns its path.
+fn build() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sgevents",
+            "--bin",
+            "sgevents",
+        ])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build failed");
+    let exe = std::env::current_exe().expect("bench executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/release")
+        .join("sgevents")
+}
+
+fn spawn(sgevents: &Path, dir: &Path) -> Child {
+    Command::new(sgevents)
+        .args(["-c", "sgevents.toml", "run"])
+        .current_dir(dir)
+        .env("SGEVENTS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sgevents starts")
+}
+
+fn stop(mut daemon: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+}
+
+fn journal_count(dir: &Path) -> i64 {
+    let path = dir.join("var/state.db");
+    let Ok(db) =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    db.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The same work as the daemon's poller, with nothing else: sign in, then page through every
+/// event above 0 in batches of 500. Returns how many events it read.
+fn bare_fetch(url: &str, newest: i64) -> usize {
+    let addr = url.trim_start_matches("http://");
+    let form = format!("grant_type=client_credentials&client_id=sgevents&client_secret={KEY}");
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/api/v1/auth/access_token",
+        "application/x-www-form-urlencoded",
+        None,
+        &form,
+    );
+    let token: serde_json::Value = serde_json::from_str(&body).expect("a token");
+    let token = token["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let mut high = 0i64;
+    let mut read = 0;
+    while high < newest {
+        let query = serde_json::json!({
+            "filters": [["id", "greater_than", high]],
+            "fields": ["event_type", "attribute_name", "meta", "entity", "user", "project", "session_uuid", "created_at", "description"],
+            "sort": "id", "page": {"size": 500, "number": 1},
+        });
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/v1/entity/event_log_entries/_search",
+            "application/vnd+shotgun.api3_array+json",
+            Some(&token),
+            &query.to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).expect("a page");
+        let rows = page["data"].as_array().expect("data");
+        read += rows.len();
+        high = rows.last().and_then(|r| r["id"].as_i64()).expect("rows");
+    }
+    read
+}
+
+/// One HTTP/1.1 request on a new connection; returns the status and the body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nAccept: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    v[v.len() / 2]
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
