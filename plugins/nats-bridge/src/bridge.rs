@@ -8,8 +8,14 @@
 //! Faults, and what the daemon is told:
 //! - NATS unreachable (not connected, no acknowledgement in `publish_timeout`): `nack` with
 //!   `retry_after_ms` (1 s doubling with the attempt, up to a minute); one warning when the outage
-//!   starts and one line when publishing works again, whatever the number of events. The client
-//!   reconnects by itself, with backoff.
+//!   starts and one line when publishing works again, whatever the number of events.
+//!
+//! **Order across outages.** A connection ([`Link`]) is used until its first fault and never
+//! again: async-nats, left to reconnect, would send what it still had queued on the new
+//! connection while what it had written to the dead one is lost, storing later events first. The
+//! bridge instead drops the whole client (its runtime) and opens a new link with backoff; what
+//! was pending on the old link fails and is nacked, and nothing after it is sent on the new link
+//! until it has (see [`Session`]), so the daemon's redeliveries come first, in order.
 //! - A publish JetStream refuses for good (a subject no stream covers, a message over the
 //!   server's `max_payload` or the stream's `max_msg_size`, another 400 answer): `term` with why.
 //! - The stream missing and `create_stream = false`: `fatal` naming the stream.
@@ -656,15 +662,21 @@ impl Bridge {
 
     /// Gives up `link` after a fault on it: nothing more is sent on it, and a new one is opened.
     fn retire(&self, link: &Link, why: &str) {
+        let fresh = !link.lost.swap(true, Ordering::AcqRel);
         link.close();
-        {
+        let current = {
             let mut slot = self.slot();
-            if slot.as_ref().is_some_and(|current| current.id == link.id) {
+            let current = slot.as_ref().is_some_and(|current| current.id == link.id);
+            if current {
                 *slot = None;
             }
+            current
+        };
+        // A late failure on a link given up before (its outage may be over) says nothing new.
+        if fresh || current {
+            self.down.start(&self.log, &self.urls(), why);
+            self.lost.notify_one();
         }
-        self.down.start(&self.log, &self.urls(), why);
-        self.lost.notify_one();
     }
 
     fn urls(&self) -> String {
