@@ -8,8 +8,14 @@
 //! Faults, and what the daemon is told:
 //! - NATS unreachable (not connected, no acknowledgement in `publish_timeout`): `nack` with
 //!   `retry_after_ms` (1 s doubling with the attempt, up to a minute); one warning when the outage
-//!   starts and one line when publishing works again, whatever the number of events. The client
-//!   reconnects by itself, with backoff.
+//!   starts and one line when publishing works again, whatever the number of events.
+//!
+//! **Order across outages.** A connection ([`Link`]) is used until its first fault and never
+//! again: async-nats, left to reconnect, would send what it still had queued on the new
+//! connection while what it had written to the dead one is lost, storing later events first. The
+//! bridge instead drops the whole client (its runtime) and opens a new link with backoff; what
+//! was pending on the old link fails and is nacked, and nothing after it is sent on the new link
+//! until it has (see [`Session`]), so the daemon's redeliveries come first, in order.
 //! - A publish JetStream refuses for good (a subject no stream covers, a message over the
 //!   server's `max_payload` or the stream's `max_msg_size`, another 400 answer): `term` with why.
 //! - The stream missing and `create_stream = false`: `fatal` naming the stream.
@@ -113,7 +119,7 @@ pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> 
         ));
     }
     let bridge = match Bridge::connect(config, log.clone()).await {
-        Ok(bridge) => Arc::new(bridge),
+        Ok(bridge) => bridge,
         Err(e) => return fatal(&e),
     };
     log.info(format_args!(
@@ -131,6 +137,7 @@ pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> 
     let mut session = Session {
         bridge,
         pending: FuturesUnordered::new(),
+        inflight: BTreeMap::new(),
         failed: BTreeMap::new(),
         queued: BTreeMap::new(),
     };
@@ -139,6 +146,7 @@ pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> 
     let end = loop {
         let step = tokio::select! {
             Some((event_id, answer)) = session.pending.next(), if !session.pending.is_empty() => {
+                session.inflight.remove(&event_id);
                 session.answered(event_id, answer)
             }
             _ = tick.tick() => session.tick(),
@@ -186,13 +194,16 @@ pub(crate) async fn run(mut incoming: mpsc::Receiver<Incoming>, log: Logger) -> 
                 break Ok(());
             };
             session.failed.remove(&event_id);
+            session.inflight.remove(&event_id);
             if let Err(end) = answer_to_daemon(answer) {
                 break Err(end);
             }
         },
         Err(end) => Err(end),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), session.bridge.client.flush()).await;
+    if let Some(link) = session.bridge.link() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), link.client.flush()).await;
+    }
     match end {
         Ok(()) | Err(End::DaemonGone) => 0,
         Err(End::Fatal(error)) => fatal(&error),
@@ -233,29 +244,49 @@ struct Queued {
     progressed: Instant,
 }
 
-/// The session's events: the publishes awaiting their acknowledgement, the events nacked after a
-/// failed publish (until the daemon brings them back), and the events held back behind them.
+/// The session's events: the publishes awaiting their acknowledgement (and the connection each
+/// was sent on), the events nacked after a failed publish (until the daemon brings them back),
+/// and the events held back behind them.
 ///
-/// **Order.** The daemon's window lets later events overtake a nacked one. So that JetStream still
-/// stores a subject's events in journal order across an outage, an event that arrives while an
-/// earlier one waits for its redelivery is held back, unanswered (with `progress` to keep its
-/// deadline), and published once nothing earlier waits. A failed event the daemon does not bring
-/// back within [`STALE`] of its retry (it gave up after `max_attempts`, or an operator acted)
-/// holds nothing any more; an event held back for [`HOLD_MAX`] is nacked, as the daemon's
-/// 15-minute limit per delivery requires.
+/// **Order.** An event is published only when nothing before it can still be stored later:
+/// - no earlier event waits for its redelivery after a failed publish. The daemon's window lets
+///   later events overtake a nacked one; such an event is held back, unanswered (with `progress`
+///   to keep its deadline), and published once nothing earlier waits;
+/// - no earlier event is still awaiting its acknowledgement on an *older* connection. A
+///   connection is used until its first fault and never again ([`Link`]), so what was sent on it
+///   and not acknowledged fails as a whole (and comes back from the daemon, in order), while what
+///   follows goes on the new one only after those failures are known.
+///
+/// On one connection, publishes reach the server in the order they were sent (TCP), so the
+/// pipelined window keeps the order. A failed event the daemon does not bring back within
+/// [`STALE`] of its retry (it gave up after `max_attempts`, or an operator acted) holds nothing
+/// any more; an event held back for [`HOLD_MAX`] is nacked, as the daemon's 15-minute limit per
+/// delivery requires.
 struct Session {
     bridge: Arc<Bridge>,
     pending: FuturesUnordered<Pending>,
+    /// The events in `pending`, with the [`Link::id`] of the connection each was sent on.
+    inflight: BTreeMap<i64, u64>,
     failed: BTreeMap<i64, Instant>,
     queued: BTreeMap<i64, Queued>,
 }
 
 impl Session {
+    /// Whether event `event_id` must wait, given the connection `link` it would be sent on.
+    fn blocked(&self, event_id: i64, link: Option<u64>) -> bool {
+        self.failed.range(..event_id).next().is_some()
+            || self
+                .inflight
+                .range(..event_id)
+                .any(|(_, sent_on)| Some(*sent_on) != link)
+    }
+
     /// A new delivery from the daemon.
     async fn event(&mut self, delivery: EventDelivery, raw: Option<Bytes>) -> Result<(), End> {
         let event_id = delivery.event_id;
         self.failed.remove(&event_id);
-        if self.failed.range(..event_id).next().is_some() {
+        let link = self.bridge.live_link().await;
+        if self.blocked(event_id, link.as_ref().map(|l| l.id)) {
             let now = Instant::now();
             self.queued.insert(
                 event_id,
@@ -268,13 +299,22 @@ impl Session {
             );
             return Ok(());
         }
-        self.publish(delivery, raw).await
+        self.publish(link, delivery, raw).await
     }
 
-    async fn publish(&mut self, delivery: EventDelivery, raw: Option<Bytes>) -> Result<(), End> {
+    async fn publish(
+        &mut self,
+        link: Option<Arc<Link>>,
+        delivery: EventDelivery,
+        raw: Option<Bytes>,
+    ) -> Result<(), End> {
         let event_id = delivery.event_id;
-        match Arc::clone(&self.bridge).start(delivery, raw).await {
+        let link_id = link.as_ref().map(|l| l.id);
+        match Arc::clone(&self.bridge).start(link, delivery, raw).await {
             Start::Waiting(future) => {
+                if let Some(link_id) = link_id {
+                    self.inflight.insert(event_id, link_id);
+                }
                 self.pending.push(future);
                 Ok(())
             }
@@ -295,12 +335,15 @@ impl Session {
     async fn release(&mut self) -> Result<(), End> {
         let now = Instant::now();
         self.failed.retain(|_, due| *due + STALE > now);
-        while let Some(entry) = self.queued.first_entry() {
-            if self.failed.range(..*entry.key()).next().is_some() {
+        while let Some(&event_id) = self.queued.keys().next() {
+            let link = self.bridge.live_link().await;
+            if self.blocked(event_id, link.as_ref().map(|l| l.id)) {
                 break;
             }
-            let queued = entry.remove();
-            self.publish(queued.delivery, queued.raw).await?;
+            let Some(queued) = self.queued.remove(&event_id) else {
+                break;
+            };
+            self.publish(link, queued.delivery, queued.raw).await?;
         }
         Ok(())
     }
@@ -389,108 +432,271 @@ enum Start {
     Answered(Answer),
 }
 
-/// The connection, the stream's state and the outage flag.
-struct Bridge {
-    config: Config,
+/// One connection to NATS, used until its first fault and never again.
+///
+/// The client (async-nats) queues publishes in memory and, when its connection drops, reconnects
+/// by itself and sends what it still had queued, while what was already written to the dead
+/// connection is lost: later events of a subject would be stored before earlier ones. So a link
+/// never reconnects: the client runs on a runtime of its own, on its own thread, and its
+/// reconnect-delay callback, which async-nats calls before any reconnection attempt, marks the
+/// link lost and stalls the attempt; the bridge then closes the link, which drops that runtime
+/// and with it everything still queued (the publishes awaiting an acknowledgement on it fail at
+/// once, and are nacked). The next connection is a new link ([`Bridge::keep_linked`]).
+struct Link {
+    /// Which link this is (1, 2, ...): publishes remember the link they were sent on.
+    id: u64,
     client: async_nats::Client,
     js: Context,
+    /// The connection was lost (or the bridge gave up on it): never used again.
+    lost: Arc<AtomicBool>,
+    /// Dropping it ends the link's runtime, and with it the connection and its queue.
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Link {
+    /// Connects, on a thread and runtime of the link's own.
+    async fn open(id: u64, options: ConnectOptions, config: &Config) -> Result<Link, String> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let established = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let options = options
+            .name(format!("sgevents-nats-bridge ({})", config.site))
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback({
+                let lost = Arc::clone(&lost);
+                let established = Arc::clone(&established);
+                move |_| {
+                    if established.load(Ordering::Acquire) {
+                        // A reconnection: never (the bridge closes this link and opens another).
+                        lost.store(true, Ordering::Release);
+                        NEVER
+                    } else {
+                        // The first connection tries each server once, at once.
+                        Duration::ZERO
+                    }
+                }
+            })
+            .event_callback(|event| async move {
+                if let Event::ServerError(e) = event {
+                    sgevents_sdk::logger().warn(format_args!("NATS server error: {e}"));
+                }
+            });
+        let urls = config.urls.clone();
+        let marked = Arc::clone(&established);
+        std::thread::Builder::new()
+            .name(format!("nats-link-{id}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match options.connect(urls).await {
+                        Ok(client) => {
+                            marked.store(true, Ordering::Release);
+                            if ready_tx.send(Ok(client)).is_ok() {
+                                let _ = stop_rx.await;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                        }
+                    }
+                });
+                // Dropping the runtime here ends the connection's tasks: nothing queued on this
+                // link is sent after this.
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        let client = ready_rx
+            .await
+            .map_err(|_| "the connection's thread ended".to_owned())??;
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .max_ack_inflight(config.max_in_flight as usize)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Link {
+            id,
+            client,
+            js,
+            lost,
+            stop: std::sync::Mutex::new(Some(stop_tx)),
+        })
+    }
+
+    fn is_live(&self) -> bool {
+        !self.lost.load(Ordering::Acquire) && self.client.connection_state() == State::Connected
+    }
+
+    /// Ends the link for good: its runtime stops, dropping whatever it still had queued.
+    fn close(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// How long a lost link's reconnection attempt waits: for ever, in effect (the bridge closes the
+/// link long before).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The connection (one [`Link`] at a time), the stream's state and the outage flag.
+struct Bridge {
+    config: Config,
     log: Logger,
-    /// The stream was found (or created) on this connection.
+    /// The current link, if any.
+    link: std::sync::Mutex<Option<Arc<Link>>>,
+    /// Wakes [`Bridge::keep_linked`] when a link is given up.
+    lost: tokio::sync::Notify,
+    /// The stream was found (or created) on the current link.
     stream_ready: AtomicBool,
     /// An outage was logged and has not ended yet.
     down: Arc<Outage>,
 }
 
 impl Bridge {
-    /// Connects in the background: an unreachable server is an outage, not an error. Only a
-    /// configuration that cannot work (an unreadable credentials file) is an error.
-    async fn connect(config: Config, log: Logger) -> Result<Bridge, String> {
-        let down = Arc::new(Outage::default());
-        let mut options = match &config.auth {
-            crate::config::Auth::None => ConnectOptions::new(),
-            crate::config::Auth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot read config `creds_file` `{}`: {e}\nhint: give the path of the \
-                         `.creds` file (JWT and seed) the NATS account issued, readable by the \
-                         plugin's user",
-                        path.display()
-                    )
-                })?,
-            crate::config::Auth::UserPassword(user, password) => {
-                ConnectOptions::with_user_and_password(user.clone(), password.clone())
-            }
-            crate::config::Auth::Token(token) => ConnectOptions::with_token(token.clone()),
-        };
-        if let Some(ca) = &config.ca_file {
-            if !ca.is_file() {
-                return Err(format!(
-                    "config `tls.ca_file` `{}` is not a readable file\nhint: give the PEM file \
-                     of the certificate authority that signed the NATS servers' certificates",
-                    ca.display()
-                ));
-            }
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        let events_down = Arc::clone(&down);
-        let events_log = log.clone();
-        let urls = config.urls.join(",");
-        options = options
-            .name(format!("sgevents-nats-bridge ({})", config.site))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(5))
-            // Reconnect with backoff: 100 ms doubling up to 5 s.
-            .reconnect_delay_callback(|attempts| {
-                let exp = u32::try_from(attempts.min(6)).unwrap_or(6);
-                Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(5))
-            })
-            .event_callback(move |event| {
-                let down = Arc::clone(&events_down);
-                let log = events_log.clone();
-                let urls = urls.clone();
-                async move {
-                    match event {
-                        // Its end is the first publish stored after it, not the reconnection:
-                        // JetStream may need a moment more.
-                        Event::Disconnected => down.start(&log, &urls, "disconnected"),
-                        Event::ServerError(e) => {
-                            log.warn(format_args!("NATS server error: {e}"));
-                        }
-                        _ => {}
-                    }
-                }
-            });
-        let client = options.connect(config.urls.clone()).await.map_err(|e| {
-            format!(
-                "invalid config `url` `{}`: {e}\nhint: give `nats://host:4222` (or `tls://`)",
-                config.urls.join(",")
-            )
-        })?;
-        let js = jetstream::context::ContextBuilder::new()
-            .timeout(config.publish_timeout)
-            .max_ack_inflight(config.max_in_flight as usize)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
-        Ok(Bridge {
+    /// Checks the connection settings and starts connecting in the background: an unreachable
+    /// server is an outage, not an error. Only a configuration that cannot work (an unreadable
+    /// credentials file or CA file) is an error.
+    async fn connect(config: Config, log: Logger) -> Result<Arc<Bridge>, String> {
+        options(&config).await?;
+        let bridge = Arc::new(Bridge {
             config,
-            client,
-            js,
             log,
+            link: std::sync::Mutex::new(None),
+            lost: tokio::sync::Notify::new(),
             stream_ready: AtomicBool::new(false),
-            down,
-        })
+            down: Arc::new(Outage::default()),
+        });
+        tokio::spawn(Arc::clone(&bridge).keep_linked());
+        Ok(bridge)
+    }
+
+    /// Keeps one live link: opens the first, and a new one whenever the current one is lost,
+    /// retrying with backoff (100 ms doubling up to 5 s) while NATS cannot be reached.
+    async fn keep_linked(self: Arc<Self>) {
+        let mut next_id = 1;
+        let mut failures: u32 = 0;
+        loop {
+            if self.link().is_some() {
+                // Woken when a link is given up; the timeout catches a connection whose loss
+                // only its state shows.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.lost.notified()).await;
+                continue;
+            }
+            let opened = match options(&self.config).await {
+                Ok(options) => Link::open(next_id, options, &self.config).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(link) => {
+                    next_id += 1;
+                    failures = 0;
+                    self.stream_ready.store(false, Ordering::Release);
+                    *self.slot() = Some(Arc::new(link));
+                }
+                Err(e) => {
+                    self.down.start(&self.log, &self.urls(), &e);
+                    let exp = failures.min(6);
+                    failures = failures.saturating_add(1);
+                    let delay = Duration::from_millis(100 * 2u64.pow(exp));
+                    tokio::time::sleep(delay.min(Duration::from_secs(5))).await;
+                }
+            }
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Link>>> {
+        self.link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current link if it is live; a link found lost is given up here.
+    fn link(&self) -> Option<Arc<Link>> {
+        let mut slot = self.slot();
+        match slot.as_ref() {
+            Some(link) if link.is_live() => Some(Arc::clone(link)),
+            Some(link) => {
+                link.close();
+                *slot = None;
+                drop(slot);
+                self.down.start(&self.log, &self.urls(), "connection lost");
+                self.lost.notify_one();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The current link; before the first outage, waits a moment for one to be opened.
+    async fn live_link(&self) -> Option<Arc<Link>> {
+        if let Some(link) = self.link() {
+            return Some(link);
+        }
+        if self.down.is_down() {
+            return None;
+        }
+        // The first connection, or a loss not noticed yet: give it a moment before calling it
+        // an outage.
+        let patience = self.config.publish_timeout.min(Duration::from_secs(2));
+        let since = Instant::now();
+        while since.elapsed() < patience && !self.down.is_down() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Some(link) = self.link() {
+                return Some(link);
+            }
+        }
+        None
+    }
+
+    /// Gives up `link` after a fault on it: nothing more is sent on it, and a new one is opened.
+    fn retire(&self, link: &Link, why: &str) {
+        let fresh = !link.lost.swap(true, Ordering::AcqRel);
+        link.close();
+        let current = {
+            let mut slot = self.slot();
+            let current = slot.as_ref().is_some_and(|current| current.id == link.id);
+            if current {
+                *slot = None;
+            }
+            current
+        };
+        // A late failure on a link given up before (its outage may be over) says nothing new.
+        if fresh || current {
+            self.down.start(&self.log, &self.urls(), why);
+            self.lost.notify_one();
+        }
     }
 
     fn urls(&self) -> String {
         self.config.urls.join(",")
     }
 
-    /// Starts the publish of one event; its answer comes with the event's id.
-    async fn start(self: Arc<Self>, delivery: EventDelivery, raw: Option<Bytes>) -> Start {
+    /// Starts the publish of one event on `link`; its answer comes with the event's id.
+    async fn start(
+        self: Arc<Self>,
+        link: Option<Arc<Link>>,
+        delivery: EventDelivery,
+        raw: Option<Bytes>,
+    ) -> Start {
         let event_id = delivery.event_id;
-        match self.publish(delivery, raw).await {
+        let Some(link) = link else {
+            self.down.start(&self.log, &self.urls(), "not connected");
+            let answer = self.unreachable(event_id, delivery.attempt, "NATS is not connected");
+            return Start::Answered(answer);
+        };
+        match self.publish(link, delivery, raw).await {
             Publish::Answered(answer) => Start::Answered(answer),
             Publish::Waiting(future) => {
                 Start::Waiting(Box::pin(async move { (event_id, future.await) }))
@@ -498,25 +704,17 @@ impl Bridge {
         }
     }
 
-    /// Publishes one event: checks the connection and the stream, sends the message.
-    async fn publish(self: Arc<Self>, delivery: EventDelivery, raw: Option<Bytes>) -> Publish {
+    /// Publishes one event on `link`: checks the stream, sends the message.
+    async fn publish(
+        self: Arc<Self>,
+        link: Arc<Link>,
+        delivery: EventDelivery,
+        raw: Option<Bytes>,
+    ) -> Publish {
         let event_id = delivery.event_id;
         let attempt = delivery.attempt;
-        if self.client.connection_state() != State::Connected && !self.down.is_down() {
-            // The first connection, or a disconnection the client has not reported yet: give it
-            // a moment before calling it an outage.
-            let patience = self.config.publish_timeout.min(Duration::from_secs(2));
-            let since = Instant::now();
-            while self.client.connection_state() != State::Connected && since.elapsed() < patience {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        if self.client.connection_state() != State::Connected {
-            self.down.start(&self.log, &self.urls(), "not connected");
-            return Publish::Answered(self.unreachable(event_id, attempt, "NATS is not connected"));
-        }
         if !self.stream_ready.load(Ordering::Acquire) {
-            match self.ensure_stream().await {
+            match self.ensure_stream(&link).await {
                 Ok(()) => self.stream_ready.store(true, Ordering::Release),
                 Err(StreamFault::Fatal(error)) => return Publish::Answered(Answer::Fatal(error)),
                 Err(StreamFault::Retry(error)) => {
@@ -539,7 +737,7 @@ impl Bridge {
             .subject
             .render(&self.config.site, &delivery.event);
         let headers = self.headers(&delivery);
-        let max_payload = self.client.server_info().max_payload;
+        let max_payload = link.client.server_info().max_payload;
         let size = payload.len() + headers_len(&headers) + subject.len();
         if max_payload > 0 && size > max_payload {
             return Publish::Answered(term(
@@ -552,16 +750,16 @@ impl Bridge {
             ));
         }
         let sent_at = Instant::now();
-        match self
+        match link
             .js
             .publish_with_headers(subject.clone(), headers, payload)
             .await
         {
             Ok(ack) => Publish::Waiting(Box::pin(
-                self.finish(ack, subject, event_id, attempt, sent_at),
+                self.finish(link, ack, subject, event_id, attempt, sent_at),
             )),
             Err(e) => {
-                self.down.start(&self.log, &self.urls(), &e.to_string());
+                self.retire(&link, &e.to_string());
                 Publish::Answered(self.unreachable(event_id, attempt, &e.to_string()))
             }
         }
@@ -587,6 +785,7 @@ impl Bridge {
     /// Waits for JetStream's acknowledgement and turns it into the answer.
     async fn finish(
         self: Arc<Self>,
+        link: Arc<Link>,
         ack: PublishAckFuture,
         subject: String,
         event_id: i64,
@@ -598,13 +797,14 @@ impl Bridge {
                 self.down.end(&self.log, &self.urls(), sent_at);
                 Answer::Message(PluginMessage::Ack { event_id })
             }
-            Err(e) => self.refused(e, &subject, event_id, attempt).await,
+            Err(e) => self.refused(&link, e, &subject, event_id, attempt).await,
         }
     }
 
     /// What a failed publish means.
     async fn refused(
         &self,
+        link: &Link,
         error: PublishError,
         subject: &str,
         event_id: i64,
@@ -612,11 +812,13 @@ impl Bridge {
     ) -> Answer {
         match error.kind() {
             PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                self.down.start(&self.log, &self.urls(), &error.to_string());
+                // What was sent on this link after this event may be lost too, or still queued:
+                // the link is given up, so none of it can be stored after a later event.
+                self.retire(link, &error.to_string());
                 self.unreachable(event_id, attempt, &format!("no acknowledgement: {error}"))
             }
             PublishErrorKind::StreamNotFound => {
-                self.no_stream_for(subject, event_id, attempt).await
+                self.no_stream_for(link, subject, event_id, attempt).await
             }
             _ => {
                 let api = std::error::Error::source(&error)
@@ -639,8 +841,14 @@ impl Bridge {
 
     /// Nobody answered the publish: the stream is missing, does not cover the subject, or
     /// JetStream is not ready yet (a server just started).
-    async fn no_stream_for(&self, subject: &str, event_id: i64, attempt: u32) -> Answer {
-        match self.js.get_stream(&self.config.stream).await {
+    async fn no_stream_for(
+        &self,
+        link: &Link,
+        subject: &str,
+        event_id: i64,
+        attempt: u32,
+    ) -> Answer {
+        match link.js.get_stream(&self.config.stream).await {
             Ok(mut stream) => {
                 let subjects = match stream.info().await {
                     Ok(info) => info.config.subjects.clone(),
@@ -676,7 +884,7 @@ impl Bridge {
             }
             Err(e) if is_not_found(&e) => {
                 self.stream_ready.store(false, Ordering::Release);
-                match self.ensure_stream().await {
+                match self.ensure_stream(link).await {
                     Ok(()) => nack(
                         event_id,
                         format!("stream `{}` was missing; created again", self.config.stream),
@@ -695,9 +903,9 @@ impl Bridge {
     }
 
     /// Finds the stream, or creates it with the configured settings.
-    async fn ensure_stream(&self) -> Result<(), StreamFault> {
+    async fn ensure_stream(&self, link: &Link) -> Result<(), StreamFault> {
         let name = &self.config.stream;
-        match self.js.get_stream(name).await {
+        match link.js.get_stream(name).await {
             Ok(mut stream) => {
                 if let Ok(info) = stream.info().await
                     && info.config.duplicate_window < Duration::from_secs(60)
@@ -722,7 +930,7 @@ impl Bridge {
                     )));
                 }
                 let c = &self.config;
-                let created = self
+                let created = link
                     .js
                     .create_stream(stream::Config {
                         name: name.clone(),
@@ -747,7 +955,7 @@ impl Bridge {
                         Ok(())
                     }
                     // Another bridge made it first.
-                    Err(_) if self.js.get_stream(name).await.is_ok() => Ok(()),
+                    Err(_) if link.js.get_stream(name).await.is_ok() => Ok(()),
                     Err(e) => {
                         let text = e.to_string();
                         if text.contains("subjects overlap") || text.contains("10065") {
@@ -779,6 +987,38 @@ impl Bridge {
             retry_after(attempt),
         )
     }
+}
+
+/// The client's options for the configured credentials and TLS (read again for each link).
+async fn options(config: &Config) -> Result<ConnectOptions, String> {
+    let mut options = match &config.auth {
+        crate::config::Auth::None => ConnectOptions::new(),
+        crate::config::Auth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+            format!(
+                "cannot read config `creds_file` `{}`: {e}\nhint: give the path of the \
+                     `.creds` file (JWT and seed) the NATS account issued, readable by the \
+                     plugin's user",
+                path.display()
+            )
+        })?,
+        crate::config::Auth::UserPassword(user, password) => {
+            ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        crate::config::Auth::Token(token) => ConnectOptions::with_token(token.clone()),
+    };
+    if let Some(ca) = &config.ca_file {
+        if !ca.is_file() {
+            return Err(format!(
+                "config `tls.ca_file` `{}` is not a readable file\nhint: give the PEM file of \
+                 the certificate authority that signed the NATS servers' certificates",
+                ca.display()
+            ));
+        }
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    Ok(options)
 }
 
 /// Why the stream is not usable.

@@ -393,11 +393,6 @@ fn read_stream(nats: &Nats) -> Vec<Stored> {
 /// Checks that the stream holds events 1..=`n` once each, in order per subject, with their ids,
 /// headers and bodies; returns the messages.
 fn assert_every_event_once(nats: &Nats, n: i64) -> Vec<Stored> {
-    assert_stored(nats, n, true)
-}
-
-/// [`assert_every_event_once`], with the order per subject checked or not.
-fn assert_stored(nats: &Nats, n: i64, ordered: bool) -> Vec<Stored> {
     let (messages, last) = stream_state(nats).expect("the stream exists");
     assert_eq!(
         (messages, last),
@@ -424,9 +419,7 @@ fn assert_stored(nats: &Nats, n: i64, ordered: bool) -> Vec<Stored> {
         );
         let event_type = want["event_type"].as_str().expect("a type");
         assert_eq!(subject, &format!("sgevents.test.{event_type}"));
-        if let Some(prev) = last_per_subject.insert(subject, *id)
-            && ordered
-        {
+        if let Some(prev) = last_per_subject.insert(subject, *id) {
             assert!(
                 prev < *id,
                 "subject {subject}: event {id} stored after {prev} (message {seq})"
@@ -557,11 +550,10 @@ fn a_nats_outage_of_ten_seconds_loses_nothing_and_other_plugins_go_on() {
     let after = ctx.plugin("nats").expect("the bridge's row");
     assert_eq!(after.3, None, "never disabled");
     ctx.stop_daemon();
-    // Every event once; not always in order per subject. The client (async-nats) sends the
-    // publishes still queued when the server went away once it has reconnected, while those
-    // written to the dead connection were lost; the later ones can be stored first. Known
-    // limitation, see the README ("Guarantees and faults").
-    assert_stored(&nats, EVENTS, false);
+    // Every event once, and in order per subject: what was queued or in flight on the
+    // connection the server dropped is never sent on the next one (the bridge opens a new
+    // client), it comes back from the daemon in order.
+    assert_every_event_once(&nats, EVENTS);
 
     let log = ctx.log();
     let outages = log.matches("is unreachable (").count();
