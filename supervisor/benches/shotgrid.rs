@@ -11,18 +11,18 @@
 // A benchmark's job is to print its results.
 #![allow(clippy::print_stdout)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sgevents_tests::fake_site::{FakeSite, SiteOptions};
 
+mod site;
+
+use site::{KEY, bare_fetch, build, journal_count, median, percentile, spawn, stop, wait};
+
 const EVENTS: usize = 50_000;
 const RUNS: usize = 3;
 const LATENCY_SAMPLES: usize = 40;
-const KEY: &str = "bench-key";
 
 fn main() {
     let sgevents = build();
@@ -157,29 +157,6 @@ fn wait_arrival(file: &Path, id: i64) -> u128 {
     }
 }
 
-/// Builds the release binary and returns its path.
-fn build() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "sgevents",
-            "--bin",
-            "sgevents",
-        ])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build failed");
-    let exe = std::env::current_exe().expect("bench executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/release")
-        .join("sgevents")
-}
-
 fn config(dir: &Path, url: &str, fetch_interval: &str, plugins: &str) {
     std::fs::write(dir.join("key"), KEY).expect("key");
     let text = format!(
@@ -187,151 +164,4 @@ fn config(dir: &Path, url: &str, fetch_interval: &str, plugins: &str) {
          script_key_file = \"key\"\nbatch_size = 500\nfetch_interval = \"{fetch_interval}\"\nstart_at = \"earliest\"\n\n{plugins}"
     );
     std::fs::write(dir.join("sgevents.toml"), text).expect("config");
-}
-
-fn spawn(sgevents: &Path, dir: &Path) -> Child {
-    Command::new(sgevents)
-        .args(["-c", "sgevents.toml", "run"])
-        .current_dir(dir)
-        .env("SGEVENTS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sgevents starts")
-}
-
-fn stop(mut daemon: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = daemon.wait();
-}
-
-fn journal_count(dir: &Path) -> i64 {
-    let path = dir.join("var/state.db");
-    let Ok(db) =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    db.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap_or(0)
-}
-
-fn wait(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The same work as the daemon's poller, with nothing else: sign in, then page through every
-/// event above 0 in batches of 500. Returns how many events it read.
-fn bare_fetch(url: &str, newest: i64) -> usize {
-    let addr = url.trim_start_matches("http://");
-    let form = format!("grant_type=client_credentials&client_id=sgevents&client_secret={KEY}");
-    let (_, body) = http(
-        addr,
-        "POST",
-        "/api/v1/auth/access_token",
-        "application/x-www-form-urlencoded",
-        None,
-        &form,
-    );
-    let token: serde_json::Value = serde_json::from_str(&body).expect("a token");
-    let token = token["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned();
-    let mut high = 0i64;
-    let mut read = 0;
-    while high < newest {
-        let query = serde_json::json!({
-            "filters": [["id", "greater_than", high]],
-            "fields": ["event_type", "attribute_name", "meta", "entity", "user", "project", "session_uuid", "created_at", "description"],
-            "sort": "id", "page": {"size": 500, "number": 1},
-        });
-        let (status, body) = http(
-            addr,
-            "POST",
-            "/api/v1/entity/event_log_entries/_search",
-            "application/vnd+shotgun.api3_array+json",
-            Some(&token),
-            &query.to_string(),
-        );
-        assert_eq!(status, 200, "{body}");
-        let page: serde_json::Value = serde_json::from_str(&body).expect("a page");
-        let rows = page["data"].as_array().expect("data");
-        read += rows.len();
-        high = rows.last().and_then(|r| r["id"].as_i64()).expect("rows");
-    }
-    read
-}
-
-/// One HTTP/1.1 request on a new connection; returns the status and the body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nAccept: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read");
-    let text = String::from_utf8_lossy(&answer);
-    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    (status, body)
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = &tail[n + 2..];
-    }
-    out
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
-    v[v.len() / 2]
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
