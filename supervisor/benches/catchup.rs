@@ -12,13 +12,16 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sgevents_tests::fake_site::{FakeSite, SiteOptions};
 
 mod site;
 
-use site::{KEY, bare_fetch, build, journal_count, median, percentile, spawn, stop, wait};
+use site::{
+    ARRIVAL_PLUGIN, KEY, bare_fetch, build, journal_count, median, now_ns, percentile, spawn, stop,
+    wait, wait_arrival,
+};
 
 const EVENTS: usize = 50_000;
 const RUNS: usize = 3;
@@ -203,44 +206,4 @@ fn config(dir: &Path, url: &str, source_extra: &str, plugins: &str) {
          script_key_file = \"key\"\nstart_at = \"earliest\"\n{source_extra}\n\n{plugins}"
     );
     std::fs::write(dir.join("sgevents.toml"), text).expect("config");
-}
-
-/// A plugin with no SDK that appends `event_id nanoseconds` for each event it gets.
-const ARRIVAL_PLUGIN: &str = r#"import json, sys, time
-out = None
-for line in sys.stdin:
-    m = json.loads(line)
-    if m["type"] == "hello":
-        out = open(m["config"]["out"], "a", buffering=1)
-        print(json.dumps({"type": "register", "protocol": 1, "subscriptions": [{"name": "all", "event_types": ["*"]}]}), flush=True)
-    elif m["type"] == "event":
-        out.write("%d %d\n" % (m["event_id"], time.time_ns()))
-        print(json.dumps({"type": "ack", "event_id": m["event_id"]}), flush=True)
-    elif m["type"] == "ping":
-        print(json.dumps({"type": "pong", "nonce": m["nonce"]}), flush=True)
-"#;
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos()
-}
-
-fn wait_arrival(file: &Path, id: i64) -> u128 {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if let Some(ns) = text.lines().find_map(|l| {
-            let (i, t) = l.split_once(' ')?;
-            (i.parse::<i64>().ok()? == id).then(|| t.parse::<u128>().ok())?
-        }) {
-            return ns;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "event {id} was not delivered"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }

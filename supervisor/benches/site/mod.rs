@@ -1,12 +1,12 @@
 //! What the ShotGrid source's benchmarks (`shotgrid.rs`, `catchup.rs`) share: the release build,
 //! running and stopping the daemon, reading its journal, the bare client they are measured
-//! against, and the statistics.
+//! against, the arrival-timing plugin, and the statistics.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The script key the benchmarks' fake sites accept.
 pub(crate) const KEY: &str = "bench-key";
@@ -179,4 +179,44 @@ pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
     s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A plugin with no SDK that appends `event_id nanoseconds` for each event it gets.
+pub(crate) const ARRIVAL_PLUGIN: &str = r#"import json, sys, time
+out = None
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["type"] == "hello":
+        out = open(m["config"]["out"], "a", buffering=1)
+        print(json.dumps({"type": "register", "protocol": 1, "subscriptions": [{"name": "all", "event_types": ["*"]}]}), flush=True)
+    elif m["type"] == "event":
+        out.write("%d %d\n" % (m["event_id"], time.time_ns()))
+        print(json.dumps({"type": "ack", "event_id": m["event_id"]}), flush=True)
+    elif m["type"] == "ping":
+        print(json.dumps({"type": "pong", "nonce": m["nonce"]}), flush=True)
+"#;
+
+pub(crate) fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos()
+}
+
+pub(crate) fn wait_arrival(file: &Path, id: i64) -> u128 {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(ns) = text.lines().find_map(|l| {
+            let (i, t) = l.split_once(' ')?;
+            (i.parse::<i64>().ok()? == id).then(|| t.parse::<u128>().ok())?
+        }) {
+            return ns;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "event {id} was not delivered"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
