@@ -368,17 +368,7 @@ pub fn failed_list(
         )
         .map_err(StoreError::from)?;
     let rows = stmt
-        .query_map(params![plugin], |r| {
-            Ok(FailedRow {
-                plugin: r.get(0)?,
-                event_id: r.get(1)?,
-                seq: r.get(2)?,
-                attempts: r.get(3)?,
-                last_error: r.get(4)?,
-                failed_at: r.get(5)?,
-                retry_requested_at: r.get(6)?,
-            })
-        })
+        .query_map(params![plugin], failed_row)
         .map_err(StoreError::from)?;
     Ok(rows.collect::<Result<_, _>>().map_err(StoreError::from)?)
 }
@@ -491,4 +481,18 @@ pub fn replay_rows(conn: &Connection, plugin: &str) -> Result<(Vec<Replay>, Vec<
         )?;
     }
     Ok((rows, missing))
+}
+
+/// The columns of a `failed_events` row that [`FailedRow`] holds, selected in this order:
+/// `plugin, event_id, seq, attempts, last_error, failed_at, retry_requested_at`.
+pub(crate) fn failed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailedRow> {
+    Ok(FailedRow {
+        plugin: r.get(0)?,
+        event_id: r.get(1)?,
+        seq: r.get(2)?,
+        attempts: r.get(3)?,
+        last_error: r.get(4)?,
+        failed_at: r.get(5)?,
+        retry_requested_at: r.get(6)?,
+    })
 }

@@ -189,17 +189,7 @@ fn read(conn: &Connection, config: &Config) -> Result<Snapshot, StoreError> {
          WHERE n <= ?1 ORDER BY plugin, seq",
     )?;
     let failed = stmt
-        .query_map([FAILED_SHOWN as i64], |r| {
-            Ok(FailedRow {
-                plugin: r.get(0)?,
-                event_id: r.get(1)?,
-                seq: r.get(2)?,
-                attempts: r.get(3)?,
-                last_error: r.get(4)?,
-                failed_at: r.get(5)?,
-                retry_requested_at: r.get(6)?,
-            })
-        })?
+        .query_map([FAILED_SHOWN as i64], crate::control::ops::failed_row)?
         .collect::<Result<Vec<_>, _>>()?;
     drop(stmt);
     tx.finish()?;
