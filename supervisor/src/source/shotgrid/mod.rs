@@ -64,7 +64,7 @@ use self::gaps::{Gap, Gaps, MAX_RANGES_PER_POLL, given_up};
 use super::{fits, journal_row};
 use crate::alerts::{Alert, Alerts};
 use crate::config::{ShotgridSource, StartAt};
-use crate::store::{GapRow, NewEvent, SourcePosition, Store};
+use crate::store::{GapRow, JournalRow, SourcePosition, Store};
 
 /// The longest wait between retries of a failing request.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -206,7 +206,7 @@ enum Request {
 
 /// A page as the fetching task leaves it: the journal rows, in id order.
 struct Page {
-    rows: Vec<NewEvent>,
+    rows: Vec<JournalRow>,
     /// As many rows as asked for: there are probably more.
     full: bool,
 }
@@ -359,7 +359,7 @@ impl Poller {
     /// appeared, the new mark and the remaining gaps, in one transaction; returns how many events
     /// it journaled. `more`: other pages follow at once, so the missing ids are asked for at most
     /// once a second.
-    async fn journal(&mut self, mut fresh: Vec<NewEvent>, more: bool) -> anyhow::Result<usize> {
+    async fn journal(&mut self, mut fresh: Vec<JournalRow>, more: bool) -> anyhow::Result<usize> {
         let config = &self.config;
         let high = self.position.offset;
         let now = SystemTime::now();
@@ -532,7 +532,7 @@ fn events_of(rows: Vec<serde_json::Value>) -> Vec<Event> {
     events
 }
 
-fn created(event: &NewEvent) -> Option<SystemTime> {
+fn created(event: &JournalRow) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(event.created_at.as_deref()?).ok()
 }
 
