@@ -65,7 +65,7 @@ use super::{fits, journal_row};
 use crate::alerts::{Alert, Alerts};
 use crate::backoff::Backoff;
 use crate::config::{ShotgridSource, StartAt};
-use crate::store::{GapRow, NewEvent, SourcePosition, Store};
+use crate::store::{GapRow, JournalRow, SourcePosition, Store};
 
 /// The waits between retries of a failing request (before a ±20 % jitter).
 const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
@@ -207,7 +207,7 @@ enum Request {
 
 /// A page as the fetching task leaves it: the journal rows, in id order.
 struct Page {
-    rows: Vec<NewEvent>,
+    rows: Vec<JournalRow>,
 }
 
 /// A request in flight: the task that fetches and parses its page and, for a request that
@@ -398,7 +398,7 @@ impl Poller {
     /// appeared, the new mark and the remaining gaps, in one transaction; returns how many events
     /// it journaled. `more`: other pages follow at once, so the missing ids are asked for at most
     /// once a second.
-    async fn journal(&mut self, mut fresh: Vec<NewEvent>, more: bool) -> anyhow::Result<usize> {
+    async fn journal(&mut self, mut fresh: Vec<JournalRow>, more: bool) -> anyhow::Result<usize> {
         let config = &self.config;
         let high = self.position.offset;
         let now = SystemTime::now();
@@ -571,7 +571,7 @@ fn events_of(rows: Vec<serde_json::Value>) -> Vec<Event> {
     events
 }
 
-fn created(event: &NewEvent) -> Option<SystemTime> {
+fn created(event: &JournalRow) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(event.created_at.as_deref()?).ok()
 }
 
