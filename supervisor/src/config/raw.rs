@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,19 +47,70 @@ pub(super) struct RawDaemon {
     pub(super) timing_log: Option<bool>,
 }
 
+/// `[source]`: one variant per `kind`, each refusing the keys it does not know, the other kind's
+/// included ([`super::validate`] says those in the words of the kind).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(super) enum RawSource {
+    /// `kind = "jsonl"`: a file of events.
+    Jsonl(RawJsonl),
+    /// `kind = "shotgrid"`: a ShotGrid site's event log.
+    Shotgrid(Box<RawShotgrid>),
+}
+
+impl RawSource {
+    /// Every `kind`.
+    pub(super) const KINDS: [&'static str; 2] = ["jsonl", "shotgrid"];
+
+    /// The keys a `[source]` of `kind` accepts, or `None` for no such kind.
+    pub(super) fn keys(kind: &str) -> Option<&'static [&'static str]> {
+        match kind {
+            "jsonl" => Some(keys_of::<RawJsonl>()),
+            "shotgrid" => Some(keys_of::<RawShotgrid>()),
+            _ => None,
+        }
+    }
+
+    /// Reads the `[source]` of `text` as the variant `kind` names, alone and straight from the
+    /// text: serde's error then points at the offending line, where through the tag it points at
+    /// the `[source]` header. `None` when it reads (or there is no such kind).
+    pub(super) fn error_alone(kind: &str, text: &str) -> Option<toml::de::Error> {
+        #[derive(Deserialize)]
+        struct Alone<T> {
+            #[allow(dead_code)]
+            source: T,
+        }
+        match kind {
+            "jsonl" => toml::from_str::<Alone<RawJsonl>>(text).err(),
+            "shotgrid" => toml::from_str::<Alone<RawShotgrid>>(text).err(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSource {
-    pub(super) kind: String,
-    pub(super) start_at: Option<toml::Value>,
-    pub(super) batch_size: Option<i64>,
-    pub(super) max_event_bytes: Option<i64>,
-    // kind = "jsonl"
+pub(super) struct RawJsonl {
+    /// Taken by the tag when read as a [`RawSource`]; here so that the variant can be read alone
+    /// ([`RawSource::error_alone`]).
+    #[serde(rename = "kind")]
+    _kind: Option<IgnoredAny>,
     pub(super) path: Option<PathBuf>,
     pub(super) follow: Option<bool>,
     pub(super) poll_interval: Option<String>,
     pub(super) site_url: Option<String>,
-    // kind = "shotgrid"
+    pub(super) start_at: Option<toml::Value>,
+    pub(super) batch_size: Option<i64>,
+    pub(super) max_event_bytes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShotgrid {
+    /// Taken by the tag when read as a [`RawSource`]; here so that the variant can be read alone
+    /// ([`RawSource::error_alone`]).
+    #[serde(rename = "kind")]
+    _kind: Option<IgnoredAny>,
     pub(super) url: Option<String>,
     pub(super) script_name: Option<String>,
     pub(super) script_key_env: Option<String>,
@@ -73,6 +125,9 @@ pub(super) struct RawSource {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) request_timeout: Option<String>,
     pub(super) alert_after: Option<String>,
+    pub(super) start_at: Option<toml::Value>,
+    pub(super) batch_size: Option<i64>,
+    pub(super) max_event_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,4 +194,39 @@ pub(super) struct RawAlerts {
     pub(super) subject_prefix: Option<String>,
     pub(super) rate_limit: Option<String>,
     pub(super) ca_file: Option<PathBuf>,
+}
+
+/// The keys a table read as `T` accepts, as serde's derive declares them: `T` is asked to read
+/// itself from a deserializer that only records the field names it is given.
+fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Keys<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Keys<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a table"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("keys recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut keys: &'static [&'static str] = &[];
+    // Always an error: the point is what it recorded on the way.
+    let _ = T::deserialize(Keys(&mut keys));
+    keys
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::ConfigError;
@@ -96,8 +97,10 @@ pub struct DaemonConfig {
     pub logs: LogConfig,
 }
 
-/// SQLite's `synchronous` pragma, as far as it is safe to choose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// SQLite's `synchronous` pragma, as far as it is safe to choose: `daemon.synchronous`, read in
+/// any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// Every commit reaches the disk before it returns: an answer survives a power cut.
     Full,

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::value::StringDeserializer;
+use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde_json::{Map, Value};
 
 use super::discover::{discover, discover_legacy, plugin_name};
@@ -47,22 +49,93 @@ fn plain_type_error(message: &str) -> String {
         .join("\n")
 }
 
+/// A setting whose values a serde enum names (`rename_all = "lowercase"`), read in any ASCII case
+/// as it always was; `None` for a value it does not name (the caller says so, with the key).
+fn named<T: DeserializeOwned>(text: &str) -> Option<T> {
+    let text: StringDeserializer<serde::de::value::Error> =
+        text.to_ascii_lowercase().into_deserializer();
+    T::deserialize(text).ok()
+}
+
+/// serde's error, its type errors in plain words.
+fn invalid(file: &Path, e: &toml::de::Error) -> ConfigError {
+    ConfigError::plain(
+        file,
+        format!(
+            "invalid configuration: {}",
+            plain_type_error(e.to_string().trim_end())
+        ),
+        "see the Configuration section of the README for every key and its type",
+    )
+}
+
+/// What is wrong with the `[source]` table, said better than serde says it through the tag: a
+/// missing or unknown `kind`, a key of another kind, or (read as its kind alone) a key or value
+/// on its own line. `None` when the table is fine, or the text is not TOML: the error is serde's,
+/// and elsewhere.
+fn source_error(file: &Path, text: &str) -> Option<ConfigError> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let table = match doc.get("source")? {
+        toml::Value::Table(table) => table,
+        other => {
+            return Some(ConfigError::at(
+                file,
+                "source",
+                other,
+                "not a table",
+                "write it as a table, such as:\n[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"",
+            ));
+        }
+    };
+    let kinds = "use \"shotgrid\" (a ShotGrid site) or \"jsonl\" (a file of events)";
+    let Some(kind) = table.get("kind") else {
+        return Some(ConfigError::plain(
+            file,
+            "`source.kind` is missing",
+            &format!("say which source this is: {kinds}"),
+        ));
+    };
+    let Some((name, keys)) = kind
+        .as_str()
+        .and_then(|name| Some((name, RawSource::keys(name)?)))
+    else {
+        let shown = match kind {
+            toml::Value::String(name) => format!("{name:?}"),
+            other => other.to_string(),
+        };
+        return Some(ConfigError::at(
+            file,
+            "source.kind",
+            shown,
+            "unknown source kind",
+            kinds,
+        ));
+    };
+    let foreign = table.keys().find(|key| {
+        !keys.contains(&key.as_str())
+            && RawSource::KINDS
+                .iter()
+                .filter_map(|other| RawSource::keys(other))
+                .any(|other| other.contains(&key.as_str()))
+    });
+    match foreign {
+        Some(key) => Some(ConfigError::plain(
+            file,
+            format!("`source.{key}` does not apply to kind = \"{name}\""),
+            "remove it, or change `source.kind`; the README lists the keys of each kind",
+        )),
+        None => RawSource::error_alone(name, text).map(|e| invalid(file, &e)),
+    }
+}
+
 pub(super) fn parse_mode(
     file: &Path,
     text: &str,
     skip_secrets: bool,
     rediscover: bool,
 ) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        ConfigError::plain(
-            file,
-            format!(
-                "invalid configuration: {}",
-                plain_type_error(e.to_string().trim_end())
-            ),
-            "see the Configuration section of the README for every key and its type",
-        )
-    })?;
+    let raw: RawConfig = toml::from_str(text)
+        .map_err(|e| source_error(file, text).unwrap_or_else(|| invalid(file, &e)))?;
     let base_dir = file
         .parent()
         .map(|p| {
@@ -245,23 +318,17 @@ impl Validator<'_> {
     }
 
     fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
-        let synchronous = match raw
-            .synchronous
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("full") => Synchronous::Full,
-            Some("normal") => Synchronous::Normal,
-            Some(_) => {
-                return Err(ConfigError::at(
+        let synchronous = match &raw.synchronous {
+            None => Synchronous::Full,
+            Some(text) => named(text).ok_or_else(|| {
+                ConfigError::at(
                     self.file,
                     "daemon.synchronous",
-                    format!("{:?}", raw.synchronous.unwrap_or_default()),
+                    format!("{text:?}"),
                     "unknown setting",
                     "use \"full\" (the default: answers survive a power cut) or \"normal\" (faster; a power cut may turn answers into redeliveries)",
-                ));
-            }
+                )
+            })?,
         };
         let logs = self.logs(&raw)?;
         Ok(DaemonConfig {
@@ -311,7 +378,7 @@ impl Validator<'_> {
         )? as u32;
         let format = match &raw.log_format {
             None => LogFormat::Text,
-            Some(text) => LogFormat::parse(text).ok_or_else(|| {
+            Some(text) => named(text).ok_or_else(|| {
                 ConfigError::at(
                     self.file,
                     "daemon.log_format",
@@ -380,99 +447,59 @@ impl Validator<'_> {
     }
 
     fn source(&self, raw: RawSource) -> Result<SourceConfig, ConfigError> {
-        match raw.kind.as_str() {
-            "jsonl" => {
-                let foreign = [
-                    ("url", raw.url.is_some()),
-                    ("script_name", raw.script_name.is_some()),
-                    ("script_key_env", raw.script_key_env.is_some()),
-                    ("script_key_file", raw.script_key_file.is_some()),
-                    ("fetch_interval", raw.fetch_interval.is_some()),
-                    ("min_fetch_interval", raw.min_fetch_interval.is_some()),
-                    ("fetch_concurrency", raw.fetch_concurrency.is_some()),
-                    ("webhook_secret_env", raw.webhook_secret_env.is_some()),
-                    ("webhook_secret_file", raw.webhook_secret_file.is_some()),
-                    ("gap_timeout", raw.gap_timeout.is_some()),
-                    ("proxy", raw.proxy.is_some()),
-                    ("ca_file", raw.ca_file.is_some()),
-                    ("request_timeout", raw.request_timeout.is_some()),
-                    ("alert_after", raw.alert_after.is_some()),
-                ];
-                self.refuse_foreign("jsonl", &foreign)?;
-                if let Some(StartAt::Time(_)) = raw
-                    .start_at
-                    .as_ref()
-                    .map(|v| self.start_at("source.start_at", v))
-                    .transpose()?
-                {
-                    return Err(ConfigError::plain(
-                        self.file,
-                        "`source.start_at` is a time, which only the ShotGrid source understands",
-                        "use \"earliest\", \"latest\" or an event id",
-                    ));
-                }
-                let Some(path) = raw.path else {
-                    return Err(ConfigError::plain(
-                        self.file,
-                        "`source.path` is missing",
-                        "name the JSON-lines file of events, such as path = \"events.jsonl\"",
-                    ));
-                };
-                let start_at = match &raw.start_at {
-                    Some(v) => self.start_at("source.start_at", v)?,
-                    None => StartAt::Earliest,
-                };
-                let batch_size = self.int(
-                    "source.batch_size",
-                    raw.batch_size,
-                    500,
-                    1..=10_000,
-                    "use 1 to 10000",
-                )? as usize;
-                Ok(SourceConfig::Jsonl(JsonlSource {
-                    path: self.resolve(&path),
-                    follow: raw.follow.unwrap_or(false),
-                    start_at,
-                    poll_interval: self.duration(
-                        "source.poll_interval",
-                        &raw.poll_interval,
-                        Duration::from_millis(100),
-                    )?,
-                    batch_size,
-                    site_url: raw.site_url,
-                    max_event_bytes: self.max_event_bytes(raw.max_event_bytes)?,
-                }))
-            }
-            "shotgrid" => self.shotgrid(raw),
-            other => Err(ConfigError::at(
-                self.file,
-                "source.kind",
-                format!("{other:?}"),
-                "unknown source kind",
-                "use \"shotgrid\" (a ShotGrid site) or \"jsonl\" (a file of events)",
-            )),
+        match raw {
+            RawSource::Jsonl(raw) => self.jsonl(raw),
+            RawSource::Shotgrid(raw) => self.shotgrid(*raw),
         }
     }
 
-    fn refuse_foreign(&self, kind: &str, keys: &[(&str, bool)]) -> Result<(), ConfigError> {
-        match keys.iter().find(|(_, present)| *present) {
-            Some((key, _)) => Err(ConfigError::plain(
+    fn jsonl(&self, raw: RawJsonl) -> Result<SourceConfig, ConfigError> {
+        if let Some(StartAt::Time(_)) = raw
+            .start_at
+            .as_ref()
+            .map(|v| self.start_at("source.start_at", v))
+            .transpose()?
+        {
+            return Err(ConfigError::plain(
                 self.file,
-                format!("`source.{key}` does not apply to kind = \"{kind}\""),
-                "remove it, or change `source.kind`; the README lists the keys of each kind",
-            )),
-            None => Ok(()),
+                "`source.start_at` is a time, which only the ShotGrid source understands",
+                "use \"earliest\", \"latest\" or an event id",
+            ));
         }
+        let Some(path) = raw.path else {
+            return Err(ConfigError::plain(
+                self.file,
+                "`source.path` is missing",
+                "name the JSON-lines file of events, such as path = \"events.jsonl\"",
+            ));
+        };
+        let start_at = match &raw.start_at {
+            Some(v) => self.start_at("source.start_at", v)?,
+            None => StartAt::Earliest,
+        };
+        let batch_size = self.int(
+            "source.batch_size",
+            raw.batch_size,
+            500,
+            1..=10_000,
+            "use 1 to 10000",
+        )? as usize;
+        Ok(SourceConfig::Jsonl(JsonlSource {
+            path: self.resolve(&path),
+            follow: raw.follow.unwrap_or(false),
+            start_at,
+            poll_interval: self.duration(
+                "source.poll_interval",
+                &raw.poll_interval,
+                Duration::from_millis(100),
+            )?,
+            batch_size,
+            site_url: raw.site_url,
+            max_event_bytes: self.max_event_bytes(raw.max_event_bytes)?,
+        }))
     }
 
-    fn shotgrid(&self, raw: RawSource) -> Result<SourceConfig, ConfigError> {
-        let foreign = [
-            ("path", raw.path.is_some()),
-            ("follow", raw.follow.is_some()),
-            ("poll_interval", raw.poll_interval.is_some()),
-            ("site_url", raw.site_url.is_some()),
-        ];
-        self.refuse_foreign("shotgrid", &foreign)?;
+    fn shotgrid(&self, raw: RawShotgrid) -> Result<SourceConfig, ConfigError> {
         let Some(url) = raw.url else {
             return Err(ConfigError::plain(
                 self.file,
@@ -1438,15 +1465,9 @@ impl Validator<'_> {
 /// The variables the configuration's `*_env` keys name.
 fn secret_env(raw: &RawConfig) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    if let Some(v) = raw.source.as_ref().and_then(|s| s.script_key_env.clone()) {
-        out.insert(v);
-    }
-    if let Some(v) = raw
-        .source
-        .as_ref()
-        .and_then(|s| s.webhook_secret_env.clone())
-    {
-        out.insert(v);
+    if let Some(RawSource::Shotgrid(s)) = &raw.source {
+        out.extend(s.script_key_env.clone());
+        out.extend(s.webhook_secret_env.clone());
     }
     for p in raw.plugin.values() {
         if let Some(v) = &p.script_key_env {
