@@ -21,6 +21,340 @@ fn parse_err(text: &str) -> String {
 
 const MINIMAL: &str = "[source]\nkind = \"jsonl\"\npath = \"events.jsonl\"\n";
 
+/// A `[source]` of kind shotgrid, every key it needs there but the script's key.
+const SHOTGRID: &str =
+    "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"sgevents\"\n";
+
+/// Every configuration that must be refused: (the case's name, the text, what the error says).
+/// Each error starts with the file's name and ends with a hint; each fragment is in it, and a
+/// fragment starting with `^` begins it (after the file's name).
+fn refused() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    let keyed = format!("{SHOTGRID}script_key_env = \"PATH\"\n");
+    let daemon = |line: &str| format!("[daemon]\n{line}\n{MINIMAL}");
+    let plugins = |lines: &str| format!("{MINIMAL}[plugins]\n{lines}\n");
+    let plugin_x = |lines: &str| format!("{MINIMAL}[plugin.x]\ncommand = [\"x\"]\n{lines}\n");
+    vec![
+        // Said in plain words: serde's type errors.
+        (
+            "an integer as a string",
+            plugins("max_attempts = \"three\""),
+            vec!["\nexpected an integer, found string \"three\"\n"],
+        ),
+        (
+            "a command as a string",
+            format!("{MINIMAL}[plugin.x]\ncommand = \"python3 x.py\"\n"),
+            vec![
+                "\nexpected an array such as `[\"python3\", \"plugin.py\"]`, found string \"python3 x.py\"\n",
+            ],
+        ),
+        (
+            "an unknown key",
+            plugins("ack_timeuot = \"30s\""),
+            vec!["^invalid configuration", "ack_timeuot"],
+        ),
+        // [daemon]
+        (
+            "log_retention 0",
+            daemon("log_retention = 0"),
+            vec!["`daemon.log_retention` = `0`: out of range"],
+        ),
+        (
+            "log_retention 5000",
+            daemon("log_retention = 5000"),
+            vec!["`daemon.log_retention` = `5000`: out of range"],
+        ),
+        (
+            "log_format xml",
+            daemon("log_format = \"xml\""),
+            vec!["`daemon.log_format` = `\"xml\"`: unknown log format"],
+        ),
+        (
+            "log_dir empty",
+            daemon("log_dir = \"\""),
+            vec!["`daemon.log_dir` = `\"\"`: an empty path"],
+        ),
+        (
+            "log_per_plugin without log_dir",
+            daemon("log_per_plugin = true"),
+            vec!["`daemon.log_per_plugin` = `true`: there is no `daemon.log_dir`"],
+        ),
+        (
+            "timing_log without log_dir",
+            daemon("timing_log = true"),
+            vec!["`daemon.timing_log` = `true`: there is no `daemon.log_dir`"],
+        ),
+        (
+            "log_retention as a string",
+            daemon("log_retention = \"14\""),
+            vec!["invalid configuration"],
+        ),
+        (
+            "log_rotation, no such key",
+            daemon("log_rotation = \"daily\""),
+            vec!["log_rotation"],
+        ),
+        (
+            "synchronous off",
+            daemon("synchronous = \"off\""),
+            vec!["`daemon.synchronous` = `\"off\"`"],
+        ),
+        // [plugins] and [plugin.NAME]
+        (
+            "a duration of parsecs",
+            plugins("ack_timeout = \"30 parsecs\""),
+            vec![
+                "^`plugins.ack_timeout` = `\"30 parsecs\"`: not a duration",
+                "hint: write a duration",
+            ],
+        ),
+        (
+            "max_attempts 0",
+            plugins("max_attempts = 0"),
+            vec!["`plugins.max_attempts` = `0`: out of range"],
+        ),
+        (
+            "log_rate -1",
+            plugins("log_rate = -1"),
+            vec!["`plugins.log_rate` = `-1`: out of range"],
+        ),
+        (
+            "inherit_env not a name",
+            plugins("inherit_env = [\"BAD-NAME\"]"),
+            vec!["`plugins.inherit_env` = `\"BAD-NAME\"`: not a variable name or glob"],
+        ),
+        (
+            "a plugin folder that is not there",
+            plugins("paths = [\"/no/such/folder\"]"),
+            vec!["`plugins.paths` = `/no/such/folder`: cannot read the folder"],
+        ),
+        (
+            "a plugin without a command",
+            format!("{MINIMAL}[plugin.ghost]\nenv = {{ A = \"1\" }}\n"),
+            vec!["`[plugin.ghost]` has no `command`"],
+        ),
+        (
+            "an empty command",
+            format!("{MINIMAL}[plugin.x]\ncommand = []\n"),
+            vec!["empty command"],
+        ),
+        (
+            "a bad plugin name",
+            format!("{MINIMAL}[plugin.\"bad name\"]\ncommand = [\"x\"]\n"),
+            vec!["not a valid plugin name"],
+        ),
+        (
+            "script_name without a key",
+            plugin_x("script_name = \"bot\""),
+            vec!["sets only one of"],
+        ),
+        (
+            "plugin credentials without a site",
+            plugin_x("script_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\""),
+            vec!["names no site"],
+        ),
+        (
+            "plugin credentials with an unset variable",
+            format!(
+                "{}[plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n",
+                MINIMAL.replace("path", "site_url = \"https://studio.example\"\npath")
+            ),
+            vec![
+                "`plugin.x.script_key_env` = `\"SGEVENTS_TEST_NO_SUCH_VAR\"`: the environment variable is not set",
+            ],
+        ),
+        (
+            "group without user",
+            plugin_x("group = \"anim\""),
+            vec!["`plugin.x.group` = `\"anim\"`: `group` is set without `user`"],
+        ),
+        (
+            "no such user",
+            plugin_x("user = \"sgevents-no-such-user\""),
+            vec!["`plugin.x.user` = `\"sgevents-no-such-user\"`: no such user on this machine"],
+        ),
+        (
+            "a plugin starting at a time",
+            plugin_x("start_at = \"2026-11-02T10:00:00Z\""),
+            vec!["`plugin.x.start_at`"],
+        ),
+        // [source]
+        (
+            "no source",
+            String::new(),
+            vec!["there is no `[source]` table"],
+        ),
+        (
+            "an unknown kind",
+            "[source]\nkind = \"kafka\"\n".into(),
+            vec![
+                "`source.kind` = `\"kafka\"`: unknown source kind",
+                "\"shotgrid\"",
+                "\"jsonl\"",
+            ],
+        ),
+        (
+            "a kind that is not a string",
+            "[source]\nkind = 3\npath = \"e\"\n".into(),
+            vec![
+                "`source.kind` = `3`: unknown source kind",
+                "\"shotgrid\"",
+                "\"jsonl\"",
+            ],
+        ),
+        (
+            "no kind",
+            "[source]\npath = \"e\"\n".into(),
+            vec!["`source.kind` is missing", "\"shotgrid\"", "\"jsonl\""],
+        ),
+        (
+            "a source that is not a table",
+            "source = 3\n".into(),
+            vec!["`source` = `3`: not a table"],
+        ),
+        (
+            "start_at yesterday",
+            MINIMAL.replace("path", "start_at = \"yesterday\"\npath"),
+            vec!["`source.start_at` = `\"yesterday\"`: not a starting point"],
+        ),
+        (
+            "max_event_bytes too large",
+            MINIMAL.replace("path", "max_event_bytes = 16777216\npath"),
+            vec!["`source.max_event_bytes` = `16777216`: above the largest"],
+        ),
+        (
+            "max_event_bytes too small",
+            MINIMAL.replace("path", "max_event_bytes = 10\npath"),
+            vec!["too small"],
+        ),
+        (
+            "a shotgrid key under jsonl",
+            "[source]\nkind = \"jsonl\"\npath = \"e\"\nurl = \"https://s\"\n".into(),
+            vec![
+                "`source.url` does not apply to kind = \"jsonl\"",
+                "change `source.kind`",
+            ],
+        ),
+        (
+            "a jsonl key under shotgrid",
+            format!("{SHOTGRID}path = \"events.jsonl\"\n"),
+            vec![
+                "`source.path` does not apply to kind = \"shotgrid\"",
+                "change `source.kind`",
+            ],
+        ),
+        (
+            "a jsonl key under shotgrid, with its key",
+            format!("{keyed}follow = true\n"),
+            vec!["`source.follow` does not apply to kind = \"shotgrid\""],
+        ),
+        (
+            "an unknown source key, on its line",
+            MINIMAL.replace("path", "pathh = \"x\"\npath"),
+            vec![
+                "^invalid configuration",
+                "line 3",
+                "pathh = \"x\"",
+                "unknown field `pathh`",
+            ],
+        ),
+        (
+            "a source value of the wrong type, on its line",
+            format!("{keyed}fetch_concurrency = \"4\"\n"),
+            vec![
+                "line 6",
+                "fetch_concurrency = \"4\"",
+                "expected an integer, found string \"4\"",
+            ],
+        ),
+        (
+            "a time under jsonl",
+            MINIMAL.replace("path", "start_at = \"2026-11-02T10:00:00Z\"\npath"),
+            vec!["only the ShotGrid source understands"],
+        ),
+        (
+            "no script key",
+            SHOTGRID.into(),
+            vec!["the script's key is missing"],
+        ),
+        (
+            "script_key_env unset",
+            format!("{SHOTGRID}script_key_env = \"SGEVENTS_TEST_UNSET_KEY\"\n"),
+            vec![
+                "`source.script_key_env` = `\"SGEVENTS_TEST_UNSET_KEY\"`: the environment variable is not set",
+            ],
+        ),
+        (
+            "both script keys",
+            format!("{SHOTGRID}script_key_env = \"A\"\nscript_key_file = \"B\"\n"),
+            vec!["both `source.script_key_env` and `source.script_key_file`"],
+        ),
+        (
+            "fetch_concurrency 17",
+            format!("{keyed}fetch_concurrency = 17\n"),
+            vec!["`source.fetch_concurrency` = `17`: out of range"],
+        ),
+        (
+            "webhook_secret_env unset",
+            format!("{keyed}webhook_secret_env = \"SGEVENTS_TEST_UNSET_HOOK\"\n"),
+            vec![
+                "`source.webhook_secret_env` = `\"SGEVENTS_TEST_UNSET_HOOK\"`: the environment variable is not set",
+            ],
+        ),
+        (
+            "both webhook secrets",
+            format!("{keyed}webhook_secret_env = \"A\"\nwebhook_secret_file = \"B\"\n"),
+            vec!["both `source.webhook_secret_env` and `source.webhook_secret_file`"],
+        ),
+        (
+            "a url that is not one",
+            "[source]\nkind = \"shotgrid\"\nurl = \"mystudio\"\nscript_name = \"n\"\n".into(),
+            vec!["`source.url` = `\"mystudio\"`: not an http(s) URL"],
+        ),
+        // [http]
+        (
+            "listen beyond loopback",
+            format!("{MINIMAL}[http]\nlisten = \"0.0.0.0:9750\"\n"),
+            vec!["`http.listen` = `\"0.0.0.0:9750\"`: not a loopback address"],
+        ),
+        (
+            "listen on a name",
+            format!("{MINIMAL}[http]\nlisten = \"localhost\"\n"),
+            vec!["`http.listen` = `\"localhost\"`: not an IP address with a port"],
+        ),
+    ]
+}
+
+#[test]
+fn refused_configurations_say_why_and_what_to_do() {
+    let mut failed = Vec::new();
+    for (name, text, fragments) in refused() {
+        let err = match parse(Path::new("sgevents.toml"), &text) {
+            Ok(_) => {
+                failed.push(format!("{name}: accepted"));
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        let Some(said) = err.strip_prefix("sgevents.toml: ") else {
+            failed.push(format!("{name}: does not name the file:\n{err}"));
+            continue;
+        };
+        if !err.contains("\nhint: ") {
+            failed.push(format!("{name}: no hint:\n{err}"));
+        }
+        for fragment in fragments {
+            let found = match fragment.strip_prefix('^') {
+                Some(start) => said.starts_with(start),
+                None => err.contains(fragment),
+            };
+            if !found {
+                failed.push(format!("{name}: {fragment:?} is not in:\n{err}"));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
 #[test]
 fn files_without_the_executable_bit_are_named() {
     use std::os::unix::fs::PermissionsExt;
@@ -68,20 +402,6 @@ fn a_plugin_overrides_the_restart_backoff() {
 
 #[test]
 fn type_errors_and_log_filters_are_said_in_plain_words() {
-    let err = parse_err(&format!("{MINIMAL}[plugins]\nmax_attempts = \"three\"\n"));
-    assert!(
-        err.contains("\nexpected an integer, found string \"three\"\n"),
-        "{err}"
-    );
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.x]\ncommand = \"python3 x.py\"\n"
-    ));
-    assert!(
-        err.contains(
-            "\nexpected an array such as `[\"python3\", \"plugin.py\"]`, found string \"python3 x.py\"\n"
-        ),
-        "{err}"
-    );
     let err = parse_err(&format!("[daemon]\nlog_level = \"verbose\"\n{MINIMAL}"));
     assert_eq!(
         err,
@@ -120,14 +440,6 @@ fn max_event_bytes_defaults_to_what_an_event_line_can_carry() {
         panic!("a jsonl source")
     };
     assert_eq!(s.max_event_bytes, 4096);
-    let err = parse_err(&MINIMAL.replace("path", "max_event_bytes = 16777216\npath"));
-    assert!(
-        err.contains("`source.max_event_bytes` = `16777216`: above the largest")
-            && err.contains("\nhint: "),
-        "{err}"
-    );
-    let err = parse_err(&MINIMAL.replace("path", "max_event_bytes = 10\npath"));
-    assert!(err.contains("too small"), "{err}");
 }
 
 #[test]
@@ -135,6 +447,14 @@ fn defaults() {
     let c = parse_ok(MINIMAL);
     assert_eq!(c.daemon.state_dir, Path::new("/etc/sgevents/var"));
     assert_eq!(c.daemon.synchronous, Synchronous::Full);
+    for (text, want) in [
+        ("normal", Synchronous::Normal),
+        ("NORMAL", Synchronous::Normal),
+        ("Full", Synchronous::Full),
+    ] {
+        let c = parse_ok(&format!("[daemon]\nsynchronous = {text:?}\n{MINIMAL}"));
+        assert_eq!(c.daemon.synchronous, want, "any case, as always");
+    }
     assert_eq!(
         c.daemon.journal_retention,
         Duration::from_secs(7 * 24 * 3600)
@@ -186,35 +506,6 @@ fn log_settings() {
             timing: false,
         }
     );
-    for (bad, expected) in [
-        (
-            "log_retention = 0",
-            "`daemon.log_retention` = `0`: out of range",
-        ),
-        (
-            "log_retention = 5000",
-            "`daemon.log_retention` = `5000`: out of range",
-        ),
-        (
-            "log_format = \"xml\"",
-            "`daemon.log_format` = `\"xml\"`: unknown log format",
-        ),
-        ("log_dir = \"\"", "`daemon.log_dir` = `\"\"`: an empty path"),
-        (
-            "log_per_plugin = true",
-            "`daemon.log_per_plugin` = `true`: there is no `daemon.log_dir`",
-        ),
-        (
-            "timing_log = true",
-            "`daemon.timing_log` = `true`: there is no `daemon.log_dir`",
-        ),
-        ("log_retention = \"14\"", "invalid configuration"),
-        ("log_rotation = \"daily\"", "log_rotation"),
-    ] {
-        let err = parse_err(&format!("[daemon]\n{bad}\n{MINIMAL}"));
-        assert!(err.contains(expected), "{bad}: {err}");
-        assert!(err.contains("\nhint: "), "{bad}: {err}");
-    }
 }
 
 #[test]
@@ -264,81 +555,6 @@ fn log_rate_defaults_overrides_and_bounds() {
     assert_eq!(rate("quiet"), Some(0), "0: no limit");
     assert_eq!(rate("plain"), Some(50), "the [plugins] default");
     assert_eq!(PluginLimits::default().log_rate, 1000);
-    let err = parse_err(&format!("{MINIMAL}[plugins]\nlog_rate = -1\n"));
-    assert!(
-        err.contains("`plugins.log_rate` = `-1`: out of range") && err.contains("\nhint: "),
-        "{err}"
-    );
-}
-
-#[test]
-fn unknown_keys_name_the_file_and_the_key() {
-    let err = parse_err(&format!("{MINIMAL}[plugins]\nack_timeuot = \"30s\"\n"));
-    assert!(
-        err.starts_with("sgevents.toml: invalid configuration"),
-        "{err}"
-    );
-    assert!(err.contains("ack_timeuot"), "{err}");
-    assert!(err.contains("\nhint: "), "{err}");
-}
-
-#[test]
-fn bad_values_name_the_key_and_the_value() {
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugins]\nack_timeout = \"30 parsecs\"\n"
-    ));
-    assert!(
-        err.starts_with("sgevents.toml: `plugins.ack_timeout` = `\"30 parsecs\"`: not a duration"),
-        "{err}"
-    );
-    assert!(err.contains("hint: write a duration"), "{err}");
-    let err = parse_err(&format!("{MINIMAL}[plugins]\nmax_attempts = 0\n"));
-    assert!(
-        err.contains("`plugins.max_attempts` = `0`: out of range"),
-        "{err}"
-    );
-    let err = parse_err("[source]\nkind = \"kafka\"\n");
-    assert!(
-        err.contains("`source.kind` = `\"kafka\"`: unknown source kind"),
-        "{err}"
-    );
-    let err = parse_err("[source]\nkind = \"jsonl\"\npath = \"e\"\nstart_at = \"yesterday\"\n");
-    assert!(
-        err.contains("`source.start_at` = `\"yesterday\"`: not a starting point"),
-        "{err}"
-    );
-    let err =
-        parse_err("[daemon]\nsynchronous = \"off\"\n[source]\nkind = \"jsonl\"\npath = \"e\"\n");
-    assert!(err.contains("`daemon.synchronous` = `\"off\"`"), "{err}");
-}
-
-#[test]
-fn missing_pieces_say_what_to_add() {
-    assert!(parse_err("").contains("there is no `[source]` table"));
-    let err = parse_err(&format!("{MINIMAL}[plugin.ghost]\nenv = {{ A = \"1\" }}\n"));
-    assert!(err.contains("`[plugin.ghost]` has no `command`"), "{err}");
-    let err = parse_err(&format!("{MINIMAL}[plugin.x]\ncommand = []\n"));
-    assert!(err.contains("empty command"), "{err}");
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.\"bad name\"]\ncommand = [\"x\"]\n"
-    ));
-    assert!(err.contains("not a valid plugin name"), "{err}");
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\n"
-    ));
-    assert!(err.contains("sets only one of"), "{err}");
-}
-
-#[test]
-fn credentials_need_a_site_and_a_set_variable() {
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n"
-    ));
-    assert!(err.contains("names no site"), "{err}");
-    let text = "[source]\nkind = \"jsonl\"\npath = \"e\"\nsite_url = \"https://studio.example\"\n\
-                [plugin.x]\ncommand = [\"x\"]\nscript_name = \"bot\"\nscript_key_env = \"SGEVENTS_TEST_NO_SUCH_VAR\"\n";
-    let err = parse_err(text);
-    assert!(err.contains("`plugin.x.script_key_env` = `\"SGEVENTS_TEST_NO_SUCH_VAR\"`: the environment variable is not set"), "{err}");
 }
 
 #[test]
@@ -352,28 +568,6 @@ fn environment_and_user_settings() {
     assert_eq!(x.env["A"], "1");
     assert_eq!(x.env["B"], "x");
     assert_eq!(x.user, None);
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugins]\ninherit_env = [\"BAD-NAME\"]\n"
-    ));
-    assert!(
-        err.contains("`plugins.inherit_env` = `\"BAD-NAME\"`: not a variable name or glob"),
-        "{err}"
-    );
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\ngroup = \"anim\"\n"
-    ));
-    assert!(
-        err.contains("`plugin.x.group` = `\"anim\"`: `group` is set without `user`"),
-        "{err}"
-    );
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nuser = \"sgevents-no-such-user\"\n"
-    ));
-    assert!(
-        err.contains("`plugin.x.user` = `\"sgevents-no-such-user\"`: no such user on this machine"),
-        "{err}"
-    );
-    assert!(err.contains("\nhint: "), "{err}");
 }
 
 #[test]
@@ -458,16 +652,6 @@ fn duplicate_stems_and_missing_folders_are_errors() {
         .expect_err("duplicate")
         .to_string();
     assert!(err.contains("two plugins are named `same`"), "{err}");
-    let err = parse(
-        Path::new("x.toml"),
-        "[source]\nkind = \"jsonl\"\npath = \"e\"\n[plugins]\npaths = [\"/no/such/folder\"]\n",
-    )
-    .expect_err("missing folder")
-    .to_string();
-    assert!(
-        err.contains("`plugins.paths` = `/no/such/folder`: cannot read the folder"),
-        "{err}"
-    );
 }
 
 #[test]
@@ -559,74 +743,6 @@ fn a_shotgrid_source() {
 }
 
 #[test]
-fn shotgrid_source_errors() {
-    let base =
-        "[source]\nkind = \"shotgrid\"\nurl = \"https://s.example\"\nscript_name = \"sgevents\"\n";
-    let err = parse_err(base);
-    assert!(err.contains("the script's key is missing"), "{err}");
-    let err = parse_err(&format!(
-        "{base}script_key_env = \"SGEVENTS_TEST_UNSET_KEY\"\n"
-    ));
-    assert!(err.contains("`source.script_key_env` = `\"SGEVENTS_TEST_UNSET_KEY\"`: the environment variable is not set"), "{err}");
-    let err = parse_err(&format!(
-        "{base}script_key_env = \"A\"\nscript_key_file = \"B\"\n"
-    ));
-    assert!(
-        err.contains("both `source.script_key_env` and `source.script_key_file`"),
-        "{err}"
-    );
-    let keyed = format!("{base}script_key_env = \"PATH\"\n");
-    let err = parse_err(&format!("{keyed}fetch_concurrency = 17\n"));
-    assert!(
-        err.contains("`source.fetch_concurrency` = `17`: out of range"),
-        "{err}"
-    );
-    let err = parse_err(&format!(
-        "{keyed}webhook_secret_env = \"SGEVENTS_TEST_UNSET_HOOK\"\n"
-    ));
-    assert!(
-        err.contains("`source.webhook_secret_env` = `\"SGEVENTS_TEST_UNSET_HOOK\"`: the environment variable is not set"),
-        "{err}"
-    );
-    let err = parse_err(&format!(
-        "{keyed}webhook_secret_env = \"A\"\nwebhook_secret_file = \"B\"\n"
-    ));
-    assert!(
-        err.contains("both `source.webhook_secret_env` and `source.webhook_secret_file`"),
-        "{err}"
-    );
-    let err = parse_err("[source]\nkind = \"shotgrid\"\nurl = \"mystudio\"\nscript_name = \"n\"\n");
-    assert!(
-        err.contains("`source.url` = `\"mystudio\"`: not an http(s) URL"),
-        "{err}"
-    );
-    let err = parse_err(&format!("{base}path = \"events.jsonl\"\n"));
-    assert!(
-        err.contains("`source.path` does not apply to kind = \"shotgrid\""),
-        "{err}"
-    );
-    let err = parse_err("[source]\nkind = \"jsonl\"\npath = \"e\"\nurl = \"https://s\"\n");
-    assert!(
-        err.contains("`source.url` does not apply to kind = \"jsonl\""),
-        "{err}"
-    );
-    let err = parse_err(
-        "[source]\nkind = \"jsonl\"\npath = \"e\"\nstart_at = \"2026-11-02T10:00:00Z\"\n",
-    );
-    assert!(
-        err.contains("only the ShotGrid source understands"),
-        "{err}"
-    );
-    let err = parse_err(&format!(
-        "{MINIMAL}[plugin.x]\ncommand = [\"x\"]\nstart_at = \"2026-11-02T10:00:00Z\"\n"
-    ));
-    assert!(
-        err.contains("`plugin.x.start_at`"),
-        "a plugin cannot start at a time: {err}"
-    );
-}
-
-#[test]
 fn http_listens_on_loopback_by_default_and_elsewhere_only_when_allowed() {
     let c = parse_ok(MINIMAL);
     assert_eq!(
@@ -642,19 +758,8 @@ fn http_listens_on_loopback_by_default_and_elsewhere_only_when_allowed() {
     let c = parse_ok(&format!("{MINIMAL}[http]\nlisten = \"[::1]:0\"\n"));
     assert_eq!(c.http.listen, Some("[::1]:0".parse().expect("address")));
     assert!(c.http.listen_set);
-    let err = parse_err(&format!("{MINIMAL}[http]\nlisten = \"0.0.0.0:9750\"\n"));
-    assert!(
-        err.contains("`http.listen` = `\"0.0.0.0:9750\"`: not a loopback address")
-            && err.contains("hint: "),
-        "{err}"
-    );
     let c = parse_ok(&format!(
         "{MINIMAL}[http]\nlisten = \"0.0.0.0:9750\"\nallow_remote = true\n"
     ));
     assert!(c.http.allow_remote);
-    let err = parse_err(&format!("{MINIMAL}[http]\nlisten = \"localhost\"\n"));
-    assert!(
-        err.contains("`http.listen` = `\"localhost\"`: not an IP address with a port"),
-        "{err}"
-    );
 }
