@@ -326,11 +326,20 @@ fn refused() -> Vec<(&'static str, String, Vec<&'static str>)> {
 
 #[test]
 fn refused_configurations_say_why_and_what_to_do() {
+    assert_refused(refused());
+}
+
+/// Parses each row's text as `sgevents.toml` and checks that it is refused with an error that
+/// names the file, holds each of the row's fragments (one starting with `^` begins the error,
+/// after the file's name) and ends with a hint; fails once, naming every row that did not.
+pub(crate) fn assert_refused<F: AsRef<str>>(
+    rows: impl IntoIterator<Item = (&'static str, String, Vec<F>)>,
+) {
     let mut failed = Vec::new();
-    for (name, text, fragments) in refused() {
+    for (name, text, fragments) in rows {
         let err = match parse(Path::new("sgevents.toml"), &text) {
             Ok(_) => {
-                failed.push(format!("{name}: accepted"));
+                failed.push(format!("{name}: accepted:\n{text}"));
                 continue;
             }
             Err(e) => e.to_string(),
@@ -342,7 +351,8 @@ fn refused_configurations_say_why_and_what_to_do() {
         if !err.contains("\nhint: ") {
             failed.push(format!("{name}: no hint:\n{err}"));
         }
-        for fragment in fragments {
+        for fragment in &fragments {
+            let fragment = fragment.as_ref();
             let found = match fragment.strip_prefix('^') {
                 Some(start) => said.starts_with(start),
                 None => err.contains(fragment),
