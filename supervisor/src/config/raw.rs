@@ -77,8 +77,8 @@ impl RawSource {
     pub(super) fn error_alone(kind: &str, text: &str) -> Option<toml::de::Error> {
         #[derive(Deserialize)]
         struct Alone<T> {
-            #[allow(dead_code)]
-            source: T,
+            #[serde(rename = "source")]
+            _source: T,
         }
         match kind {
             "jsonl" => toml::from_str::<Alone<RawJsonl>>(text).err(),
