@@ -493,6 +493,10 @@ impl Cmd {
     }
 }
 
+/// The store thread's answer to a command already sent ([`Store::append_with_gaps_sent`]).
+pub type Answer<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+
 /// A handle on the store thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -698,14 +702,28 @@ impl Store {
         let _ = self.tx.send(cmd);
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
+    async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Cmd,
+    ) -> Result<T, StoreError> {
+        self.ask_later(make).await
+    }
+
+    /// Sends a command at once and returns its answer to come: a caller with other work sends now
+    /// and waits later. The thread carries out commands in the order they were sent.
+    fn ask_later<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Answer<T> {
         let (reply, answer) = oneshot::channel();
         self.send(make(reply));
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Stopped(
-                self.failure()
-                    .unwrap_or_else(|| "the store thread is gone".into()),
-            ))
+        let failure = self.failure.clone();
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Stopped(
+                    failure
+                        .borrow()
+                        .clone()
+                        .unwrap_or_else(|| "the store thread is gone".into()),
+                ))
+            })
         })
     }
 
@@ -785,6 +803,23 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Like [`Store::append_with_gaps`], without waiting: the batch is sent now, and the answer
+    /// (the new head once committed, or the error) comes when the returned future is awaited.
+    /// What is sent after it is committed after it.
+    pub fn append_with_gaps_sent(
+        &self,
+        events: Vec<JournalRow>,
+        position: SourcePosition,
+        gaps: Vec<GapRow>,
+    ) -> Answer<i64> {
+        self.ask_later(|reply| Cmd::Append {
+            events,
+            position,
+            gaps: Some(gaps),
+            reply,
+        })
     }
 
     /// Like [`Store::append`], also replacing the saved missing ids with `gaps`, in the same

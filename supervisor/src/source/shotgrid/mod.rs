@@ -151,6 +151,7 @@ pub(crate) async fn run(
         gaps,
         gaps_asked: None,
         probe,
+        committing: None,
     };
     // Adaptive polling: soon after new events, then doubling up to `fetch_interval`.
     let mut interval = poller.config.min_fetch_interval;
@@ -231,6 +232,9 @@ struct Poller {
     throttle: Throttle,
     /// Told of each completed poll; its `poke` asks for an early one (a webhook).
     probe: super::Probe,
+    /// The last page sent to the journal, until its commit is seen: the poller goes on reading
+    /// the site meanwhile.
+    committing: Option<crate::store::Answer<i64>>,
 }
 
 impl Poller {
@@ -312,6 +316,7 @@ impl Poller {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => {
                     abort(&mut queue);
+                    self.committed().await?;
                     return Ok(Round::Failed(self.failed(&e)));
                 }
                 Err(e) => {
@@ -335,6 +340,7 @@ impl Poller {
                 // the wait.
                 abort(&mut queue);
                 self.journal(page.rows, true).await?;
+                self.committed().await?;
                 return Ok(Round::Failed(self.failed(&e)));
             }
 
@@ -360,6 +366,7 @@ impl Poller {
             let more = !queue.is_empty();
             new += self.journal(page.rows, more).await?;
         }
+        self.committed().await?;
         Ok(Round::Done { new })
     }
 
@@ -475,14 +482,28 @@ impl Poller {
             .filter(|row| fits(row, config.max_event_bytes, position))
             .collect();
         let journaled = rows.len();
-        self.store
-            .append_with_gaps(rows, position.clone(), gap_rows(&self.gaps))
-            .await?;
-        self.probe.polled();
         if journaled > 0 {
             tracing::debug!(site = %config.url, journaled, high_water = mark, gaps = self.gaps.ranges().len(), "polled");
         }
+        // The commit of the page before is waited for first: at most one page is committing
+        // while the next requests are in flight.
+        self.committed().await?;
+        self.committing = Some(self.store.append_with_gaps_sent(
+            rows,
+            self.position.clone(),
+            gap_rows(&self.gaps),
+        ));
         Ok(journaled)
+    }
+
+    /// Waits for the page being committed, if one is: the journal then holds everything this
+    /// poller has read.
+    async fn committed(&mut self) -> anyhow::Result<()> {
+        if let Some(commit) = self.committing.take() {
+            commit.await?;
+            self.probe.polled();
+        }
+        Ok(())
     }
 }
 
