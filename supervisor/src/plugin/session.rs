@@ -553,17 +553,11 @@ mod tests {
         }
     }
 
+    /// A journal row at `seq`, for event `seq + 1000`, with its time.
     fn row(seq: i64) -> JournalRow {
         JournalRow {
-            seq,
-            event_id: seq + 1000,
-            event_type: "Shotgun_Task_Change".into(),
-            attribute_name: None,
-            entity_type: None,
-            project_id: None,
-            is_transient: false,
             created_at: Some("2026-11-02T10:15:00Z".into()),
-            body: "{}".into(),
+            ..super::super::window::tests::row(seq)
         }
     }
 

@@ -1,7 +1,8 @@
 //! The ShotGrid source against the fake site (`sgevents_tests::fake_site`), a real HTTP server on
 //! 127.0.0.1 driven by each test: every event once and in order, late and never-filled gaps, the
 //! incumbent's two gap bugs, faults of every kind (one page at a time and four), `kill -9`,
-//! `start_at`, and `check`. The helpers serve `shotgrid_fast.rs` too.
+//! `start_at`, and `check`. Its helpers (`config`, `journal`, ...) serve `shotgrid_fast.rs` too; the
+//! site and its configuration are `site.rs`'s.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,46 +11,14 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions};
 
+use crate::site::{KEY, PLUGINS, shotgrid_config, site, site_with};
 use crate::{Ctx, alive, signal, wait_for};
 
-pub(crate) const KEY: &str = "fake-key";
-
-pub(crate) fn site() -> FakeSite {
-    FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
-        ..SiteOptions::default()
-    })
-    .expect("the fake site starts")
-}
-
-/// A configuration polling `site` quickly, with a test plugin recording to `p.rec`.
+/// A configuration polling `site` quickly (with `source_extra` in `[source]`), with a test plugin
+/// recording to `p.rec`.
 pub(crate) fn config(ctx: &Ctx, site: &FakeSite, source_extra: &str, plugin_extra: &str) {
-    std::fs::write(ctx.path("key"), KEY).expect("key file");
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-commit_interval = "1ms"
-
-[source]
-kind = "shotgrid"
-url = "{url}"
-script_name = "sgevents"
-script_key_file = "key"
-fetch_interval = "50ms"
-request_timeout = "2s"
-start_at = "earliest"
-{source_extra}
-
-[plugins]
-stop_grace = "500ms"
-shutdown_drain = "2s"
-restart_delay = "20ms"
-{plugin}"#,
-        url = site.url(),
-        plugin = ctx.test_plugin("p", plugin_extra),
-    );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    let plugins = format!("{PLUGINS}{}", ctx.test_plugin("p", plugin_extra));
+    shotgrid_config(ctx, site, source_extra, &plugins);
 }
 
 /// The ids in the journal, in journal order.
@@ -394,7 +363,7 @@ fn start_at_latest_an_id_and_a_time() {
         "an id: from that event on"
     );
 
-    let site = self::site();
+    let site = crate::site::site();
     let event = |created: &str| {
         json!({"id": 0, "event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list", "meta": {"type": "attribute_change"},
                "entity": null, "user": null, "project": null, "session_uuid": null, "created_at": created, "description": "d"})
@@ -548,12 +517,10 @@ fn the_packaged_example_configuration_checks_out() {
 
 #[test]
 fn tokens_are_refreshed_before_they_expire() {
-    let site = FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
+    let site = site_with(SiteOptions {
         token_lifetime: Duration::from_secs(1),
         ..SiteOptions::default()
-    })
-    .expect("the fake site starts");
+    });
     let mut all = site.append(5);
     let ctx = Ctx::new();
     config(&ctx, &site, "", "");

@@ -9,33 +9,18 @@ use serde_json::json;
 use sgevents_tests::fake_site::{FakeSite, Fault};
 
 use crate::Ctx;
-use crate::shotgrid::{KEY, assert_once_each, config, journal, site, stop, wait_delivered};
+use crate::shotgrid::{assert_once_each, config, journal, stop, wait_delivered};
+use crate::site::{shotgrid_config, site};
 
 /// The longest the big catch-up may take: generous, the machine is shared.
 const CATCH_UP_GUARD: Duration = Duration::from_secs(300);
 
 /// A configuration with no plugin: the journal is what is checked.
 fn journal_only(ctx: &Ctx, site: &FakeSite, source_extra: &str) {
-    std::fs::write(ctx.path("key"), KEY).expect("key file");
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-
-[source]
-kind = "shotgrid"
-url = "{url}"
-script_name = "sgevents"
-script_key_file = "key"
-fetch_interval = "200ms"
-request_timeout = "10s"
-start_at = "earliest"
-gap_timeout = "10m"
-{source_extra}
-"#,
-        url = site.url(),
+    let source = format!(
+        "fetch_interval = \"200ms\"\nrequest_timeout = \"10s\"\ngap_timeout = \"10m\"\n{source_extra}"
     );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    shotgrid_config(ctx, site, &source, "");
 }
 
 fn journal_len(ctx: &Ctx) -> usize {
