@@ -240,15 +240,9 @@ fn faults_of_every_kind(concurrency: usize) {
     config(
         &ctx,
         &site,
-        &format!("batch_size = 7\nfetch_concurrency = {concurrency}"),
+        &format!("batch_size = 7\nfetch_concurrency = {concurrency}\nrequest_timeout = \"300ms\""),
         "",
     );
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("request_timeout = \"2s\"", "request_timeout = \"300ms\""),
-    )
-    .expect("config");
     site.fail_next(2, Fault::Status(503));
     let daemon = ctx.start();
     wait_delivered(&ctx, &all);
@@ -326,13 +320,7 @@ fn start_at_latest_an_id_and_a_time() {
     let site = site();
     let old = site.append(5);
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("start_at = \"earliest\"", "start_at = \"latest\""),
-    )
-    .expect("config");
+    config(&ctx, &site, "start_at = \"latest\"", "");
     let daemon = ctx.start();
     wait_for("the journal to start", || {
         ctx.plugin_if_known("p").is_some_and(|p| p.0 == "running")
@@ -347,13 +335,7 @@ fn start_at_latest_an_id_and_a_time() {
     assert_eq!(ctx.ids("p"), new, "latest: only what came after the start");
 
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("start_at = \"earliest\"", &format!("start_at = {}", old[3])),
-    )
-    .expect("config");
+    config(&ctx, &site, &format!("start_at = {}", old[3]), "");
     let daemon = ctx.start();
     wait_delivered(&ctx, &new);
     stop(&ctx, daemon);
@@ -363,35 +345,36 @@ fn start_at_latest_an_id_and_a_time() {
         "an id: from that event on"
     );
 
-    let site = crate::site::site();
+    let (ids, got) = start_at_time(
+        [
+            "2026-11-02T08:00:00Z",
+            "2026-11-02T09:00:00Z",
+            "2026-11-02T10:00:00Z",
+        ],
+        "2026-11-02T08:30:00Z",
+    );
+    assert_eq!(
+        got,
+        ids[1..],
+        "a time: from the first event created after it"
+    );
+}
+
+/// Three events created at `times`, read by a daemon that starts at the time `start_at` until
+/// the plugin has the last two: their ids, and the ids the plugin got.
+pub(crate) fn start_at_time(times: [&str; 3], start_at: &str) -> (Vec<i64>, Vec<i64>) {
+    let site = site();
     let event = |created: &str| {
         json!({"id": 0, "event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list", "meta": {"type": "attribute_change"},
                "entity": null, "user": null, "project": null, "session_uuid": null, "created_at": created, "description": "d"})
     };
-    let ids = site.append_events(vec![
-        event("2026-11-02T08:00:00Z"),
-        event("2026-11-02T09:00:00Z"),
-        event("2026-11-02T10:00:00Z"),
-    ]);
+    let ids = site.append_events(times.map(event).to_vec());
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace(
-            "start_at = \"earliest\"",
-            "start_at = \"2026-11-02T08:30:00Z\"",
-        ),
-    )
-    .expect("config");
+    config(&ctx, &site, &format!("start_at = {start_at:?}"), "");
     let daemon = ctx.start();
     wait_delivered(&ctx, &ids[1..]);
     stop(&ctx, daemon);
-    assert_eq!(
-        ctx.ids("p"),
-        ids[1..],
-        "a time: from the first event created after it"
-    );
+    (ids, ctx.ids("p"))
 }
 
 #[test]
