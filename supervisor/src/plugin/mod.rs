@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use sgevents_protocol::{
     AlertRecipients, DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED,
-    Subscription, decode_plugin_line, encode, encode_event_raw, excerpt,
+    Subscription, decode_plugin_line, encode, excerpt,
 };
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout};
@@ -47,10 +47,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::child::{Incoming, PluginChild, Stdin};
 use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy};
+pub(crate) use self::session::event_line;
 use self::session::{EXCERPT, Effect, End, Session, first_line};
 use self::timings::Timings;
 use crate::alerts::{Alert, Alerts, Recipients};
-use crate::config::{PluginLimits, PluginSpec};
+use crate::config::PluginSpec;
 use crate::metrics::PluginMetrics;
 use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Sent, Store, StoreError};
 
@@ -1021,23 +1022,4 @@ pub(crate) fn matching(subscriptions: &[Subscription], row: &JournalRow) -> Vec<
         .filter(|s| s.matches_fields(&fields))
         .map(|s| s.name.clone())
         .collect()
-}
-
-/// The `event` line (newline included) that delivers `row` as attempt `attempt` to the
-/// subscriptions `names`, with the plugin's `ack_timeout` as its deadline. `sgevents deliver`
-/// sends the same bytes.
-pub(crate) fn event_line(
-    row: &JournalRow,
-    attempt: u32,
-    names: &[String],
-    limits: &PluginLimits,
-) -> String {
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    encode_event_raw(
-        row.event_id,
-        attempt,
-        &names,
-        limits.ack_timeout.as_millis() as u64,
-        &row.body,
-    )
 }

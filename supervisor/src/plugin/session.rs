@@ -11,10 +11,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sgevents_protocol::{DaemonMessage, PluginMessage, decode_plugin_line, encode, excerpt};
+use sgevents_protocol::{
+    DaemonMessage, PluginMessage, decode_plugin_line, encode, encode_event_raw, excerpt,
+};
 
 use super::child::Incoming;
-use super::event_line;
 use super::policy::{
     PROGRESS_BURST, PROGRESS_RATE, TokenBucket, UNSOLICITED_BURST, UNSOLICITED_RATE, retry_delay,
 };
@@ -530,6 +531,25 @@ fn send(
     slot.sent_at = now;
     attempts.insert(slot.row.seq, slot.attempt);
     line
+}
+
+/// The `event` line (newline included) that delivers `row` as attempt `attempt` to the
+/// subscriptions `names`, with the plugin's `ack_timeout` as its deadline. `sgevents deliver`
+/// sends the same bytes.
+pub(crate) fn event_line(
+    row: &JournalRow,
+    attempt: u32,
+    names: &[String],
+    limits: &PluginLimits,
+) -> String {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    encode_event_raw(
+        row.event_id,
+        attempt,
+        &names,
+        limits.ack_timeout.as_millis() as u64,
+        &row.body,
+    )
 }
 
 /// The first line of `text`.
