@@ -6,7 +6,10 @@
 //! appearing on the site to its delivery to a plugin on a quiet site, polling only and with
 //! webhooks (`fetch_interval = "30s"`, the fake site's signed deliveries).
 //!
-//! Run with `cargo bench -p sgevents --bench catchup`; it prints Markdown tables. About 10 minutes.
+//! Run with `cargo bench -p sgevents --bench catchup`; it prints Markdown tables. About 14 minutes.
+//! `cargo bench -p sgevents --bench catchup -- --latency 0 --concurrency 1 --catch-up-only` runs
+//! part of the first table (each flag may be repeated; the defaults are every value); `--runs N`
+//! takes the median of N runs instead of 3.
 
 // A benchmark's job is to print its results.
 #![allow(clippy::print_stdout)]
@@ -20,7 +23,7 @@ mod site;
 
 use site::{
     ARRIVAL_PLUGIN, KEY, bare_fetch, build, journal_count, median, now_ns, percentile, spawn, stop,
-    wait, wait_arrival,
+    wait, wait_arrival, wait_journaled,
 };
 
 const EVENTS: usize = 50_000;
@@ -29,7 +32,53 @@ const LATENCY_SAMPLES: usize = 40;
 const LATENCIES_MS: [u64; 3] = [0, 50, 150];
 const CONCURRENCY: [usize; 4] = [1, 2, 4, 8];
 
+/// Which cells of the catch-up table to measure, and whether to measure anything else.
+struct Selection {
+    latencies_ms: Vec<u64>,
+    concurrency: Vec<usize>,
+    catch_up_only: bool,
+    runs: usize,
+}
+
+/// Reads `--latency MS`, `--concurrency N` (each repeatable), `--runs N` and `--catch-up-only`;
+/// cargo's own
+/// `--bench` is ignored.
+fn selection() -> Selection {
+    let mut chosen = Selection {
+        latencies_ms: Vec::new(),
+        concurrency: Vec::new(),
+        catch_up_only: false,
+        runs: RUNS,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| -> u64 {
+            let v = args.next().unwrap_or_default();
+            v.parse()
+                .unwrap_or_else(|_| panic!("`{flag}` takes a number, not `{v}`"))
+        };
+        match arg.as_str() {
+            "--latency" => chosen.latencies_ms.push(value("--latency")),
+            "--concurrency" => chosen.concurrency.push(value("--concurrency") as usize),
+            "--catch-up-only" => chosen.catch_up_only = true,
+            "--runs" => chosen.runs = value("--runs").max(1) as usize,
+            "--bench" => {}
+            other => panic!(
+                "unknown argument `{other}`\nhint: --latency MS, --concurrency N, --runs N, --catch-up-only"
+            ),
+        }
+    }
+    if chosen.latencies_ms.is_empty() {
+        chosen.latencies_ms = LATENCIES_MS.to_vec();
+    }
+    if chosen.concurrency.is_empty() {
+        chosen.concurrency = CONCURRENCY.to_vec();
+    }
+    chosen
+}
+
 fn main() {
+    let chosen = selection();
     let sgevents = build();
     let site = FakeSite::start(SiteOptions {
         script_key: KEY.into(),
@@ -39,14 +88,20 @@ fn main() {
     let ids = site.append(EVENTS);
     let newest = *ids.last().expect("events");
 
+    let columns: Vec<String> = chosen
+        .concurrency
+        .iter()
+        .map(|c| format!("concurrency {c}"))
+        .collect();
     println!(
-        "| added latency | bare sequential client | concurrency 1 | 2 | 4 | 8 | peak RSS, defaults (VmHWM) |"
+        "| added latency | bare sequential client | {} | peak RSS, concurrency 4 (VmHWM) |",
+        columns.join(" | ")
     );
-    println!("|---|---|---|---|---|---|---|");
-    for latency in LATENCIES_MS {
+    println!("|---|---|{}---|", "---|".repeat(columns.len()));
+    for &latency in &chosen.latencies_ms {
         site.set_latency(Duration::from_millis(latency));
         let mut bare = Vec::new();
-        for _ in 0..RUNS {
+        for _ in 0..chosen.runs {
             let start = Instant::now();
             assert_eq!(bare_fetch(&site.url(), newest), EVENTS);
             bare.push(EVENTS as f64 / start.elapsed().as_secs_f64());
@@ -54,9 +109,9 @@ fn main() {
         let bare = median(&mut bare);
         let mut cells = vec![format!("{bare:.0} events/s")];
         let mut peak = Vec::new();
-        for concurrency in CONCURRENCY {
+        for &concurrency in &chosen.concurrency {
             let mut rates = Vec::new();
-            for _ in 0..RUNS {
+            for _ in 0..chosen.runs {
                 let (rate, hwm) = catch_up(&sgevents, &site.url(), concurrency);
                 rates.push(rate);
                 if concurrency == 4 {
@@ -66,12 +121,15 @@ fn main() {
             let rate = median(&mut rates);
             cells.push(format!("{rate:.0} ({:.2})", rate / bare));
         }
-        let peak = median(&mut peak);
-        println!(
-            "| {latency} ms | {} | {:.1} MiB |",
-            cells.join(" | "),
-            peak / 1024.0
-        );
+        let peak = if peak.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.1} MiB", median(&mut peak) / 1024.0)
+        };
+        println!("| {latency} ms | {} | {peak} |", cells.join(" | "));
+    }
+    if chosen.catch_up_only {
+        return;
     }
 
     // Idle: requests in a minute once the poller has settled, with the defaults, per hour.
@@ -124,7 +182,7 @@ fn catch_up(sgevents: &Path, url: &str, concurrency: usize) -> (f64, f64) {
     );
     let start = Instant::now();
     let daemon = spawn(sgevents, dir.path());
-    wait("a catch-up", || journal_count(dir.path()) >= EVENTS as i64);
+    wait_journaled(dir.path(), EVENTS as i64);
     let elapsed = start.elapsed();
     let hwm = peak_kib(daemon.id());
     stop(daemon);

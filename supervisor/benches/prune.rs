@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use sgevents::config::Synchronous;
-use sgevents::store::{NewEvent, SourcePosition, Store, StoreOptions, db_path};
+use sgevents::store::{JournalRow, SourcePosition, Store, StoreOptions, db_path};
 
 const RETENTION: Duration = Duration::from_secs(30);
 const BATCH: usize = 500;
 
-fn event(id: i64) -> NewEvent {
+fn event(id: i64) -> JournalRow {
     let body = format!(
         "{{\"id\":{id},\"event_type\":\"Shotgun_Task_Change\",\"attribute_name\":\"sg_status_list\",\
          \"meta\":{{\"type\":\"attribute_change\",\"attribute_name\":\"sg_status_list\",\"entity_type\":\"Task\",\
@@ -31,7 +31,8 @@ fn event(id: i64) -> NewEvent {
          \"session_uuid\":\"3f0c8a9e-2b1d-11ef-9c1e-0242ac120002\",\"created_at\":\"2026-11-02T10:00:00Z\",\
          \"description\":\"Ana Reyes changed Status from wtg to ip on Task Animation\"}}"
     );
-    NewEvent {
+    JournalRow {
+        seq: 0,
         event_id: id,
         event_type: "Shotgun_Task_Change".into(),
         attribute_name: Some("sg_status_list".into()),

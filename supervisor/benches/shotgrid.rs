@@ -19,8 +19,8 @@ use sgevents_tests::fake_site::{FakeSite, SiteOptions};
 mod site;
 
 use site::{
-    ARRIVAL_PLUGIN, KEY, bare_fetch, build, journal_count, median, now_ns, percentile, spawn, stop,
-    wait, wait_arrival,
+    ARRIVAL_PLUGIN, KEY, bare_fetch, build, median, now_ns, percentile, spawn, stop, wait,
+    wait_arrival, wait_journaled,
 };
 
 const EVENTS: usize = 50_000;
@@ -50,15 +50,13 @@ fn main() {
 
     let mut ingest = Vec::new();
     let mut per_thousand = Vec::new();
-    for run in 0..RUNS {
+    for _ in 0..RUNS {
         let dir = tempfile::tempdir().expect("temp dir");
         config(dir.path(), &site.url(), "1s", "");
         let before = site.stats().searches;
         let start = Instant::now();
         let daemon = spawn(&sgevents, dir.path());
-        wait(&format!("ingest run {run}"), || {
-            journal_count(dir.path()) >= EVENTS as i64
-        });
+        wait_journaled(dir.path(), EVENTS as i64);
         let elapsed = start.elapsed();
         stop(daemon);
         ingest.push(EVENTS as f64 / elapsed.as_secs_f64());

@@ -16,16 +16,13 @@ fn state_check(
     state_dir: &std::path::Path,
     deep: bool,
 ) -> Result<String, crate::store::StoreError> {
-    use crate::store::{QUICK_CHECK_LIMIT, StoreError, check_integrity};
+    use crate::store::{QUICK_CHECK_LIMIT, check_file};
     let db = crate::store::db_path(state_dir);
     if !db.exists() {
         return Ok("not created yet: the daemon creates it".into());
     }
-    let conn =
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(StoreError::Sqlite)?;
     let limit = (!deep).then_some(QUICK_CHECK_LIMIT);
-    Ok(match check_integrity(&conn, &db, deep, limit)? {
+    Ok(match check_file(&db, deep, limit)? {
         true if deep => "sound: integrity_check ok".into(),
         true => "sound: quick_check ok; `--deep` checks every page".into(),
         false => format!(

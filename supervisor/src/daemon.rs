@@ -506,15 +506,13 @@ impl Daemon {
                 None if request.works_offline() => {
                     let store = self.shared.store.clone();
                     tokio::spawn(async move {
-                        let r = store
-                            .control(move |conn| handle::direct(conn, &request))
-                            .await;
+                        let r = handle::direct(&store, &request).await;
                         let _ = reply.send(respond(r));
                     });
                 }
                 None => {
                     let known: Vec<String> = self.keepers.keys().cloned().collect();
-                    let e = ControlError::UnknownPlugin { name, known };
+                    let e = crate::store::ChangeError::UnknownPlugin { name, known };
                     let _ = reply.send(Response::error(format!(
                         "{e}\n(only configured plugins can be restarted, stopped or started)"
                     )));
@@ -525,9 +523,7 @@ impl Daemon {
                 Request::FailedList { plugin } => {
                     let store = self.shared.store.clone();
                     tokio::spawn(async move {
-                        let r = store
-                            .control(move |conn| handle::failed_list(conn, plugin.as_deref()))
-                            .await;
+                        let r = handle::direct(&store, &Request::FailedList { plugin }).await;
                         let _ = reply.send(respond(r));
                     });
                 }
@@ -547,8 +543,9 @@ impl Daemon {
             .collect();
         tokio::spawn(async move {
             let rows = store
-                .control(|conn| ops::plugin_rows(conn).map_err(ControlError::from))
-                .await;
+                .plugin_rows()
+                .await
+                .map(|r| r.map_err(ControlError::from));
             let rows = match rows {
                 Ok(Ok(rows)) => rows,
                 other => {

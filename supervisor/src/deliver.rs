@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use sgevents_protocol::{
     DaemonMessage, Event, Hello, PluginMessage, Register, SUPPORTED, Subscription,
     decode_plugin_line, encode, excerpt,
@@ -22,7 +21,7 @@ use tokio::time::timeout;
 use crate::config::{Config, Origin, PluginLimits, PluginSpec};
 use crate::plugin::child::{Incoming, PluginChild};
 use crate::plugin::{event_line, matching};
-use crate::store::{self, JOURNAL_COLUMNS, JournalRow, journal_row};
+use crate::store::{self, JournalRow, Reader};
 
 /// The longest excerpt of a bad line shown.
 const EXCERPT: usize = 200;
@@ -160,7 +159,7 @@ enum Events {
 }
 
 enum Source {
-    Journal(Connection),
+    Journal(Reader),
     File(Vec<JournalRow>),
 }
 
@@ -482,28 +481,12 @@ async fn stop(spec: &PluginSpec, child: &mut PluginChild) {
 }
 
 /// One journaled event by id.
-fn journal_event(conn: &Connection, event_id: i64) -> Result<JournalRow, DeliverError> {
-    let row = conn
-        .query_row(
-            &format!(
-                "SELECT {JOURNAL_COLUMNS} FROM events WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1"
-            ),
-            params![event_id],
-            journal_row,
-        )
-        .optional()
-        .map_err(store::StoreError::from)?;
-    match row {
+fn journal_event(conn: &Reader, event_id: i64) -> Result<JournalRow, DeliverError> {
+    match conn.journal_event(event_id)? {
         Some(row) => Ok(row),
         None => {
-            let range: Option<(Option<i64>, Option<i64>)> = conn
-                .query_row("SELECT min(event_id), max(event_id) FROM events", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-                .map_err(store::StoreError::from)?;
-            let range = match range {
-                Some((Some(lo), Some(hi))) => format!(" (it holds events {lo} to {hi})"),
+            let range = match conn.journal_range()? {
+                Some((lo, hi)) => format!(" (it holds events {lo} to {hi})"),
                 _ => " (it is empty)".into(),
             };
             Err(DeliverError::NotJournaled { event_id, range })
@@ -513,22 +496,14 @@ fn journal_event(conn: &Connection, event_id: i64) -> Result<JournalRow, Deliver
 
 /// The last `n` journaled events that match `subscriptions`, oldest first.
 fn last_journaled(
-    conn: &Connection,
+    conn: &Reader,
     subscriptions: &[Subscription],
     n: usize,
 ) -> Result<Vec<JournalRow>, DeliverError> {
     let mut chosen = Vec::new();
     let mut before = i64::MAX;
     while chosen.len() < n {
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {JOURNAL_COLUMNS} FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
-            ))
-            .map_err(store::StoreError::from)?;
-        let rows: Vec<JournalRow> = stmt
-            .query_map(params![before, LAST_BATCH], journal_row)
-            .and_then(|r| r.collect())
-            .map_err(store::StoreError::from)?;
+        let rows = conn.journal_before(before, LAST_BATCH)?;
         let Some(last) = rows.last() else { break };
         before = last.seq;
         chosen.extend(

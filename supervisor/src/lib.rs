@@ -13,7 +13,8 @@
 //! ```
 //!
 //! - [`config`] validates the TOML once into typed values and discovers plugins.
-//! - [`store`] owns the database: migrations, the journal, group commit, pruning.
+//! - [`store`] owns the database and alone knows its schema: migrations, the journal, group commit,
+//!   pruning, and the typed reads and writes every other module (the CLI, `status`, `migrate`) uses.
 //! - `source` fills the journal; plugins never talk to it.
 //! - `plugin` is the actor of one plugin (its child, its window, its cursor, its restarts) and its
 //!   keeper, which alone starts and stops the actor and does what operators ask of that plugin.

@@ -345,8 +345,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } = &cli.command
     {
         let config = config::load_without_secrets(&file)?;
-        let conn = sgevents::store::open_read_only(&config.daemon.state_dir)?;
-        let detail = sgevents::control::show::failed_show(&conn, name, *event)?;
+        let reader = sgevents::store::open_read_only(&config.daemon.state_dir)?;
+        let detail = sgevents::control::show::failed_show(&reader, name, *event)?;
         let text = if *json {
             format!("{}\n", serde_json::to_string_pretty(&detail)?)
         } else {

@@ -279,7 +279,7 @@ struct Live {
     /// The state directory, for the failed events' count.
     state_dir: Mutex<Option<PathBuf>>,
     /// A read-only connection for that count, opened on first use.
-    conn: Mutex<Option<rusqlite::Connection>>,
+    conn: Mutex<Option<crate::store::Reader>>,
     plugins: Mutex<BTreeMap<String, Arc<PluginLive>>>,
 }
 
@@ -512,15 +512,10 @@ impl Live {
             // A scrape never waits long for a lock: without an answer, the gauge is left out.
             *conn = crate::store::open_read_only(&dir)
                 .ok()
-                .filter(|c| c.busy_timeout(Duration::from_millis(50)).is_ok());
+                .filter(|c| c.set_busy_timeout(Duration::from_millis(50)).is_ok());
         }
         let c = conn.as_ref()?;
-        let counts = c
-            .prepare_cached("SELECT plugin, count(*) FROM failed_events GROUP BY plugin")
-            .and_then(|mut s| {
-                s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                    .collect::<Result<BTreeMap<_, _>, _>>()
-            });
+        let counts = c.failed_counts();
         match counts {
             Ok(counts) => Some(counts),
             Err(e) => {
@@ -783,10 +778,11 @@ mod process {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewEvent, SourcePosition, Store, StoreOptions};
+    use crate::store::{JournalRow, SourcePosition, Store, StoreOptions};
 
-    fn event(id: i64) -> NewEvent {
-        NewEvent {
+    fn event(id: i64) -> JournalRow {
+        JournalRow {
+            seq: 0,
             event_id: id,
             event_type: "Shotgun_Task_Change".into(),
             attribute_name: None,

@@ -6,12 +6,11 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::control::ops;
-use crate::store::{StoreError, open_read_only};
+use crate::store::{DaemonRow, Reader, StoreError, open_read_only};
 use crate::table;
 
 /// Gathers the status as JSON (the `--json` output; the table is made from it).
@@ -21,45 +20,32 @@ pub fn gather(config: &Config) -> anyhow::Result<Value> {
 }
 
 /// The status from `conn` (also the HTTP listener's `/api/status`, on its own read-only connection).
-pub(crate) fn gather_from(conn: &Connection, config: &Config) -> Result<Value, StoreError> {
-    type DaemonRow = (Option<i64>, Option<String>, Option<String>, Option<String>);
-    let daemon: Option<DaemonRow> = conn
-        .query_row(
-            "SELECT pid, started_at, stopped_at, http_listen FROM daemon WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
+pub(crate) fn gather_from(conn: &Reader, config: &Config) -> Result<Value, StoreError> {
+    let daemon = conn.daemon_row()?;
     let running = match &daemon {
-        Some((Some(pid), _, None, _)) => kill(Pid::from_raw(*pid as i32), None).is_ok(),
+        Some(DaemonRow {
+            pid: Some(pid),
+            stopped_at: None,
+            ..
+        }) => kill(Pid::from_raw(*pid as i32), None).is_ok(),
         _ => false,
     };
-    let (head, events): (i64, i64) = conn.query_row(
-        "SELECT COALESCE(MAX(seq), 0), count(*) FROM events",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let source = conn
-        .query_row("SELECT kind, location, line, last_event_id, malformed, skipped, last_error, updated_at, oversized FROM source_state WHERE id = 1", [], |r| {
-            Ok(json!({
-                "kind": r.get::<_, String>(0)?, "location": r.get::<_, Option<String>>(1)?, "line": r.get::<_, i64>(2)?,
-                "last_event_id": r.get::<_, Option<i64>>(3)?, "malformed": r.get::<_, i64>(4)?, "skipped": r.get::<_, i64>(5)?,
-                "last_error": r.get::<_, Option<String>>(6)?, "updated_at": r.get::<_, String>(7)?,
-                "oversized": r.get::<_, i64>(8)?,
-            }))
+    let (head, events) = conn.journal_size()?;
+    let source = conn.source_summary()?.map(|s| {
+        json!({
+            "kind": s.kind, "location": s.location, "line": s.line,
+            "last_event_id": s.last_event_id, "malformed": s.malformed, "skipped": s.skipped,
+            "last_error": s.last_error, "updated_at": s.updated_at,
+            "oversized": s.oversized,
         })
-        .optional()?;
-    let (gap_ranges, gap_ids): (i64, i64) = conn.query_row(
-        "SELECT count(*), COALESCE(SUM(last_id - first_id + 1), 0) FROM source_gaps",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    });
+    let (gap_ranges, gap_ids) = conn.gap_totals()?;
     let source = source.map(|mut s| {
         s["gaps"] = json!(gap_ranges);
         s["missing_ids"] = json!(gap_ids);
         s
     });
-    let mut rows = ops::plugin_rows(conn)?;
+    let mut rows = conn.plugin_rows()?;
     // The configuration's order first, then plugins that are only in the database.
     let order = |name: &str| {
         config
@@ -106,11 +92,11 @@ pub(crate) fn gather_from(conn: &Connection, config: &Config) -> Result<Value, S
     Ok(json!({
         "daemon": {
             "running": running,
-            "pid": daemon.as_ref().and_then(|d| d.0),
-            "started_at": daemon.as_ref().and_then(|d| d.1.clone()),
-            "stopped_at": daemon.as_ref().and_then(|d| d.2.clone()),
+            "pid": daemon.as_ref().and_then(|d| d.pid),
+            "started_at": daemon.as_ref().and_then(|d| d.started_at.clone()),
+            "stopped_at": daemon.as_ref().and_then(|d| d.stopped_at.clone()),
             // The HTTP listener's address while the daemon runs with it.
-            "http": daemon.as_ref().and_then(|d| d.3.clone()).filter(|_| running),
+            "http": daemon.as_ref().and_then(|d| d.http_listen.clone()).filter(|_| running),
         },
         "journal": { "head": head, "events": events },
         "source": source,

@@ -9,12 +9,11 @@
 use std::io::Write;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use sgevents_protocol::{Subscription, glob_match};
 
 use crate::config::Config;
-use crate::store::{self, JournalRow, StoreError};
+use crate::store::{self, JournalRow, Reader, StoreError};
 
 /// How often the journal is polled.
 const POLL: Duration = Duration::from_millis(250);
@@ -52,13 +51,7 @@ pub fn run(config: &Config, options: &Options) -> Result<(), TailError> {
         Some(name) => Some(subscriptions(&conn, name)?),
         None => None,
     };
-    let (mut after, head_id): (i64, Option<i64>) = conn
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0), (SELECT event_id FROM events ORDER BY seq DESC LIMIT 1) FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(StoreError::from)?;
+    let (mut after, head_id) = conn.journal_head()?;
     eprintln!(
         "following the journal of `{}` after event {} (Ctrl-C stops)",
         store::db_path(&config.daemon.state_dir).display(),
@@ -97,22 +90,14 @@ pub fn run(config: &Config, options: &Options) -> Result<(), TailError> {
 }
 
 /// A plugin's recorded subscriptions (`plugins.subscriptions`).
-fn subscriptions(conn: &Connection, plugin: &str) -> Result<Vec<Subscription>, TailError> {
-    let json: Option<String> = conn
-        .query_row(
-            "SELECT subscriptions FROM plugins WHERE name = ?1",
-            params![plugin],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(StoreError::from)?
-        .flatten();
+fn subscriptions(conn: &Reader, plugin: &str) -> Result<Vec<Subscription>, TailError> {
+    let json = conn.subscriptions(plugin)?;
     json.and_then(|j| serde_json::from_str(&j).ok())
         .ok_or_else(|| TailError::NoSubscriptions(plugin.to_owned()))
 }
 
-fn read(conn: &Connection, after: i64) -> Result<Vec<JournalRow>, StoreError> {
-    store::read_journal(conn, after, BATCH)
+fn read(conn: &Reader, after: i64) -> Result<Vec<JournalRow>, StoreError> {
+    conn.read_journal(after, BATCH)
 }
 
 /// `2011003  2026-11-02T10:00:00Z  Shotgun_Task_Change  Task 420 (Anim)  sg_status_list  HumanUser 42 (Ana Reyes)`.

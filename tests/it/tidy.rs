@@ -1,5 +1,6 @@
-//! House rules checked on the whole tree: every Rust file opens with a `//!` module doc, and no
-//! code asks `tracing::enabled!` (see [`no_tracing_enabled_checks`]).
+//! House rules checked on the whole tree: every Rust file opens with a `//!` module doc, no
+//! code asks `tracing::enabled!` (see [`no_tracing_enabled_checks`]), no import cycles, and only
+//! `supervisor/src/store/` knows the schema (see [`only_the_store_knows_the_schema`]).
 
 use std::fs;
 use std::path::Path;
@@ -266,4 +267,93 @@ fn the_cycle_check_sees_a_cycle() {
     ]);
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(cycles(&[edge("a", "b"), edge("b", "c"), edge("a", "c")]).is_empty());
+}
+
+/// What a file's lines do with the database, outside comments and outside its inline test module:
+/// each line that names `rusqlite`, calls a connection's method, or holds SQL text.
+fn schema_uses(text: &str) -> Vec<String> {
+    const CALLS: &[&str] = &[
+        "rusqlite",
+        ".prepare(",
+        ".prepare_cached(",
+        ".execute(",
+        ".execute_batch(",
+        ".query_row(",
+        ".query_map(",
+        ".pragma_",
+        ".transaction(",
+        ".transaction_with_behavior(",
+        ".unchecked_transaction(",
+    ];
+    const SQL: &[&str] = &[
+        "SELECT ",
+        "INSERT ",
+        "UPDATE ",
+        "DELETE FROM",
+        "CREATE TABLE",
+        "PRAGMA ",
+    ];
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let test_module = line.trim() == "#[cfg(test)]"
+            && lines
+                .get(i + 1)
+                .is_some_and(|next| next.trim_start().starts_with("mod "));
+        if test_module {
+            break;
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        if CALLS.iter().chain(SQL).any(|w| line.contains(w)) {
+            found.push(format!("{}: {}", i + 1, line.trim()));
+        }
+    }
+    found
+}
+
+/// Only `supervisor/src/store/` knows the schema (issue 16): no other file of the daemon's crate
+/// names `rusqlite`, calls a connection's methods (`.prepare(`, `.execute(`, `.query_row(`, ...)
+/// or holds SQL text (`SELECT `, `INSERT `, `UPDATE `, `DELETE FROM`); they call the store's typed
+/// functions. Left out, because a test may set up a fault with raw SQL: a file's inline test
+/// module (`#[cfg(test)] mod ...`, which comes last), and the test-only files (`tests.rs`, the
+/// `fuzz/` module). The integration tests under `supervisor/tests/` read the database with SQL
+/// as a user would, and are not checked either.
+#[test]
+fn only_the_store_knows_the_schema() {
+    let src = root().join("supervisor/src");
+    let store = src.join("store");
+    assert!(store.join("mod.rs").is_file(), "no `store/` module");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let checked: Vec<&std::path::PathBuf> = files
+        .iter()
+        .filter(|p| !p.starts_with(&store) && !p.starts_with(src.join("fuzz")))
+        .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+        .collect();
+    assert!(checked.len() > 30, "checked only {} files", checked.len());
+    let mut problems = Vec::new();
+    for path in checked {
+        for use_ in schema_uses(&fs::read_to_string(path).expect("readable")) {
+            let rel = path.strip_prefix(root()).unwrap_or(path).display();
+            problems.push(format!("{rel}:{use_}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "SQL or `rusqlite` outside `supervisor/src/store/`:\n{}\nhint: add a typed function to `store/` (beside the table it touches) and call it",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_schema_check_sees_sql() {
+    let text = "//! a module\nfn f(c: &Reader) {\n    // SELECT in a comment is fine\n    c.conn.query_row(\"SELECT 1\", [], |r| r.get(0));\n}\n#[cfg(test)]\nmod tests {\n    use rusqlite::Connection;\n}\n";
+    let found = schema_uses(text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("4: "), "{found:?}");
+    assert_eq!(schema_uses("let s = \"DELETE FROM events\";").len(), 1);
+    assert!(schema_uses("use crate::store::Reader;").is_empty());
 }

@@ -261,12 +261,20 @@ impl State {
 impl FakeSite {
     /// Starts a site listening on `127.0.0.1:<port>`.
     pub fn start(options: SiteOptions) -> std::io::Result<FakeSite> {
-        let server = tiny_http::Server::http(("127.0.0.1", options.port)).map_err(|e| {
+        let cannot = |e: &dyn std::fmt::Display| {
             std::io::Error::other(format!(
                 "cannot start the fake site on port {}: {e}",
                 options.port
             ))
-        })?;
+        };
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", options.port)).map_err(|e| cannot(&e))?;
+        // Without it an answer written in two parts waits for the client's delayed ACK (40 ms on
+        // Linux) on a kept-alive connection: no real site's front end answers like that.
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .map_err(|e| cannot(&e))?;
+        let server = tiny_http::Server::from_listener(listener, None).map_err(|e| cannot(&e))?;
         let server = Arc::new(server);
         let port = server
             .server_addr()

@@ -64,6 +64,33 @@ pub(crate) fn journal_count(dir: &Path) -> i64 {
         .unwrap_or(0)
 }
 
+/// Waits until the daemon in `dir` has journaled `events` events, from the moment its state
+/// database exists. One connection, asking for the newest `seq` (a fresh journal numbers its
+/// events from 1): the wait costs next to no CPU, which the daemon and the site share with it.
+/// The count is checked once at the end.
+pub(crate) fn wait_journaled(dir: &Path, events: i64) {
+    let path = dir.join("var/state.db");
+    let mut db = None;
+    wait("the journal to fill", || {
+        if db.is_none() {
+            db = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok();
+        }
+        db.as_ref().is_some_and(|db| {
+            db.query_row("SELECT max(seq) FROM events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .ok()
+            .flatten()
+            .is_some_and(|seq| seq >= events)
+        })
+    });
+    assert_eq!(journal_count(dir), events, "every event journaled once");
+}
+
 pub(crate) fn wait(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {

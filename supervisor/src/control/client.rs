@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::handle::{NOT_CONFIGURED, direct, plural};
-use super::ops::{self, FailedRow, PluginRow};
+use super::handle::{NOT_CONFIGURED, plural};
+use super::ops::{FailedRow, PluginRow};
 use super::{ControlError, Request, Response};
 use crate::lock::{LockError, StateLock};
 use crate::store;
@@ -74,12 +74,7 @@ fn offline(state_dir: &Path, request: &Request) -> Result<Response, ControlError
         )),
         other => ControlError::Refused(other.to_string()),
     })?;
-    let mut conn = store::open_offline(state_dir)?;
-    let txn = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(store::StoreError::from)?;
-    let mut response = direct(&txn, request)?;
-    txn.commit().map_err(store::StoreError::from)?;
+    let mut response = super::handle::offline(state_dir, request)?;
     response
         .message
         .push_str(" (the daemon is not running: changed in the state database)");
@@ -152,8 +147,7 @@ fn render_failed(rows: &[FailedRow]) -> String {
 /// `plugin list` with the daemon stopped: the state database's rows, read-only, every plugin that
 /// is not disabled shown `stopped`.
 fn offline_list(state_dir: &Path) -> Result<Response, ControlError> {
-    let conn = store::open_read_only(state_dir)?;
-    let mut rows = ops::plugin_rows(&conn)?;
+    let mut rows = store::open_read_only(state_dir)?.plugin_rows()?;
     for r in &mut rows {
         if r.state != "disabled" {
             r.state = "stopped".into();

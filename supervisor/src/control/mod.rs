@@ -10,7 +10,8 @@
 //!
 //! When the daemon is not running, the commands that only change the state database (`enable`,
 //! `disable`, `rewind`, `failed retry`, `failed drop`, and the read-only `failed list`) take the
-//! state directory's lock and make the same change directly ([`ops`]), in one transaction. The
+//! state directory's lock and make the same change directly ([`handle`], with the store's
+//! [`crate::store::change_offline`]), in one transaction. The
 //! others say that the daemon is not running.
 //!
 //! `failed show` ([`show`]) only reads, so it reads the database directly (read-only), daemon or not.
@@ -26,7 +27,8 @@ pub mod show;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::StoreError;
+pub use crate::store::RewindTarget;
+use crate::store::{ChangeError, StoreError};
 
 /// The socket's file name in the state directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -113,16 +115,6 @@ impl Request {
     }
 }
 
-/// Where `plugin rewind` moves a cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RewindTarget {
-    /// Deliver this event id next (or the first journaled one after it).
-    Event(i64),
-    /// Skip everything journaled: deliver only what comes next.
-    Latest,
-}
-
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -158,32 +150,9 @@ impl Response {
 /// Why a control request could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// No such plugin.
-    #[error("there is no plugin named `{name}`\nhint: {}", if .known.is_empty() { "no plugin has run yet; check the configuration's `[plugin.NAME]` sections and plugin paths".to_owned() } else { format!("known plugins: {}", .known.join(", ")) })]
-    UnknownPlugin {
-        /// The name asked for.
-        name: String,
-        /// The names known.
-        known: Vec<String>,
-    },
-    /// The event to rewind to is not in the journal.
-    #[error("event {event_id} is not in the journal{}\nhint: rewind to a journaled event (`sqlite3 state.db 'SELECT min(event_id), max(event_id) FROM events'`), or raise `daemon.journal_retention` to keep more", .oldest.map(|o| format!(" (the oldest journaled event is {o})")).unwrap_or_else(|| " (the journal is empty)".into()))]
-    NotJournaled {
-        /// The id asked for.
-        event_id: i64,
-        /// The oldest journaled id.
-        oldest: Option<i64>,
-    },
-    /// The event is not among the plugin's failed events.
-    #[error(
-        "event {event_id} is not a failed event of plugin `{plugin}`\nhint: `sgevents failed list {plugin}` shows them"
-    )]
-    NotFailed {
-        /// The plugin.
-        plugin: String,
-        /// The event.
-        event_id: i64,
-    },
+    /// The state database refused the change: no such plugin, event or failed event.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
     /// The request needs a running daemon.
     #[error(
         "the daemon is not running (no answer on `{socket}`)\nhint: start it with `sgevents run`; `sgevents status` shows the state it left"

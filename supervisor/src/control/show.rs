@@ -6,12 +6,11 @@
 
 use std::fmt::Write as _;
 
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ControlError;
-use crate::store::StoreError;
+use crate::store::{ChangeError, FailedRecord, Reader};
 
 /// One failed event in full (the `--json` output; the text is made from it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,48 +38,33 @@ pub struct FailedDetail {
 
 /// Reads failed event `event_id` of `plugin`.
 pub fn failed_show(
-    conn: &Connection,
+    reader: &Reader,
     plugin: &str,
     event_id: i64,
 ) -> Result<FailedDetail, ControlError> {
-    let known: Vec<String> = conn
-        .prepare("SELECT name FROM plugins ORDER BY name")
-        .and_then(|mut s| {
-            s.query_map([], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()
-        })
-        .map_err(StoreError::from)?;
+    let known = reader.plugin_names()?;
     if !known.iter().any(|k| k == plugin) {
-        return Err(ControlError::UnknownPlugin {
+        return Err(ChangeError::UnknownPlugin {
             name: plugin.to_owned(),
             known,
-        });
+        }
+        .into());
     }
-    let row = conn
-        .query_row(
-            "SELECT f.seq, f.attempts, f.failed_at, f.retry_requested_at, f.last_error, f.attempt_times, e.body \
-             FROM failed_events f LEFT JOIN events e ON e.seq = f.seq \
-             WHERE f.plugin = ?1 AND f.event_id = ?2",
-            rusqlite::params![plugin, event_id],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            },
-        )
-        .optional()
-        .map_err(StoreError::from)?;
-    let Some((seq, attempts, failed_at, retry_requested_at, error, times, body)) = row else {
-        return Err(ControlError::NotFailed {
+    let Some(FailedRecord {
+        seq,
+        attempts,
+        failed_at,
+        retry_requested_at,
+        error,
+        attempt_times: times,
+        body,
+    }) = reader.failed_record(plugin, event_id)?
+    else {
+        return Err(ChangeError::NotFailed {
             plugin: plugin.to_owned(),
             event_id,
-        });
+        }
+        .into());
     };
     Ok(FailedDetail {
         plugin: plugin.to_owned(),

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::PluginProbe;
 use crate::config::Config;
 use crate::control::ops::FailedRow;
-use crate::store::StoreError;
+use crate::store::{Reader, StoreError};
 
 /// How long a snapshot is shown before it is read again.
 pub(crate) const FRESH_FOR: Duration = Duration::from_secs(2);
@@ -115,7 +114,7 @@ impl StatusCache {
 
     /// Reads the status whenever a request wants a fresh one, at most once per [`FRESH_FOR`].
     pub(crate) async fn refresh(self: Arc<Self>, cancel: CancellationToken) {
-        let mut conn: Option<Connection> = None;
+        let mut conn: Option<Reader> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -173,26 +172,14 @@ impl StatusCache {
 }
 
 /// Reads one snapshot.
-fn read(conn: &Connection, config: &Config) -> Result<Snapshot, StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let status = crate::status::gather_from(&tx, config)?;
-    let newest_created_at: Option<String> = tx
-        .query_row(
-            "SELECT created_at FROM events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let mut stmt = tx.prepare_cached(
-        "SELECT plugin, event_id, seq, attempts, last_error, failed_at, retry_requested_at FROM \
-         (SELECT *, row_number() OVER (PARTITION BY plugin ORDER BY seq DESC) AS n FROM failed_events) \
-         WHERE n <= ?1 ORDER BY plugin, seq",
-    )?;
-    let failed = stmt
-        .query_map([FAILED_SHOWN as i64], crate::control::ops::failed_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(stmt);
-    tx.finish()?;
+fn read(conn: &Reader, config: &Config) -> Result<Snapshot, StoreError> {
+    let (status, newest_created_at, failed) = conn.consistently(|r| {
+        Ok((
+            crate::status::gather_from(r, config)?,
+            r.newest_created_at()?,
+            r.newest_failed(FAILED_SHOWN)?,
+        ))
+    })?;
     Ok(Snapshot {
         status,
         failed,

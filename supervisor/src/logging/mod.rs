@@ -87,25 +87,15 @@ const QUEUE_LINES: usize = 64 * 1024;
 /// overwritten.
 const MAX_SAME_DAY: u32 = 100;
 
-/// How records are written, on stderr and in the files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How records are written, on stderr and in the files: `daemon.log_format`, read in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per record
     #[default]
     Text,
     /// One JSON object per line, for log shippers
     Json,
-}
-
-impl LogFormat {
-    /// Reads `"text"` or `"json"` (any case).
-    pub fn parse(text: &str) -> Option<LogFormat> {
-        match text.to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        }
-    }
 }
 
 /// Everything [`init`] needs.

@@ -20,11 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::pickle::{self, PickleError, Value};
 use crate::lock::{LockError, StateLock};
-use crate::store;
+use crate::store::{self, SourcePosition};
 
 /// What went wrong with the state.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +50,6 @@ pub(crate) enum StateError {
     Lock(LockError),
     #[error("{0}")]
     Store(#[from] store::StoreError),
-    #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error("the state database `{}` is already in use: it holds {events} journaled events and {plugins} plugin rows\nhint: migrate into a new state directory (`--state-dir`), or pass `--force` to overwrite the migrated plugins' rows; nothing was written", .path.display())]
     InUse {
         path: PathBuf,
@@ -443,12 +439,9 @@ pub(crate) fn write(
         LockError::Busy { dir, pid } => StateError::DaemonRunning { dir, pid },
         other => StateError::Lock(other),
     })?;
-    let mut conn = open(state_dir)?;
+    let db = store::create_offline(state_dir)?;
     let path = store::db_path(state_dir);
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let count = |sql: &str| -> Result<i64, rusqlite::Error> { tx.query_row(sql, [], |r| r.get(0)) };
-    let events = count("SELECT count(*) FROM events")?;
-    let plugins = count("SELECT count(*) FROM plugins")?;
+    let (events, plugins) = db.counts()?;
     if (events > 0 || plugins > 0) && !force {
         return Err(StateError::InUse {
             path,
@@ -459,38 +452,31 @@ pub(crate) fn write(
 
     // The source: after the smallest last id, unless a journal exists (`--force`), whose high
     // water mark never moves backwards.
-    let existing: Option<(String, Option<String>, i64)> = tx
-        .query_row(
-            "SELECT kind, location, position FROM source_state WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let existing = db.source_position()?;
     let position = match (&existing, events) {
-        (Some((kind, location, position)), 1..) => {
-            let location = location.clone().unwrap_or_default();
-            if kind != "shotgrid" || location != site_url {
+        (Some(saved), 1..) => {
+            if saved.kind != "shotgrid" || saved.location != site_url {
                 return Err(StateError::OtherSite {
                     path,
-                    location: format!("{kind} {location}").trim().to_owned(),
+                    location: format!("{} {}", saved.kind, saved.location)
+                        .trim()
+                        .to_owned(),
                     site: site_url.to_owned(),
                 });
             }
-            *position
+            saved.offset
         }
         _ => plan.source_after,
     };
     let kept_position = events > 0 && existing.is_some();
     if !kept_position {
-        tx.execute(
-            &format!(
-                "INSERT INTO source_state (id, kind, location, position, line, last_event_id, malformed, skipped, last_error, updated_at) \
-                 VALUES (1, 'shotgrid', ?1, ?2, 0, ?2, 0, 0, NULL, {NOW}) \
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, location = excluded.location, position = excluded.position, \
-                 line = 0, last_event_id = excluded.last_event_id, malformed = 0, skipped = 0, last_error = NULL, updated_at = excluded.updated_at"
-            ),
-            params![site_url, position],
-        )?;
+        db.save_source(&SourcePosition {
+            kind: "shotgrid".into(),
+            location: site_url.to_owned(),
+            offset: position,
+            last_event_id: Some(position),
+            ..SourcePosition::default()
+        })?;
     }
 
     // The backlog ids the source would not fetch by itself: those at or below its position, not
@@ -502,81 +488,46 @@ pub(crate) fn write(
         .filter(|&id| id <= position)
         .collect();
     if events > 0 {
-        let mut journaled = tx.prepare("SELECT 1 FROM events WHERE event_id = ?1")?;
         let mut known = Vec::new();
         for &id in &wanted {
-            if journaled.exists([id])? {
+            if db.is_journaled(id)? {
                 known.push(id);
             }
         }
         for id in known {
             wanted.remove(&id);
         }
-        let mut saved_gaps = tx.prepare("SELECT first_id, last_id FROM source_gaps")?;
-        let existing: Vec<(i64, i64)> = saved_gaps
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        wanted.retain(|id| !existing.iter().any(|(a, b)| (a..=b).contains(&id)));
+        let existing = db.source_gaps()?;
+        wanted.retain(|id| {
+            !existing
+                .iter()
+                .any(|g| (g.first_id..=g.last_id).contains(id))
+        });
     } else {
-        tx.execute("DELETE FROM source_gaps", [])?;
+        db.clear_gaps()?;
     }
     let gap_ids = wanted.len();
-    {
-        let mut insert = tx.prepare(&format!(
-            "INSERT INTO source_gaps (first_id, last_id, first_seen) VALUES (?1, ?2, {NOW})"
-        ))?;
-        for (first, last) in ranges(&wanted) {
-            insert.execute(params![first, last])?;
-        }
-    }
+    db.add_gaps(&ranges(&wanted))?;
 
     // The plugins: at the journal's head (with `--force` on a journal: just before the first
     // journaled event they still need), their resume rows beside.
-    {
-        let mut first_needed = tx.prepare(
-            "SELECT MIN(seq) FROM events WHERE event_id > ?1 OR event_id IN (SELECT value FROM json_each(?2))",
-        )?;
-        let head: i64 =
-            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-        let mut plugin = tx.prepare(&format!(
-            "INSERT INTO plugins (name, state, cursor, last_event_id, restarts, created_at, updated_at) \
-             VALUES (?1, 'stopped', ?2, ?3, 0, {NOW}, {NOW}) \
-             ON CONFLICT (name) DO UPDATE SET state = 'stopped', cursor = excluded.cursor, \
-             last_event_id = excluded.last_event_id, pid = NULL, disabled_reason = NULL, updated_at = excluded.updated_at"
-        ))?;
-        let mut resume = tx.prepare(&format!(
-            "INSERT INTO plugin_resume (plugin, last_event_id, backlog, migrated_at) VALUES (?1, ?2, ?3, {NOW}) \
-             ON CONFLICT (plugin) DO UPDATE SET last_event_id = excluded.last_event_id, backlog = excluded.backlog, \
-             migrated_at = excluded.migrated_at"
-        ))?;
-        for r in &plan.resumes {
-            let backlog = serde_json::to_string(&r.backlog).expect("a list of numbers");
-            let cursor = if events > 0 {
-                first_needed
-                    .query_row(params![r.last_event_id, backlog], |row| {
-                        row.get::<_, Option<i64>>(0)
-                    })?
-                    .map_or(head, |seq| seq - 1)
-            } else {
-                head
-            };
-            plugin.execute(params![r.plugin, cursor, r.last_event_id])?;
-            resume.execute(params![r.plugin, r.last_event_id, backlog])?;
-        }
+    let head = db.head()?;
+    for r in &plan.resumes {
+        let backlog = serde_json::to_string(&r.backlog).expect("a list of numbers");
+        let cursor = if events > 0 {
+            db.first_needed(r.last_event_id, &backlog)?
+                .map_or(head, |seq| seq - 1)
+        } else {
+            head
+        };
+        db.put_migrated_plugin(&r.plugin, cursor, r.last_event_id, &backlog)?;
     }
-    tx.commit()?;
+    db.commit()?;
     Ok(Written {
         source_after: position,
         gap_ids,
         kept_position,
     })
-}
-
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
-
-/// Opens the state database read-write, created and migrated by the daemon's own code.
-fn open(state_dir: &Path) -> Result<Connection, StateError> {
-    Ok(store::create_offline(state_dir)?)
 }
 
 /// Consecutive ids as inclusive ranges.
@@ -593,6 +544,8 @@ fn ranges(ids: &BTreeSet<i64>) -> Vec<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::{Connection, params};
+
     use super::*;
 
     fn saved(collection: &str, name: &str, last: Option<i64>, backlog: &[i64]) -> Saved {
@@ -805,7 +758,8 @@ mod tests {
                 kept_position: false
             }
         );
-        let db = store::open_read_only(&state).expect("a complete database");
+        let reader = store::open_read_only(&state).expect("a complete database");
+        let db = reader.connection();
         let gaps: Vec<(i64, i64)> = db
             .prepare("SELECT first_id, last_id FROM source_gaps ORDER BY first_id")
             .expect("query")
@@ -843,7 +797,7 @@ mod tests {
                 ("b".into(), "stopped".into(), 0, 95, "[93,94]".into()),
             ]
         );
-        drop(db);
+        drop(reader);
 
         let err = write(&state, "https://s.example", &plan, false)
             .expect_err("in use")
@@ -896,7 +850,8 @@ mod tests {
             },
             "90, 91, 94 and 99 (92 is journaled, 93 already a gap)"
         );
-        let db = store::open_read_only(&state).expect("db");
+        let reader = store::open_read_only(&state).expect("db");
+        let db = reader.connection();
         let cursors: Vec<(String, i64)> = db
             .prepare("SELECT name, cursor FROM plugins ORDER BY name")
             .expect("query")
@@ -909,7 +864,7 @@ mod tests {
             [("a".into(), 0), ("b".into(), 1)],
             "a needs 92 (seq 1); b needs 96 (seq 2)"
         );
-        drop(db);
+        drop(reader);
         let err = write(&state, "https://other.example", &plan, true)
             .expect_err("another site")
             .to_string();

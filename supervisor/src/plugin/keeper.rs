@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -19,7 +18,7 @@ use super::{Actor, ActorReport, Links, Live};
 use crate::alerts::Alerts;
 use crate::config::PluginSpec;
 use crate::control::handle::{self, plural};
-use crate::control::{ControlError, Request, Response, RewindTarget, ops};
+use crate::control::{ControlError, Request, Response, RewindTarget};
 use crate::metrics::PluginMetrics;
 use crate::store::PluginState;
 use crate::store::Store;
@@ -245,21 +244,9 @@ impl Keeper {
         was
     }
 
-    /// Runs `f` on this plugin's row inside the store's transaction.
-    async fn db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection, &str) -> Result<T, ControlError> + Send + 'static,
-    ) -> Result<T, ControlError> {
-        let name = self.spec.name.clone();
-        self.shared
-            .store
-            .control(move |conn| f(conn, &name))
-            .await?
-    }
-
     /// A change that only touches the database, answered as the CLI answers it without a daemon.
     async fn direct(&self, request: Request) -> Result<Response, ControlError> {
-        self.db(move |conn, _| handle::direct(conn, &request)).await
+        handle::direct(&self.shared.store, &request).await?
     }
 
     async fn handle(&mut self, command: Command) -> Response {
@@ -317,7 +304,7 @@ impl Keeper {
                         "plugin `{name}` is disabled in the configuration (`enabled = false`)\nhint: set `enabled = true` in `[plugin.{name}]`, then `sgevents reload`"
                     )));
                 }
-                match self.db(ops::enable).await? {
+                match self.shared.store.enable(&name).await?? {
                     Some(reason) => {
                         self.stop().await;
                         self.start();
@@ -353,9 +340,7 @@ impl Keeper {
                 result
             }
             Command::FailedRetry { event } => {
-                let n = self
-                    .db(move |conn, name| ops::failed_retry(conn, name, event))
-                    .await?;
+                let n = self.shared.store.failed_retry(&name, event).await??;
                 self.replay.send_modify(|v| *v += 1);
                 let when = if self.run.is_some() && self.held.is_none() {
                     "now"
@@ -418,7 +403,7 @@ impl Keeper {
                 self.name()
             )));
         }
-        if self.db(ops::plugin_state).await? == "disabled" {
+        if self.shared.store.plugin_state(self.name()).await?? == "disabled" {
             return Err(ControlError::Refused(format!(
                 "cannot {what} plugin `{}`: it is disabled\nhint: `sgevents plugin list` says why; `sgevents plugin enable {}` enables and starts it",
                 self.name(),

@@ -657,11 +657,7 @@ impl Actor {
     async fn load_replays(&mut self) {
         let plugin = self.spec.name.clone();
         let cursor = self.session.window.cursor();
-        match self
-            .store
-            .control(move |conn| crate::control::ops::replay_rows(conn, &plugin))
-            .await
-        {
+        match self.store.replay_rows(&plugin).await {
             Ok(Ok((rows, missing))) => {
                 for event_id in missing {
                     tracing::warn!(plugin = %self.spec.name, event_id, "plugin `{}`: failed event {event_id} cannot be retried: it left the journal", self.spec.name);

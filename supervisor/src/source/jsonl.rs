@@ -36,14 +36,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{fits, journal_row, oversized};
 use crate::config::{JsonlSource, StartAt};
-use crate::store::{NewEvent, SourcePosition, Store};
+use crate::store::{JournalRow, SourcePosition, Store};
 
 /// How much of the first line the fingerprint covers.
 const HEAD_BYTES: usize = 4096;
 
 /// What one look at the file found.
 struct Batch {
-    events: Vec<NewEvent>,
+    events: Vec<JournalRow>,
     position: SourcePosition,
     at_end: bool,
 }
@@ -452,7 +452,7 @@ impl Reader {
     }
 
     /// A look that reached the end of the file as it was at `stamp`.
-    fn at_end(&mut self, stamp: Stamp, position: SourcePosition, events: Vec<NewEvent>) -> Batch {
+    fn at_end(&mut self, stamp: Stamp, position: SourcePosition, events: Vec<JournalRow>) -> Batch {
         self.idle_at = Some(stamp);
         Batch {
             events,

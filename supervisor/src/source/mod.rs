@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sgevents_protocol::{Event, MatchFields};
 
 use crate::liveness::Alive;
-use crate::store::{NewEvent, SourcePosition};
+use crate::store::{JournalRow, SourcePosition};
 
 /// What the daemon knows of one run of the source, for `/healthz` (is its task alive) and
 /// `/readyz` (has it completed a poll). A new run (a reload that changes `[source]`) gets a new
@@ -73,9 +73,10 @@ impl Probe {
 }
 
 /// Turns a parsed event into a journal row, normalised to the flat shape.
-pub(crate) fn journal_row(event: &Event) -> NewEvent {
+pub(crate) fn journal_row(event: &Event) -> JournalRow {
     let fields = MatchFields::of(event);
-    NewEvent {
+    JournalRow {
+        seq: 0,
         event_id: event.id,
         event_type: event.event_type.clone(),
         attribute_name: event.attribute_name.clone(),
@@ -104,7 +105,7 @@ pub(crate) fn oversized(position: &mut SourcePosition, event: &str, size: &str, 
 }
 
 /// Whether `row` is within `max` bytes; if not, it is recorded with [`oversized`].
-pub(crate) fn fits(row: &NewEvent, max: usize, position: &mut SourcePosition) -> bool {
+pub(crate) fn fits(row: &JournalRow, max: usize, position: &mut SourcePosition) -> bool {
     if row.body.len() <= max {
         return true;
     }

@@ -355,6 +355,21 @@ fn a_damaged_journal_range_stops_the_plugin_that_reads_it_not_the_daemon() {
             .expect("page size");
         (leaves, size)
     };
+    // Those pages must be read from the file, not from frames of the write-ahead log that still
+    // hold them (a reader's snapshot can keep old frames in use): the log is written back and
+    // emptied first. The daemon goes on writing cursors, so this may take a few tries.
+    let writer = rusqlite::Connection::open(&db).expect("state.db opens");
+    writer
+        .busy_timeout(std::time::Duration::from_secs(2))
+        .expect("busy timeout");
+    wait_for("the write-ahead log to be written back and emptied", || {
+        writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .is_ok_and(|busy| busy == 0)
+    });
+    drop(writer);
     // A little ahead of b, so that it gets there soon, however slow the machine.
     let at = ctx.ids("b").len() + 2_000;
     let (from, to) = (

@@ -266,6 +266,17 @@ impl Client {
 
     /// A `_search` on the event log, signing in again once if the token was refused.
     async fn search(&self, what: &str, body: Value, hash: bool) -> Result<Vec<Value>, ClientError> {
+        self.search_answer(what, body, hash).await?.rows()
+    }
+
+    /// Like [`Client::search`], with the answer's body as it came: its rows are read later
+    /// ([`Answer::head`], [`Answer::rows`]).
+    async fn search_answer(
+        &self,
+        what: &str,
+        body: Value,
+        hash: bool,
+    ) -> Result<Answer, ClientError> {
         match self.search_once(what, &body, hash).await {
             Err(ClientError::Status { status: 401, .. }) => {
                 tracing::info!(site = %self.url, "the site refused the token; signing in again");
@@ -290,7 +301,7 @@ impl Client {
         what: &str,
         body: &Value,
         hash: bool,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Answer, ClientError> {
         let started = Instant::now();
         let result = self.search_request(what, body, hash).await;
         record(started, &result);
@@ -302,7 +313,7 @@ impl Client {
         what: &str,
         body: &Value,
         hash: bool,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Answer, ClientError> {
         let token = self.token().await?;
         let url = format!("{}/api/v1/entity/event_log_entries/_search", self.url);
         let content_type = if hash {
@@ -332,26 +343,25 @@ impl Client {
                 code: error_code(&text),
             });
         }
-        let bad = |error: String| ClientError::BadAnswer {
+        Ok(Answer {
             what: what.to_owned(),
-            error,
-            body: excerpt(&text),
-        };
-        answer_rows(&text).map_err(bad)
+            text,
+        })
     }
 
-    /// Up to `limit` events with an id above `after`, in id order.
+    /// Up to `limit` events with an id above `after`, in id order, as the site's answer: its
+    /// [`Answer::head`] tells where the next page starts before the rows are read.
     pub(crate) async fn events_after(
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Answer, ClientError> {
         let body = json!({
             "filters": [["id", "greater_than", after]],
             "fields": FIELDS, "sort": "id", "page": {"size": limit, "number": 1},
             "options": {"include_archived_projects": true},
         });
-        self.search(&format!("the event log (ids above {after})"), body, false)
+        self.search_answer(&format!("the event log (ids above {after})"), body, false)
             .await
     }
 
@@ -431,19 +441,76 @@ impl Client {
     }
 }
 
-/// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
-/// ([`flatten`]). The error says what is wrong with the body.
-pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
-    // Rows are read one at a time from the raw text and moved into the flat shape: a page is
-    // never held as a whole JSON tree next to its flat copy (memory while catching up).
+/// The body of a successful `_search` answer, not read yet.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// What was asked for, for the errors.
+    what: String,
+    text: String,
+}
+
+/// How many rows an answer has, and the last one's id: where the next page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) rows: usize,
+    pub(crate) last_id: Option<i64>,
+}
+
+impl Answer {
+    /// The number of rows and the last row's id, without reading the rows (the JSON is checked
+    /// and the rows are only delimited): the next request can leave before this page is parsed.
+    pub(crate) fn head(&self) -> Result<Head, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: Option<i64>,
+        }
+        let rows = envelope(&self.text).map_err(|e| self.bad(e))?;
+        let last_id = match rows.last() {
+            Some(raw) => {
+                serde_json::from_str::<Id>(raw.get())
+                    .map_err(|e| self.bad(e.to_string()))?
+                    .id
+            }
+            None => None,
+        };
+        Ok(Head {
+            rows: rows.len(),
+            last_id,
+        })
+    }
+
+    /// The rows, each in the flat shape ([`answer_rows`]).
+    pub(crate) fn rows(&self) -> Result<Vec<Value>, ClientError> {
+        answer_rows(&self.text).map_err(|e| self.bad(e))
+    }
+
+    fn bad(&self, error: String) -> ClientError {
+        ClientError::BadAnswer {
+            what: self.what.clone(),
+            error,
+            body: excerpt(&self.text),
+        }
+    }
+}
+
+/// The `data` rows of an answer's body, each still as its raw text.
+fn envelope(text: &str) -> Result<Vec<&serde_json::value::RawValue>, String> {
     #[derive(serde::Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow, default)]
         data: Option<Vec<&'a serde_json::value::RawValue>>,
     }
     let answer: Envelope<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let rows = answer.data.ok_or_else(|| "no `data` list".to_owned())?;
-    rows.into_iter()
+    answer.data.ok_or_else(|| "no `data` list".to_owned())
+}
+
+/// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
+/// ([`flatten`]). The error says what is wrong with the body.
+pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
+    // Rows are read one at a time from the raw text and moved into the flat shape: a page is
+    // never held as a whole JSON tree next to its flat copy (memory while catching up).
+    envelope(text)?
+        .into_iter()
         .map(|raw| {
             let row: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
             flatten(row)
@@ -584,6 +651,58 @@ mod tests {
         let event: sgevents_protocol::Event =
             serde_json::from_value(flat).expect("the protocol's event");
         assert_eq!(event.entity_type(), Some("Shot"));
+    }
+
+    fn answer(text: &str) -> Answer {
+        Answer {
+            what: "the event log (ids above 7)".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_head_is_the_row_count_and_the_last_id_as_the_rows_say() {
+        let page = answer(
+            r#"{"data": [{"type": "EventLogEntry", "id": 8, "attributes": {"id": 99}},
+                          {"type": "EventLogEntry", "id": 11, "attributes": {}}],
+                "links": {"self": "x"}}"#,
+        );
+        let head = page.head().expect("a head");
+        assert_eq!(
+            head,
+            Head {
+                rows: 2,
+                last_id: Some(11)
+            },
+            "the row's own id, not an attribute's"
+        );
+        let rows = page.rows().expect("rows");
+        assert_eq!(rows.len(), head.rows);
+        assert_eq!(rows.last().and_then(|r| r["id"].as_i64()), head.last_id);
+
+        let empty = answer(r#"{"data": []}"#);
+        assert_eq!(
+            empty.head().expect("a head"),
+            Head {
+                rows: 0,
+                last_id: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_head_that_cannot_be_read_is_a_bad_answer_like_the_rows() {
+        for (body, says) in [
+            (r#"{"data": [{"id": 8}"#, "EOF"),
+            (r#"{"errors": []}"#, "no `data` list"),
+            (r#"{"data": [{"id": "eight"}]}"#, "invalid type"),
+        ] {
+            let page = answer(body);
+            let head = page.head().expect_err(body).to_string();
+            assert!(head.contains(says), "{body}: {head}");
+            assert!(head.contains("ids above 7"), "{head}");
+            assert!(page.rows().is_err(), "{body}: the rows fail too");
+        }
     }
 
     #[test]

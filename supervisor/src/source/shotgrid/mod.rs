@@ -59,15 +59,16 @@ use std::time::{Duration, Instant, SystemTime};
 use sgevents_protocol::Event;
 use tokio_util::sync::CancellationToken;
 
-use self::client::{Client, ClientError};
+use self::client::{Client, ClientError, Head};
 use self::gaps::{Gap, Gaps, MAX_RANGES_PER_POLL, given_up};
 use super::{fits, journal_row};
 use crate::alerts::{Alert, Alerts};
+use crate::backoff::Backoff;
 use crate::config::{ShotgridSource, StartAt};
-use crate::store::{GapRow, NewEvent, SourcePosition, Store};
+use crate::store::{GapRow, JournalRow, SourcePosition, Store};
 
-/// The longest wait between retries of a failing request.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The waits between retries of a failing request (before a ±20 % jitter).
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// The wait after a 429 that did not say how long.
 const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
 /// The longest a 429 may make the poller wait.
@@ -206,12 +207,15 @@ enum Request {
 
 /// A page as the fetching task leaves it: the journal rows, in id order.
 struct Page {
-    rows: Vec<NewEvent>,
-    /// As many rows as asked for: there are probably more.
-    full: bool,
+    rows: Vec<JournalRow>,
 }
 
-type Fetch = tokio::task::JoinHandle<Result<Page, ClientError>>;
+/// A request in flight: the task that fetches and parses its page and, for a request that
+/// follows the log ([`Request::After`]), the answer's [`Head`] as soon as it is read.
+struct Fetch {
+    task: tokio::task::JoinHandle<Result<Page, ClientError>>,
+    head: Option<tokio::sync::oneshot::Receiver<Head>>,
+}
 
 /// The poller between rounds: what it has journaled, and how.
 struct Poller {
@@ -230,40 +234,79 @@ struct Poller {
 }
 
 impl Poller {
-    /// Starts fetching `request` on its own task, parsed into journal rows there.
+    /// Starts fetching `request` on its own task, parsed into journal rows there. A request that
+    /// follows the log also tells the answer's [`Head`] before the rows are parsed, so that the
+    /// next page can be asked for at once.
     fn fetch(&self, request: Request) -> Fetch {
         let client = std::sync::Arc::clone(&self.client);
         let limit = self.config.batch_size;
-        tokio::spawn(async move {
+        let (head_tx, head) = match request {
+            Request::After(_) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Request::Between(..) => (None, None),
+        };
+        let task = tokio::spawn(async move {
             let rows = match request {
-                Request::After(high) => client.events_after(high, limit).await?,
+                Request::After(high) => {
+                    let answer = client.events_after(high, limit).await?;
+                    // A head that cannot be read is the rows' error too: it comes with them.
+                    if let (Some(tx), Ok(head)) = (head_tx, answer.head()) {
+                        let _ = tx.send(head);
+                    }
+                    answer.rows()?
+                }
                 Request::Between(first, last) => client.events_between(first, last, limit).await?,
             };
-            let full = rows.len() >= limit;
             let rows = events_of(rows).iter().map(journal_row).collect();
-            Ok(Page { rows, full })
-        })
+            Ok(Page { rows })
+        });
+        Fetch { task, head }
     }
 
-    /// Polls until caught up. The next request is in flight while a page is journaled
-    /// (pipelining); when behind, up to `fetch_concurrency` pages of `batch_size` ids are fetched
-    /// at once, and journaled strictly in id order.
+    /// Polls until caught up. The next request leaves as soon as the previous answer is read,
+    /// before its page is parsed and journaled (pipelining); when behind, up to
+    /// `fetch_concurrency` pages of `batch_size` ids are fetched at once, and journaled strictly in
+    /// id order.
     async fn round(&mut self, cancel: &CancellationToken) -> anyhow::Result<Round> {
-        let mut queue: VecDeque<(Request, Fetch)> = VecDeque::new();
-        queue.push_back((
-            Request::After(self.position.offset),
-            self.fetch(Request::After(self.position.offset)),
-        ));
+        let mut queue: VecDeque<Fetch> = VecDeque::new();
+        queue.push_back(self.fetch(Request::After(self.position.offset)));
         // While catching up by ranges: the next id to ask for, and the newest id to reach.
         let mut plan: Option<(i64, i64)> = None;
         let mut new = 0;
-        while let Some((request, task)) = queue.pop_front() {
+        while let Some(fetch) = queue.pop_front() {
+            // What comes after a page that follows the log is asked for as soon as its head is
+            // read: the next page after its last id, or the site's newest id to plan ranges.
+            let mut failed = None;
+            if let Some(head) = fetch.head {
+                let head = tokio::select! {
+                    _ = cancel.cancelled() => {
+                        fetch.task.abort();
+                        abort(&mut queue);
+                        return Ok(Round::Cancelled);
+                    }
+                    head = head => head.ok(),
+                };
+                if let Some(Head {
+                    rows,
+                    last_id: Some(last),
+                }) = head
+                {
+                    if rows >= self.config.batch_size {
+                        match self.follow(last, &mut queue).await {
+                            Ok(ranges) => plan = ranges,
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                }
+            }
             let answer = tokio::select! {
                 _ = cancel.cancelled() => {
                     abort(&mut queue);
                     return Ok(Round::Cancelled);
                 }
-                answer = task => answer,
+                answer = fetch.task => answer,
             };
             let page = match answer {
                 Ok(Ok(page)) => page,
@@ -287,35 +330,15 @@ impl Poller {
             crate::metrics::global()
                 .source
                 .site_newest_at_least(page_end);
-
-            // What comes next is asked for before this page is journaled.
-            match request {
-                Request::After(_) if page.full => {
-                    let last = page
-                        .rows
-                        .last()
-                        .map_or(self.position.offset, |r| r.event_id);
-                    let concurrency = self.throttle.concurrency();
-                    if concurrency > 1 {
-                        match self.client.newest_id().await {
-                            Ok(newest) => {
-                                let newest = newest.unwrap_or(last).max(last);
-                                crate::metrics::global().source.site_newest_at_least(newest);
-                                plan = Some((last + 1, newest));
-                            }
-                            Err(e) => {
-                                abort(&mut queue);
-                                // This page is still journaled before the wait.
-                                self.journal(page.rows, true).await?;
-                                return Ok(Round::Failed(self.failed(&e)));
-                            }
-                        }
-                    } else {
-                        queue.push_back((Request::After(last), self.fetch(Request::After(last))));
-                    }
-                }
-                _ => {}
+            if let Some(e) = failed {
+                // The site's newest id could not be read: this page is still journaled before
+                // the wait.
+                abort(&mut queue);
+                self.journal(page.rows, true).await?;
+                return Ok(Round::Failed(self.failed(&e)));
             }
+
+            // Ranges are asked for before this page is journaled, up to the concurrency.
             if let Some((next, newest)) = plan {
                 let concurrency = self.throttle.concurrency();
                 let mut next = next;
@@ -324,14 +347,12 @@ impl Poller {
                 while queue.len() < concurrency {
                     if next > newest {
                         // The ranges reach the newest id: then follow the log again.
-                        let r = Request::After(newest);
-                        queue.push_back((r, self.fetch(r)));
+                        queue.push_back(self.fetch(Request::After(newest)));
                         plan = None;
                         break;
                     }
                     let last = (next + step - 1).min(newest);
-                    let r = Request::Between(next, last);
-                    queue.push_back((r, self.fetch(r)));
+                    queue.push_back(self.fetch(Request::Between(next, last)));
                     next = last + 1;
                     plan = Some((next, newest));
                 }
@@ -340,6 +361,24 @@ impl Poller {
             new += self.journal(page.rows, more).await?;
         }
         Ok(Round::Done { new })
+    }
+
+    /// After a full page that followed the log up to `last`: with one page at a time, asks for
+    /// the next page at once; with more, asks for the site's newest id and returns the ranges
+    /// to fetch (from the id after `last` to the newest).
+    async fn follow(
+        &mut self,
+        last: i64,
+        queue: &mut VecDeque<Fetch>,
+    ) -> Result<Option<(i64, i64)>, ClientError> {
+        if self.throttle.concurrency() <= 1 {
+            queue.push_back(self.fetch(Request::After(last)));
+            return Ok(None);
+        }
+        let newest = self.client.newest_id().await?;
+        let newest = newest.unwrap_or(last).max(last);
+        crate::metrics::global().source.site_newest_at_least(newest);
+        Ok(Some((last + 1, newest)))
     }
 
     /// Records a failed request: the error kept in the source's state, the throttle halved on a
@@ -359,7 +398,7 @@ impl Poller {
     /// appeared, the new mark and the remaining gaps, in one transaction; returns how many events
     /// it journaled. `more`: other pages follow at once, so the missing ids are asked for at most
     /// once a second.
-    async fn journal(&mut self, mut fresh: Vec<NewEvent>, more: bool) -> anyhow::Result<usize> {
+    async fn journal(&mut self, mut fresh: Vec<JournalRow>, more: bool) -> anyhow::Result<usize> {
         let config = &self.config;
         let high = self.position.offset;
         let now = SystemTime::now();
@@ -448,9 +487,9 @@ impl Poller {
 }
 
 /// Stops the fetches of a round that ends early; what they would have read is asked for again.
-fn abort(queue: &mut VecDeque<(Request, Fetch)>) {
-    for (_, task) in queue.drain(..) {
-        task.abort();
+fn abort(queue: &mut VecDeque<Fetch>) {
+    for fetch in queue.drain(..) {
+        fetch.task.abort();
     }
 }
 
@@ -532,7 +571,7 @@ fn events_of(rows: Vec<serde_json::Value>) -> Vec<Event> {
     events
 }
 
-fn created(event: &NewEvent) -> Option<SystemTime> {
+fn created(event: &JournalRow) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(event.created_at.as_deref()?).ok()
 }
 
@@ -569,7 +608,8 @@ async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
 struct Outage {
     since: Option<Instant>,
     failures: u32,
-    delay: Option<Duration>,
+    /// The failures that waited by [`BACKOFF`] (not by the site's `Retry-After`).
+    backed_off: u32,
     alerted: bool,
 }
 
@@ -587,9 +627,10 @@ impl Outage {
             _ => match e.retry_after() {
                 Some(d) => d.min(MAX_THROTTLE),
                 None => {
-                    let base = self.delay.unwrap_or(Duration::from_secs(1));
-                    self.delay = Some((base * 2).min(MAX_BACKOFF));
-                    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+                    self.backed_off += 1;
+                    BACKOFF
+                        .delay(self.backed_off)
+                        .mul_f64(0.8 + 0.4 * fastrand::f64())
                 }
             },
         };
