@@ -3,13 +3,14 @@
 //! `info`, `find` and `find_one` with filters, fields and paging, `update` and `create` with the
 //! event log rows they add, the faults the client raises, and `sgevents-fake-site --entities`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 use sgevents_tests::fake_site::{
     FakeSite, SHOTGUN_API3_VERSION, SiteOptions, python_with_shotgun_api3,
 };
+
+use crate::{SiteProgram, site};
 
 /// What every script starts with: `sg` connected as `SG_SCRIPT`, and `out()` to print the answer.
 const PRELUDE: &str = r#"
@@ -32,10 +33,6 @@ def caught(call):
     except shotgun_api3.ShotgunError as e:
         return {"raised": type(e).__name__, "message": str(e)}
 "#;
-
-fn start() -> FakeSite {
-    FakeSite::start(SiteOptions::default()).expect("the fake site starts")
-}
 
 /// Runs `code` after the prelude against `url`, signed in as `script` with `key`, and returns what
 /// its last `out()` printed.
@@ -145,7 +142,7 @@ fn events_after(site: &FakeSite, after: i64) -> Vec<Value> {
 
 #[test]
 fn info_tells_the_client_a_version_it_accepts() {
-    let site = start();
+    let site = site();
     let got = python(
         &site,
         r#"
@@ -165,7 +162,7 @@ out({"library": shotgun_api3.__version__, "info": sg.info(), "version": list(sg.
 
 #[test]
 fn find_filters_and_returns_fields() {
-    let site = start();
+    let site = site();
     studio(&site);
     let got = python(
         &site,
@@ -232,7 +229,7 @@ out({
 
 #[test]
 fn find_one_gives_the_first_match_or_none() {
-    let site = start();
+    let site = site();
     studio(&site);
     let got = python(
         &site,
@@ -260,7 +257,7 @@ out({
 
 #[test]
 fn find_reads_every_page() {
-    let site = start();
+    let site = site();
     site.set_records_per_page(2);
     for n in 1..=5 {
         site.insert_entity("Asset", json!({"code": format!("prop_{n}")}));
@@ -282,7 +279,7 @@ out({"per_page": sg.config.records_per_page, "all": found("Asset", []),
 
 #[test]
 fn update_changes_the_entity_and_logs_each_changed_field() {
-    let site = start();
+    let site = site();
     studio(&site);
     let before = site.newest_id();
     let got = python(
@@ -349,7 +346,7 @@ out({{"updated": updated,
 
 #[test]
 fn multi_entity_update_modes_add_and_remove() {
-    let site = start();
+    let site = site();
     studio(&site);
     site.insert_entity("HumanUser", json!({"id": 91, "name": "Tom Okafor"}));
     let got = python(
@@ -379,7 +376,7 @@ out({"added": added["task_assignees"], "removed": removed["task_assignees"]})
 
 #[test]
 fn create_returns_the_new_entity_and_logs_it() {
-    let site = start();
+    let site = site();
     studio(&site);
     let before = site.newest_id();
     let got = python(
@@ -441,7 +438,7 @@ out(sg.create("Note", {"subject": "Timing", "content": "late on the turn", "proj
 
 #[test]
 fn writes_log_nothing_when_switched_off() {
-    let site = start();
+    let site = site();
     studio(&site);
     site.set_log_writes(false);
     let before = site.newest_id();
@@ -466,7 +463,7 @@ out(sg.create("Shot", {"code": "010_0030"}))
 
 #[test]
 fn another_script_signs_in_and_its_writes_are_credited_to_it() {
-    let site = start();
+    let site = site();
     studio(&site);
     assert_eq!(site.add_script("task_roll_up", "k2"), 2);
     let before = site.newest_id();
@@ -498,7 +495,7 @@ out(sg.update("Task", 5, {"sg_status_list": "rev"}))
 
 #[test]
 fn a_bad_script_key_is_an_authentication_fault() {
-    let site = start();
+    let site = site();
     let got = python_as(
         &site.url(),
         "sgevents",
@@ -525,7 +522,7 @@ out({"find": caught(lambda: sg.find_one("Task", [])),
 
 #[test]
 fn bad_calls_are_faults_that_name_what_is_wrong() {
-    let site = start();
+    let site = site();
     studio(&site);
     let got = python(
         &site,
@@ -565,7 +562,7 @@ out({
 
 #[test]
 fn the_event_log_reads_as_the_incumbent_daemon_reads_it() {
-    let site = start();
+    let site = site();
     let appended = site.append(12);
     let got = python(
         &site,
@@ -602,14 +599,6 @@ out({"newest": newest, "batch": batch,
 
 #[test]
 fn the_program_seeds_entities_from_a_file() {
-    /// Kills the program however the test ends.
-    struct Running(Child);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let dir = std::env::temp_dir().join(format!("sgevents-api3-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");
     let file = dir.join("entities.jsonl");
@@ -619,27 +608,15 @@ fn the_program_seeds_entities_from_a_file() {
          {\"type\": \"Task\", \"content\": \"Anim\", \"entity\": {\"type\": \"Shot\", \"id\": 12}}\n",
     )
     .expect("the entities file");
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_sgevents-fake-site"))
-            .arg("--entities")
-            .arg(&file)
-            .args(["--script", "plugin=k9", "--no-log-writes"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the fake site program starts"),
-    );
-    let mut first = String::new();
-    BufReader::new(child.0.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("a first line");
-    let url = first
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"))
-        .to_owned();
+    let program = SiteProgram::start([
+        "--entities".as_ref(),
+        file.as_os_str(),
+        "--script".as_ref(),
+        "plugin=k9".as_ref(),
+        "--no-log-writes".as_ref(),
+    ]);
     let got = python_as(
-        &url,
+        &program.url,
         "plugin",
         "k9",
         r#"
@@ -649,7 +626,7 @@ out({"tasks": sg.find("Task", [], ["content", "entity", "sg_status_list"]),
      "log": sg.find("EventLogEntry", [])})
 "#,
     );
-    drop(child);
+    drop(program);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         got["tasks"],

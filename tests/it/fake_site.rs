@@ -4,14 +4,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions, Stats};
 
-use crate::{PATIENCE, root};
+use crate::{PATIENCE, SiteProgram, root, site, site_with};
 
 const ARRAY: &str = "application/vnd+shotgun.api3_array+json";
 const HASH: &str = "application/vnd+shotgun.api3_hash+json";
@@ -104,14 +104,6 @@ fn http(url: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &
     answer
 }
 
-fn start() -> FakeSite {
-    start_with(SiteOptions::default())
-}
-
-fn start_with(options: SiteOptions) -> FakeSite {
-    FakeSite::start(options).expect("the site starts")
-}
-
 /// Signs in with the query string, as both official REST clients do.
 fn sign_in_with(site: &FakeSite, params: &str) -> Answer {
     http(
@@ -166,7 +158,7 @@ fn wait_for(what: &str, condition: impl Fn() -> bool) {
 
 #[test]
 fn sign_in_with_the_query_string_gives_a_bearer_token() {
-    let site = start();
+    let site = site();
     let answer = sign_in_with(
         &site,
         "client_id=sgevents&client_secret=fake-key&grant_type=client_credentials",
@@ -185,7 +177,7 @@ fn sign_in_with_the_query_string_gives_a_bearer_token() {
 
 #[test]
 fn sign_in_with_a_form_body() {
-    let site = start_with(SiteOptions {
+    let site = site_with(SiteOptions {
         script_name: "ingest bot".to_owned(),
         script_key: "k&y=1".to_owned(),
         ..SiteOptions::default()
@@ -203,7 +195,7 @@ fn sign_in_with_a_form_body() {
 
 #[test]
 fn sign_in_refusals() {
-    let site = start();
+    let site = site();
     let wrong_key = sign_in_with(
         &site,
         "client_id=sgevents&client_secret=nope&grant_type=client_credentials",
@@ -232,7 +224,7 @@ fn sign_in_refusals() {
 
 #[test]
 fn a_token_expires_after_its_lifetime() {
-    let site = start_with(SiteOptions {
+    let site = site_with(SiteOptions {
         token_lifetime: Duration::ZERO,
         ..SiteOptions::default()
     });
@@ -245,7 +237,7 @@ fn a_token_expires_after_its_lifetime() {
 
 #[test]
 fn expired_tokens_are_refused_until_the_client_signs_in_again() {
-    let site = start();
+    let site = site();
     site.append(2);
     let old = token(&site);
     assert_eq!(find(&site, &old, json!([])), [1, 2]);
@@ -257,7 +249,7 @@ fn expired_tokens_are_refused_until_the_client_signs_in_again() {
 
 #[test]
 fn missing_and_unknown_tokens_are_refused() {
-    let site = start();
+    let site = site();
     let url = site.url();
     let no_header = http(&url, "POST", SEARCH, &[("Content-Type", ARRAY)], "{}");
     assert_eq!(no_header.error(401), "Unauthorized");
@@ -270,7 +262,7 @@ fn missing_and_unknown_tokens_are_refused() {
 
 #[test]
 fn a_refresh_token_gives_a_new_access_token_until_tokens_expire() {
-    let site = start();
+    let site = site();
     site.append(1);
     let first = sign_in_with(
         &site,
@@ -297,7 +289,7 @@ fn a_refresh_token_gives_a_new_access_token_until_tokens_expire() {
 
 #[test]
 fn the_api_root_answers_without_a_token_and_other_paths_are_not_found() {
-    let site = start();
+    let site = site();
     let root = http(&site.url(), "GET", "/api/v1", &[], "");
     assert_eq!(root.status, 200);
     assert_eq!(root.json()["data"]["api_version"], "v1");
@@ -309,7 +301,7 @@ fn the_api_root_answers_without_a_token_and_other_paths_are_not_found() {
 
 #[test]
 fn the_daemon_poll_pages_through_the_log() {
-    let site = start();
+    let site = site();
     assert_eq!(site.append(10), (1..=10).collect::<Vec<_>>());
     let token = token(&site);
     let page = |number: usize| {
@@ -345,7 +337,7 @@ fn the_daemon_poll_pages_through_the_log() {
 
 #[test]
 fn id_relations() {
-    let site = start();
+    let site = site();
     site.append(10);
     let token = token(&site);
     assert_eq!(find(&site, &token, json!([["id", "is", 4]])), [4]);
@@ -374,7 +366,7 @@ fn id_relations() {
 
 #[test]
 fn created_at_relations_compare_iso_times() {
-    let site = start();
+    let site = site();
     let event =
         |created_at: &str| json!({"event_type": "Shotgun_Shot_New", "created_at": created_at});
     site.append_events(vec![
@@ -403,7 +395,7 @@ fn created_at_relations_compare_iso_times() {
 
 #[test]
 fn hash_filters_nest_and_and_or_groups() {
-    let site = start();
+    let site = site();
     site.append(20);
     let token = token(&site);
     let filters = json!({"logical_operator": "or", "conditions": [
@@ -425,7 +417,7 @@ fn hash_filters_nest_and_and_or_groups() {
 
 #[test]
 fn sort_descending_with_one_row_gives_the_newest_id() {
-    let site = start();
+    let site = site();
     site.append(7);
     let held = site.hold(1);
     let token = token(&site);
@@ -440,7 +432,7 @@ fn sort_descending_with_one_row_gives_the_newest_id() {
 
 #[test]
 fn fields_choose_attributes_and_relationships() {
-    let site = start();
+    let site = site();
     site.append_events(vec![json!({
         "type": "EventLogEntry", "id": 999,
         "event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list",
@@ -519,7 +511,7 @@ fn fields_choose_attributes_and_relationships() {
 
 #[test]
 fn bad_searches_are_refused() {
-    let site = start();
+    let site = site();
     site.append(1);
     let token = token(&site);
     let url = site.url();
@@ -570,7 +562,7 @@ fn bad_searches_are_refused() {
 
 #[test]
 fn the_type_name_path_segment_works_too() {
-    let site = start();
+    let site = site();
     site.append(2);
     let token = token(&site);
     let answer = http(
@@ -588,7 +580,7 @@ fn the_type_name_path_segment_works_too() {
 
 #[test]
 fn held_ids_are_invisible_until_committed_and_rolled_back_ones_never_appear() {
-    let site = start();
+    let site = site();
     assert_eq!(site.append(2), [1, 2]);
     assert_eq!(site.hold(2), [3, 4]);
     assert_eq!(site.append(2), [5, 6]);
@@ -618,7 +610,7 @@ fn held_ids_are_invisible_until_committed_and_rolled_back_ones_never_appear() {
 
 #[test]
 fn appended_events_keep_their_fields_and_get_the_next_ids() {
-    let site = start_with(SiteOptions {
+    let site = site_with(SiteOptions {
         first_id: 2_011_000,
         ..SiteOptions::default()
     });
@@ -651,7 +643,7 @@ fn appended_events_keep_their_fields_and_get_the_next_ids() {
 
 #[test]
 fn generated_events_look_like_shotgun_rows() {
-    let site = start();
+    let site = site();
     site.append(200);
     let token = token(&site);
     let answer = search(&site, &token, json!({"fields": "*"}));
@@ -681,7 +673,7 @@ fn generated_events_look_like_shotgun_rows() {
 
 #[test]
 fn each_fault_kind_hits_the_next_search_only() {
-    let site = start();
+    let site = site();
     site.append(3);
     let token = token(&site);
     let all = json!({"fields": ["id"]});
@@ -751,7 +743,7 @@ fn each_fault_kind_hits_the_next_search_only() {
 
 #[test]
 fn a_hanging_search_does_not_hold_up_others() {
-    let site = start();
+    let site = site();
     site.append(3);
     let token = token(&site);
     site.fail_next(1, Fault::Hang(Duration::from_secs(3600)));
@@ -771,7 +763,7 @@ fn a_hanging_search_does_not_hold_up_others() {
 
 #[test]
 fn random_faults_follow_their_rates() {
-    let site = start();
+    let site = site();
     site.append(1);
     let token = token(&site);
     site.set_faults(sgevents_tests::fake_site::Faults {
@@ -788,7 +780,7 @@ fn random_faults_follow_their_rates() {
 
 #[test]
 fn stats_count_what_clients_did() {
-    let site = start();
+    let site = site();
     site.append(5);
     assert_eq!(site.stats(), Stats::default());
     let token = token(&site);
@@ -821,34 +813,11 @@ fn stats_count_what_clients_did() {
 
 #[test]
 fn the_program_serves_its_initial_events_until_killed() {
-    /// Kills the program however the test ends.
-    struct Running(Child);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_sgevents-fake-site"))
-            .args(["--initial", "4", "--script-key", "sekrit"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the fake site program starts"),
-    );
-    let mut first = String::new();
-    BufReader::new(child.0.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("a first line");
-    let url = first
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"))
-        .to_owned();
+    let program = SiteProgram::start(["--initial", "4", "--script-key", "sekrit"]);
+    let (first, url) = (&program.first, &program.url);
     assert!(first.contains("key sekrit"), "{first}");
     let signed_in = http(
-        &url,
+        url,
         "POST",
         "/api/v1/auth/access_token?client_id=sgevents&client_secret=sekrit&grant_type=client_credentials",
         &[],
@@ -858,8 +827,8 @@ fn the_program_serves_its_initial_events_until_killed() {
         .as_str()
         .expect("a token")
         .to_owned();
-    let answer = search_as(&url, &token, ARRAY, &json!({"fields": ["id"]}));
-    drop(child);
+    let answer = search_as(url, &token, ARRAY, &json!({"fields": ["id"]}));
+    drop(program);
     assert_eq!(answer.ids(), [1, 2, 3, 4]);
 }
 
@@ -883,7 +852,7 @@ fn the_program_explains_bad_options() {
 fn new_events_are_sent_as_signed_webhook_deliveries() {
     let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let port = receiver.local_addr().expect("address").port();
-    let site = start();
+    let site = site();
     site.set_webhook(&format!("http://127.0.0.1:{port}/hook"), "s3");
     let id = site.append(1)[0];
     let (mut stream, _) = receiver.accept().expect("a delivery");

@@ -9,12 +9,15 @@ mod fake_site;
 mod python_sdk;
 mod tidy;
 
+use std::ffi::OsStr;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sgevents_protocol::transcript::Transcript;
+use sgevents_tests::fake_site::{FakeSite, SiteOptions};
 
 /// The longest any single step may wait for a plugin before the test fails. A guard against hangs,
 /// not a measurement: healthy steps take milliseconds.
@@ -26,6 +29,60 @@ fn root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// The fake site, in this process.
+fn site() -> FakeSite {
+    site_with(SiteOptions::default())
+}
+
+/// The fake site set up with `options`, in this process.
+fn site_with(options: SiteOptions) -> FakeSite {
+    FakeSite::start(options).expect("the fake site starts")
+}
+
+/// The fake site as a program (`sgevents-fake-site`), killed however the test ends.
+struct SiteProgram {
+    child: Child,
+    /// The first line it printed: where it listens, and how to sign in.
+    first: String,
+    /// The URL it serves.
+    url: String,
+}
+
+impl SiteProgram {
+    /// Starts `sgevents-fake-site` with `args` and reads its first line.
+    fn start<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> SiteProgram {
+        let child = Command::new(env!("CARGO_BIN_EXE_sgevents-fake-site"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the fake site program starts");
+        // Killed on drop, also when reading its first line fails.
+        let mut program = SiteProgram {
+            child,
+            first: String::new(),
+            url: String::new(),
+        };
+        BufReader::new(program.child.stdout.take().expect("stdout"))
+            .read_line(&mut program.first)
+            .expect("a first line");
+        program.url = program
+            .first
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {:?}", program.first))
+            .to_owned();
+        program
+    }
+}
+
+impl Drop for SiteProgram {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `python3` with the Python SDK importable, as a plugin is started in development.

@@ -48,7 +48,7 @@ mod server;
 mod webhook;
 
 pub use pydeps::{
-    PROMETHEUS_CLIENT_VERSION, SHOTGUN_API3_VERSION, python_with_prometheus_client,
+    PROMETHEUS_CLIENT_VERSION, SHOTGUN_API3_VERSION, python_with, python_with_prometheus_client,
     python_with_shotgun_api3,
 };
 pub use webhook::{post as post_webhook, signature as webhook_signature};

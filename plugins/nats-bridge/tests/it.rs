@@ -573,56 +573,7 @@ fn a_nats_outage_of_ten_seconds_loses_nothing_and_other_plugins_go_on() {
 /// A folder to put on `PYTHONPATH` so that `python3` can `import nats` (nats-py), installed once
 /// with pip into `target/pydeps/`, like `shotgun_api3` for the daemon's tests.
 fn python_with_nats_py() -> PathBuf {
-    let target = bridge_exe()
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
-    let dir = target
-        .join("pydeps")
-        .join(format!("nats-py-{NATS_PY_VERSION}"));
-    if dir.join("nats").join("__init__.py").is_file() {
-        return dir;
-    }
-    let by_hand = format!(
-        "python3 -m pip install --target {} nats-py=={NATS_PY_VERSION}",
-        dir.display()
-    );
-    let staging = dir.with_extension(format!("{}.tmp", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&staging)
-        .arg(format!("nats-py=={NATS_PY_VERSION}"))
-        .env("PIP_REQUIRE_VIRTUALENV", "0")
-        .env("PIP_USER", "0")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `python3 -m pip`: {e}\nhint: run `{by_hand}`"));
-    assert!(
-        out.status.success(),
-        "cannot install nats-py: pip failed ({}):\n{}\nhint: the test needs the package index \
-         once; run `{by_hand}`",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if fs::rename(&staging, &dir).is_err() {
-        let _ = fs::remove_dir_all(&staging);
-    }
-    assert!(
-        dir.join("nats").join("__init__.py").is_file(),
-        "nats-py is not in `{}`\nhint: run `{by_hand}`",
-        dir.display()
-    );
-    dir
+    sgevents_tests::fake_site::python_with("nats-py", NATS_PY_VERSION, "nats")
 }
 
 #[test]

@@ -17,14 +17,17 @@
 //! end the session as a protocol violation; its stderr lines beyond `log_rate` are dropped and
 //! counted ([`child`]).
 //!
-//! Answers move the cursor through [`window::Window`]; the actor hands cursor moves, retries and
-//! failures to the [`Store`], which group-commits them. After any crash, the plugin restarts
+//! What to do with each answer and each timer is decided by [`session::Session`], as pure data;
+//! the actor performs its [`session::Effect`]s. Answers move the cursor through
+//! [`window::Window`]; the actor hands cursor moves, retries and failures to the [`Store`], which
+//! group-commits them. After any crash, the plugin restarts
 //! from its committed cursor, so the events that were in flight are delivered again and nothing
 //! is skipped.
 
 pub(crate) mod child;
 pub(crate) mod keeper;
 pub(crate) mod policy;
+pub(crate) mod session;
 pub(crate) mod timings;
 pub(crate) mod window;
 
@@ -36,21 +39,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use sgevents_protocol::{
     AlertRecipients, DaemonMessage, Hello, MatchFields, PluginMessage, Register, SUPPORTED,
-    Subscription, decode_plugin_line, encode, encode_event_raw, excerpt,
+    Subscription, decode_plugin_line, encode, excerpt,
 };
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use self::child::{Incoming, PluginChild, Stdin};
-use self::policy::{
-    AfterCrash, CRASH_LIMIT, PROGRESS_BURST, PROGRESS_RATE, RestartPolicy, TokenBucket,
-    UNSOLICITED_BURST, UNSOLICITED_RATE, retry_delay,
-};
+use self::policy::{AfterCrash, CRASH_LIMIT, RestartPolicy};
+pub(crate) use self::session::event_line;
+use self::session::{EXCERPT, Effect, End, Session, first_line};
 use self::timings::Timings;
-use self::window::{Slot, SlotState, Window};
 use crate::alerts::{Alert, Alerts, Recipients};
-use crate::config::{PluginLimits, PluginSpec};
+use crate::config::PluginSpec;
 use crate::metrics::PluginMetrics;
 use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Sent, Store, StoreError};
 
@@ -58,8 +59,6 @@ use crate::store::{JournalRow, PluginState, PluginStatus, Resume, Sent, Store, S
 const READ_BATCH: usize = 512;
 /// The longest a moved cursor waits before it is handed to the store.
 const PUBLISH_EVERY: Duration = Duration::from_millis(2);
-/// How much of an offending line a log message shows.
-const EXCERPT: usize = 200;
 
 /// What an actor tells the daemon about itself, for `exit_when_idle`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,27 +108,6 @@ enum Step {
     Exited(Option<ExitStatus>),
 }
 
-/// How a session ended.
-#[derive(Debug)]
-enum End {
-    /// The daemon stopped it.
-    Stopped,
-    /// It crashed, hung or broke the protocol: restart after a backoff.
-    Crashed(String),
-    /// It hung on an event, and the timeout was charged to that event as a failed attempt: restart
-    /// after a backoff, without counting towards the crash loop (see [`policy`]).
-    Hung(String),
-    /// Disable it, keeping its position.
-    Disable(String),
-}
-
-struct Ping {
-    next: Instant,
-    outstanding: Option<u64>,
-    missed: u32,
-    nonce: u64,
-}
-
 /// What links an actor to the rest of the daemon; its keeper makes a new set for each run.
 pub(crate) struct Links {
     /// The state database.
@@ -173,9 +151,11 @@ pub(crate) struct Actor {
     timings: Timings,
     cancel: CancellationToken,
     hard: CancellationToken,
-    window: Window,
+    /// The window, and what the plugin's answers and timers do to it.
+    session: Session,
+    /// What the session asked for and the actor has not done yet.
+    effects: Vec<Effect>,
     buffer: VecDeque<JournalRow>,
-    attempts: HashMap<i64, u32>,
     subscriptions: Vec<Subscription>,
     status: PluginStatus,
     published_cursor: i64,
@@ -185,9 +165,6 @@ pub(crate) struct Actor {
     policy: RestartPolicy,
     /// When the current session's child was started.
     session_started: Instant,
-    /// What the plugin may send unasked this session: `pong`s for no ping, and `progress`.
-    unsolicited: TokenBucket,
-    progress_budget: TokenBucket,
     metrics: Arc<PluginMetrics>,
 }
 
@@ -222,9 +199,9 @@ impl Actor {
             timings: Timings::default(),
             cancel,
             hard,
-            window: Window::new(0, 1),
+            session: Session::new(0, HashMap::new(), spec.limits, Instant::now()),
+            effects: Vec::new(),
             buffer: VecDeque::new(),
-            attempts: HashMap::new(),
             subscriptions: Vec::new(),
             status: PluginStatus {
                 state: PluginState::Stopped,
@@ -239,8 +216,6 @@ impl Actor {
             sent: Vec::new(),
             policy: RestartPolicy::new(spec.limits.restart_delay, spec.limits.restart_delay_max),
             session_started: Instant::now(),
-            unsolicited: TokenBucket::new(UNSOLICITED_RATE, UNSOLICITED_BURST, Instant::now()),
-            progress_budget: TokenBucket::new(PROGRESS_RATE, PROGRESS_BURST, Instant::now()),
             metrics,
             spec,
         }
@@ -263,10 +238,14 @@ impl Actor {
                 return;
             }
         };
-        self.window = Window::new(record.cursor, 1);
+        self.session = Session::new(
+            record.cursor,
+            record.attempts,
+            self.spec.limits,
+            Instant::now(),
+        );
         self.published_cursor = record.cursor;
         self.progress.send_replace(record.cursor);
-        self.attempts = record.attempts;
         self.resume = record.resume;
         self.status.restarts = record.restarts;
         self.status.last_error = None;
@@ -399,7 +378,7 @@ impl Actor {
                 .sent(&self.spec.name, std::mem::take(&mut self.sent));
             self.published_at = Instant::now();
         }
-        let cursor = self.window.cursor();
+        let cursor = self.session.window.cursor();
         if cursor != self.published_cursor {
             self.store.set_cursor(&self.spec.name, cursor);
             self.published_cursor = cursor;
@@ -421,7 +400,7 @@ impl Actor {
     /// groups anyway, and one message per answer would wake it for each one.
     fn publish_cursor_soon(&mut self) {
         if self.unpublished()
-            && (self.window.is_empty() || self.published_at.elapsed() >= PUBLISH_EVERY)
+            && (self.session.window.is_empty() || self.published_at.elapsed() >= PUBLISH_EVERY)
         {
             self.publish_cursor();
         }
@@ -429,15 +408,15 @@ impl Actor {
 
     /// Whether a cursor move or a delivery waits to be handed to the store.
     fn unpublished(&self) -> bool {
-        self.window.cursor() != self.published_cursor || !self.sent.is_empty()
+        self.session.window.cursor() != self.published_cursor || !self.sent.is_empty()
     }
 
     /// Nothing in flight and nothing left to read: the plugin has caught up with the journal.
     fn idle(&self) -> bool {
-        self.window.is_empty()
+        self.session.window.is_empty()
             && self.buffer.is_empty()
             && self.replays.is_empty()
-            && self.window.frontier() >= *self.head.borrow()
+            && self.session.window.frontier() >= *self.head.borrow()
     }
 
     fn publish_report(&self) {
@@ -445,7 +424,7 @@ impl Actor {
         // every event and wake the supervisor for nothing.
         let caught_up = self.status.state == PluginState::Running && self.idle();
         let report = ActorReport {
-            caught_up_to: caught_up.then(|| self.window.frontier()),
+            caught_up_to: caught_up.then(|| self.session.window.frontier()),
             disabled: false,
         };
         self.report.send_if_modified(|r| {
@@ -485,13 +464,7 @@ impl Actor {
             &self.spec.name,
             serde_json::to_string(&self.subscriptions).unwrap_or_default(),
         );
-        self.window.reset();
-        self.window.set_capacity(register.max_in_flight as usize);
-        let now = Instant::now();
-        self.unsolicited = TokenBucket::new(UNSOLICITED_RATE, UNSOLICITED_BURST, now);
-        let window = f64::from(register.max_in_flight.max(1));
-        self.progress_budget =
-            TokenBucket::new(PROGRESS_RATE * window, PROGRESS_BURST * window, now);
+        self.session.begin(register.max_in_flight, Instant::now());
         self.buffer.clear();
         self.load_replays().await;
         self.set_state(PluginState::Running, Some(child.pid()));
@@ -500,7 +473,7 @@ impl Actor {
             pid = child.pid(),
             subscriptions = self.subscriptions.len(),
             max_in_flight = register.max_in_flight,
-            cursor = self.window.cursor(),
+            cursor = self.session.window.cursor(),
             "plugin `{}` is running",
             self.spec.name
         );
@@ -570,19 +543,14 @@ impl Actor {
     }
 
     async fn serve(&mut self, child: &mut PluginChild) -> End {
-        let mut ping = Ping {
-            next: Instant::now() + self.spec.limits.ping_interval,
-            outstanding: None,
-            missed: 0,
-            nonce: 0,
-        };
-        let step = self.serve_loop(child, &mut ping).await;
+        self.session.start_pings(Instant::now());
+        let step = self.serve_loop(child).await;
         match step {
             Step::Hard => {
                 child.kill().await;
                 End::Stopped
             }
-            Step::Shutdown => self.shutdown(child, &mut ping).await,
+            Step::Shutdown => self.shutdown(child).await,
             Step::Kill(end) => {
                 child.kill().await;
                 end
@@ -596,7 +564,7 @@ impl Actor {
                 while let Ok(Some(m)) =
                     timeout(Duration::from_millis(200), child.incoming.recv()).await
                 {
-                    if let Err(end) = self.on_incoming(m, &mut ping) {
+                    if let Err(end) = self.on_incoming(m, &child.stdin) {
                         child.signal(Signal::SIGKILL);
                         return end;
                     }
@@ -608,7 +576,7 @@ impl Actor {
 
     /// The serving loop. Its futures (cancellation, the child's exit, the timer) live across
     /// iterations: creating them anew for every event would cost more than the event.
-    async fn serve_loop(&mut self, child: &mut PluginChild, ping: &mut Ping) -> Step {
+    async fn serve_loop(&mut self, child: &mut PluginChild) -> Step {
         let PluginChild {
             process,
             incoming,
@@ -629,27 +597,27 @@ impl Actor {
             }
             self.publish_cursor_soon();
             self.publish_report();
-            self.metrics.set_in_flight(self.window.len());
+            self.metrics.set_in_flight(self.session.window.len());
             // The timer is only moved earlier: when it fires early, nothing is due and it is
             // armed again. This spares a timer update for every event.
-            let next = self.next_timer(ping, far);
+            let next = self.next_timer(far);
             if armed.is_none_or(|a| next < a) {
                 timer.as_mut().reset(next.into());
                 armed = Some(next);
             }
             // `fill` stopped with room left only when the journal has nothing more yet.
-            let waiting = self.window.has_room() && self.buffer.is_empty();
+            let waiting = self.session.window.has_room() && self.buffer.is_empty();
             tokio::select! {
                 biased;
                 _ = &mut hard_stop => return Step::Hard,
                 _ = &mut graceful_stop => return Step::Shutdown,
                 msg = incoming.recv() => match msg {
                     Some(m) => {
-                        let mut result = self.on_incoming(m, ping);
+                        let mut result = self.on_incoming(m, stdin);
                         // Take what else is already there before committing and refilling.
                         while result.is_ok() {
                             match incoming.try_recv() {
-                                Ok(m) => result = self.on_incoming(m, ping),
+                                Ok(m) => result = self.on_incoming(m, stdin),
                                 Err(_) => break,
                             }
                         }
@@ -662,7 +630,7 @@ impl Actor {
                 status = &mut exited => return Step::Exited(status.ok()),
                 _ = &mut timer => {
                     armed = None;
-                    if let Err(end) = self.on_timer(stdin, ping) {
+                    if let Err(end) = self.on_timer(stdin) {
                         return Step::Kill(end);
                     }
                     self.publish_cursor_soon();
@@ -688,7 +656,7 @@ impl Actor {
     /// Reads the failed events an operator asked for again.
     async fn load_replays(&mut self) {
         let plugin = self.spec.name.clone();
-        let cursor = self.window.cursor();
+        let cursor = self.session.window.cursor();
         match self.store.replay_rows(&plugin).await {
             Ok(Ok((rows, missing))) => {
                 for event_id in missing {
@@ -700,7 +668,7 @@ impl Actor {
                 let fresh: Vec<(JournalRow, u32)> = rows
                     .into_iter()
                     .filter(|(r, _)| r.seq <= cursor && !queued.contains(&r.seq))
-                    .filter(|(r, _)| self.window.get_mut(r.seq).is_none())
+                    .filter(|(r, _)| self.session.window.get_mut(r.seq).is_none())
                     .collect();
                 self.replays.extend(fresh);
             }
@@ -717,7 +685,7 @@ impl Actor {
 
     /// Sends journal events while the window has room.
     async fn fill(&mut self, stdin: &Stdin) -> Result<(), End> {
-        while self.window.has_room() {
+        while self.session.window.has_room() {
             let Some((row, attempts)) = self.replays.pop_front() else {
                 break;
             };
@@ -728,37 +696,20 @@ impl Actor {
                 continue;
             }
             tracing::info!(plugin = %self.spec.name, event_id = row.event_id, "delivering failed event {} to plugin `{}` again, as an operator asked", row.event_id, self.spec.name);
-            // The delivery count goes on from where it failed; `max_attempts` and the retry
-            // backoff count afresh, from the first delivery of this retry.
-            let delivered = self
-                .attempts
-                .get(&row.seq)
-                .map_or(attempts, |&a| a.max(attempts));
-            let mut slot = Slot {
-                row,
-                subscriptions: names,
-                attempt: delivered + 1,
-                first_attempt: attempts + 1,
-                state: SlotState::Waiting { at: Instant::now() },
-                replay: true,
-                sent_at: Instant::now(),
-            };
-            send_slot(stdin, &self.spec.limits, &mut slot);
-            self.attempts.insert(slot.row.seq, slot.attempt);
-            self.window.replay(slot);
+            stdin.send(self.session.replay(row, names, attempts, Instant::now()));
         }
-        while self.window.has_room() {
+        while self.session.window.has_room() {
             if self.buffer.is_empty() {
                 let mut head = *self.head.borrow_and_update();
                 if let Some(gate) = &mut self.gate {
                     head = head.min(*gate.borrow_and_update());
                 }
-                if head <= self.window.frontier() {
+                if head <= self.session.window.frontier() {
                     break;
                 }
                 match self
                     .store
-                    .read_events(self.window.frontier(), READ_BATCH)
+                    .read_events(self.session.window.frontier(), READ_BATCH)
                     .await
                 {
                     Ok(rows) if rows.is_empty() => break,
@@ -774,7 +725,7 @@ impl Actor {
                     Err(e) => {
                         return Err(End::Disable(format!(
                             "cannot read the journal after its position (seq {}): {}",
-                            self.window.frontier(),
+                            self.session.window.frontier(),
                             first_line(&e.to_string())
                         )));
                     }
@@ -791,167 +742,121 @@ impl Actor {
                 self.matching(&row)
             };
             if names.is_empty() {
-                self.window.skip(row.seq);
+                self.session.window.skip(row.seq);
                 continue;
             }
-            let attempt = self.attempts.get(&row.seq).map_or(1, |a| a + 1);
-            let slot = Slot {
-                row,
-                subscriptions: names,
-                attempt,
-                first_attempt: 1,
-                state: SlotState::Waiting { at: Instant::now() },
-                replay: false,
-                sent_at: Instant::now(),
-            };
-            self.deliver(stdin, slot);
+            let (line, sent) = self.session.deliver(row, names, Instant::now());
+            stdin.send(line);
+            tracing::trace!(plugin = %self.spec.name, event_id = sent.event_id, attempt = sent.attempt, "delivered");
+            self.sent.push(sent);
         }
         Ok(())
     }
 
-    /// Sends `slot`'s event and records it as sent.
-    fn deliver(&mut self, stdin: &Stdin, mut slot: Slot) {
-        send_slot(stdin, &self.spec.limits, &mut slot);
-        self.attempts.insert(slot.row.seq, slot.attempt);
-        self.sent.push(Sent {
-            seq: slot.row.seq,
-            event_id: slot.row.event_id,
-            attempt: slot.attempt,
-        });
-        tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, attempt = slot.attempt, "delivered");
-        self.window.sent(slot);
+    /// Hands what the plugin wrote to the session, and does what it asks.
+    fn on_incoming(&mut self, incoming: Incoming, stdin: &Stdin) -> Result<(), End> {
+        let result =
+            self.session
+                .on_incoming(incoming, Instant::now(), fastrand::f64, &mut self.effects);
+        self.perform(stdin);
+        result
     }
 
-    fn on_incoming(&mut self, incoming: Incoming, ping: &mut Ping) -> Result<(), End> {
-        let line = match incoming {
-            Incoming::Line(line) => line,
-            Incoming::TooLong(n) => {
-                return Err(End::Crashed(format!(
-                    "broke the protocol: wrote a line of {n} bytes, over the 16 MiB limit"
-                )));
-            }
-        };
-        // A secret in an error (`nack`, `term`, `fatal`) never reaches a log, the database or an
-        // answer; nor one in a line that breaks the protocol.
-        let line = crate::redact::redact_bytes(&line);
-        let msg = decode_plugin_line(&line).map_err(|e| {
-            End::Crashed(format!(
-                "broke the protocol: {}: `{}`",
-                first_line(&e.to_string()),
-                excerpt(&line, EXCERPT)
-            ))
-        })?;
-        ping.next = Instant::now() + self.spec.limits.ping_interval;
-        let limits = self.spec.limits;
-        match msg {
-            PluginMessage::Ack { event_id } => {
-                let seq = self.sent_seq(event_id, "ack")?;
-                self.record_timing(seq, "ack");
-                self.finish(seq);
-            }
-            PluginMessage::Nack {
-                event_id,
-                error,
-                retry_after_ms,
-            } => {
-                let seq = self.sent_seq(event_id, "nack")?;
-                let gives_up = self
-                    .window
-                    .get_mut(seq)
-                    .is_some_and(|s| s.attempt + 1 - s.first_attempt >= limits.max_attempts);
-                self.record_timing(seq, if gives_up { "failed" } else { "nack" });
-                let slot = self.window.get_mut(seq).expect("found above");
-                let attempt = slot.attempt;
-                if attempt + 1 - slot.first_attempt >= limits.max_attempts {
-                    self.fail(
-                        seq,
-                        attempt,
-                        &format!("{error} (given up after {attempt} attempts)"),
-                    );
-                } else {
-                    // The backoff counts the attempts of this series: a failed event an operator
-                    // asked for again starts it from the beginning.
-                    let delay = match retry_after_ms {
-                        Some(ms) => Duration::from_millis(ms),
-                        None => retry_delay(attempt + 1 - slot.first_attempt, fastrand::f64()),
-                    };
-                    slot.state = SlotState::Waiting {
-                        at: Instant::now() + delay,
-                    };
-                    // A retried failed event stays marked in `failed_events` until it is finished;
-                    // its waiting retry is in `retries` like any other, so that `status` shows it.
+    /// Hands the timer to the session, and does what it asks.
+    fn on_timer(&mut self, stdin: &Stdin) -> Result<(), End> {
+        let now = Instant::now();
+        let restart_delay = self.policy.peek_delay(self.session_started, now);
+        let result = self.session.on_timer(now, restart_delay, &mut self.effects);
+        self.perform(stdin);
+        result
+    }
+
+    /// Does what the session asked for, in order.
+    fn perform(&mut self, stdin: &Stdin) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Write(line) => stdin.send(line),
+                Effect::Sent(sent) => self.sent.push(sent),
+                Effect::Answered {
+                    event_id,
+                    attempt,
+                    outcome,
+                    duration,
+                    created_at,
+                } => self.record_timing(event_id, attempt, outcome, duration, created_at),
+                Effect::Finished {
+                    seq,
+                    event_id,
+                    clear_retry,
+                    resolve_failed,
+                } => {
+                    if clear_retry {
+                        self.store.clear_retry(&self.spec.name, seq);
+                    }
+                    if resolve_failed {
+                        self.store.resolve_failed(&self.spec.name, event_id);
+                    }
+                    tracing::trace!(plugin = %self.spec.name, event_id, "finished");
+                }
+                Effect::Retry {
+                    seq,
+                    event_id,
+                    attempt,
+                    delay,
+                    error,
+                    nacked,
+                } => {
                     self.store
                         .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
-                    tracing::warn!(
+                    if nacked {
+                        tracing::warn!(
+                            plugin = %self.spec.name,
+                            event_id,
+                            attempt,
+                            "plugin `{}` could not process event {event_id} (attempt {attempt}): {}; retrying in {}",
+                            self.spec.name,
+                            crate::table::headline(&error),
+                            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                        );
+                    }
+                }
+                Effect::Failed {
+                    seq,
+                    event_id,
+                    attempts,
+                    error,
+                } => {
+                    self.store
+                        .failed(&self.spec.name, seq, event_id, attempts, &error);
+                    self.alerts.send(Alert::EventFailed {
+                        plugin: self.spec.name.clone(),
+                        event_id,
+                        error: error.clone(),
+                    });
+                    tracing::error!(
                         plugin = %self.spec.name,
                         event_id,
-                        attempt,
-                        "plugin `{}` could not process event {event_id} (attempt {attempt}): {}; retrying in {}",
+                        attempts,
+                        "plugin `{}` failed event {event_id}: {}; recorded in failed_events, moving on",
                         self.spec.name,
-                        crate::table::headline(&error),
-                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                        crate::table::headline(&error)
                     );
                 }
             }
-            PluginMessage::Term { event_id, error } => {
-                let seq = self.sent_seq(event_id, "term")?;
-                self.record_timing(seq, "term");
-                let attempt = self.window.get_mut(seq).map_or(1, |s| s.attempt);
-                self.fail(seq, attempt, &error);
-            }
-            PluginMessage::Progress { event_id } => {
-                let seq = self.sent_seq(event_id, "progress")?;
-                if !self.progress_budget.take(Instant::now()) {
-                    return Err(End::Crashed(format!(
-                        "broke the protocol: sent `progress` faster than {PROGRESS_RATE} a second for each event in flight (last for event {event_id})"
-                    )));
-                }
-                let slot = self.window.get_mut(seq).expect("found above");
-                if let SlotState::Sent { cap, .. } = slot.state {
-                    slot.state = SlotState::Sent {
-                        deadline: (Instant::now() + limits.ack_timeout).min(cap),
-                        cap,
-                    };
-                }
-            }
-            PluginMessage::Fatal { error } => {
-                return Err(End::Disable(format!("fatal error: {error}")));
-            }
-            PluginMessage::Pong { nonce } => {
-                if ping.outstanding == Some(nonce) {
-                    ping.outstanding = None;
-                    ping.missed = 0;
-                } else if !self.unsolicited.take(Instant::now()) {
-                    return Err(End::Crashed(format!(
-                        "broke the protocol: sent unsolicited `pong`s (nonce {nonce}, no ping outstanding with it) faster than {UNSOLICITED_RATE} a second"
-                    )));
-                }
-            }
-            PluginMessage::Register(_) => {
-                return Err(End::Crashed(
-                    "broke the protocol: sent `register` a second time".into(),
-                ));
-            }
         }
-        Ok(())
-    }
-
-    /// The seq of the sent, unanswered event `event_id`, or a protocol violation.
-    fn sent_seq(&mut self, event_id: i64, kind: &str) -> Result<i64, End> {
-        match self.window.find(event_id) {
-            Some(slot) if matches!(slot.state, SlotState::Sent { .. }) => Ok(slot.row.seq),
-            _ => Err(End::Crashed(format!(
-                "broke the protocol: `{kind}` for event {event_id}, which is not in flight"
-            ))),
-        }
+        self.effects = effects;
     }
 
     /// Writes the timing record of an answered delivery and counts its duration.
-    fn record_timing(&mut self, seq: i64, outcome: &str) {
-        let Some(slot) = self.window.get_mut(seq) else {
-            return;
-        };
-        let duration = slot.sent_at.elapsed();
+    fn record_timing(
+        &mut self,
+        event_id: i64,
+        attempt: u32,
+        outcome: &str,
+        duration: Duration,
+        created_at: Option<String>,
+    ) {
         self.timings.record(duration);
         self.metrics.delivered(outcome, duration);
         // The record itself only when something takes it (the timing log): parsing the event's
@@ -959,10 +864,7 @@ impl Actor {
         if !crate::logging::timing_records_taken() {
             return;
         }
-        let (event_id, attempt) = (slot.row.event_id, slot.attempt);
-        let delay_ms = slot
-            .row
-            .created_at
+        let delay_ms = created_at
             .as_deref()
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
             .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
@@ -979,146 +881,16 @@ impl Actor {
         );
     }
 
-    fn finish(&mut self, seq: i64) {
-        if let Some(slot) = self.window.finish(seq) {
-            // A replay may have a `retries` row from before the daemon restarted.
-            if self
-                .attempts
-                .remove(&seq)
-                .is_some_and(|a| a > slot.first_attempt)
-                || slot.replay
-            {
-                self.store.clear_retry(&self.spec.name, seq);
-            }
-            if slot.replay {
-                self.store
-                    .resolve_failed(&self.spec.name, slot.row.event_id);
-            }
-            tracing::trace!(plugin = %self.spec.name, event_id = slot.row.event_id, "finished");
-        }
-    }
-
-    fn fail(&mut self, seq: i64, attempts: u32, error: &str) {
-        if let Some(slot) = self.window.finish(seq) {
-            self.attempts.remove(&seq);
-            let event_id = slot.row.event_id;
-            self.store
-                .failed(&self.spec.name, seq, event_id, attempts, error);
-            self.alerts.send(Alert::EventFailed {
-                plugin: self.spec.name.clone(),
-                event_id,
-                error: error.to_owned(),
-            });
-            tracing::error!(
-                plugin = %self.spec.name,
-                event_id,
-                attempts,
-                "plugin `{}` failed event {event_id}: {}; recorded in failed_events, moving on",
-                self.spec.name,
-                crate::table::headline(error)
-            );
-        }
-    }
-
     /// The next moment something may be due; `far` when nothing is.
-    fn next_timer(&self, ping: &Ping, far: Instant) -> Instant {
-        let ping_at = (!self.window.any_sent()).then_some(ping.next);
+    fn next_timer(&self, far: Instant) -> Instant {
         let publish_at = self
             .unpublished()
             .then(|| self.published_at + PUBLISH_EVERY);
-        [
-            self.window.next_deadline().map(|(d, _)| d),
-            self.window.next_retry(),
-            ping_at,
-            publish_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(far)
-    }
-
-    fn on_timer(&mut self, stdin: &Stdin, ping: &mut Ping) -> Result<(), End> {
-        let now = Instant::now();
-        if let Some((deadline, event_id)) = self.window.next_deadline() {
-            if deadline <= now {
-                return Err(self.hung(event_id, now));
-            }
-        }
-        let limits = self.spec.limits;
-        for seq in self.window.due_retries(now) {
-            // Re-sent in place: the slot keeps its position in the window.
-            if let Some(slot) = self.window.get_mut(seq) {
-                slot.attempt += 1;
-                send_slot(stdin, &limits, slot);
-                self.attempts.insert(seq, slot.attempt);
-                if !slot.replay {
-                    self.sent.push(Sent {
-                        seq,
-                        event_id: slot.row.event_id,
-                        attempt: slot.attempt,
-                    });
-                }
-            }
-        }
-        if !self.window.any_sent() && ping.next <= now {
-            if ping.outstanding.is_some() {
-                ping.missed += 1;
-                if ping.missed >= 2 {
-                    return Err(End::Crashed(
-                        "did not answer two pings in a row; killed as hung".into(),
-                    ));
-                }
-            }
-            ping.nonce += 1;
-            ping.outstanding = Some(ping.nonce);
-            ping.next = now + self.spec.limits.ping_interval;
-            stdin.send(encode(&DaemonMessage::Ping { nonce: ping.nonce }));
-        }
-        Ok(())
-    }
-
-    /// The end of a session whose plugin did not answer `event_id` in time: the timeout is charged
-    /// to the event as a failed attempt, recorded like a nack's (`retries`), and on the
-    /// `max_attempts`-th the event goes to `failed_events` and the cursor moves past it.
-    fn hung(&mut self, event_id: i64, now: Instant) -> End {
-        let limits = self.spec.limits;
-        let error = format!(
-            "did not answer within ack_timeout {} (or {} in all)",
-            humantime::format_duration(limits.ack_timeout),
-            humantime::format_duration(limits.progress_cap)
-        );
-        let Some(slot) = self.window.find(event_id) else {
-            return End::Crashed(format!(
-                "did not answer event {event_id} in time ({error}); killed as hung"
-            ));
-        };
-        let (seq, attempt, first) = (slot.row.seq, slot.attempt, slot.first_attempt);
-        self.record_timing(seq, "timeout");
-        let what = format!(
-            "did not answer event {event_id} in time (attempt {attempt}; {error}); killed as hung"
-        );
-        if attempt + 1 - first >= limits.max_attempts {
-            self.fail(
-                seq,
-                attempt,
-                &format!("{error} (given up after {attempt} attempts)"),
-            );
-            End::Hung(format!(
-                "{what}; event {event_id} is recorded in failed_events after {} attempts",
-                attempt + 1 - first
-            ))
-        } else {
-            // It is sent again once the plugin has restarted.
-            let delay = self.policy.peek_delay(self.session_started, now);
-            self.store
-                .retry(&self.spec.name, seq, event_id, attempt, delay, &error);
-            End::Hung(format!(
-                "{what}; event {event_id} will be delivered again (attempt {} of {})",
-                attempt + 1,
-                limits.max_attempts + first - 1
-            ))
-        }
+        [self.session.next_timer(), publish_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
     }
 
     /// Waits for an exit after stdout closed; kills a child that closed stdout but stays.
@@ -1155,14 +927,14 @@ impl Actor {
     }
 
     /// The graceful stop: `shutdown`, drain, close stdin, then signals.
-    async fn shutdown(&mut self, child: &mut PluginChild, ping: &mut Ping) -> End {
+    async fn shutdown(&mut self, child: &mut PluginChild) -> End {
         let drain = self.spec.limits.shutdown_drain;
         child.send(encode(&DaemonMessage::Shutdown {
             drain_ms: drain.as_millis() as u64,
         }));
         let until = Instant::now() + drain;
         let hard = self.hard.clone();
-        while self.window.any_sent() {
+        while self.session.window.any_sent() {
             tokio::select! {
                 biased;
                 _ = hard.cancelled() => {
@@ -1171,7 +943,7 @@ impl Actor {
                 }
                 msg = child.incoming.recv() => match msg {
                     Some(m) => {
-                        if self.on_incoming(m, ping).is_err() {
+                        if self.on_incoming(m, &child.stdin).is_err() {
                             break;
                         }
                     }
@@ -1231,22 +1003,6 @@ async fn gate_moved(gate: &mut Option<watch::Receiver<i64>>) {
     }
 }
 
-/// Writes `slot`'s event to the plugin and marks it sent now.
-fn send_slot(stdin: &Stdin, limits: &PluginLimits, slot: &mut Slot) {
-    let now = Instant::now();
-    stdin.send(event_line(
-        &slot.row,
-        slot.attempt,
-        &slot.subscriptions,
-        limits,
-    ));
-    slot.state = SlotState::Sent {
-        deadline: now + limits.ack_timeout,
-        cap: now + limits.progress_cap,
-    };
-    slot.sent_at = now;
-}
-
 /// The names of the `subscriptions` that journaled event `row` matches, in their order: what the
 /// actor addresses an event to (none: it is not sent). `sgevents deliver` uses it too.
 pub(crate) fn matching(subscriptions: &[Subscription], row: &JournalRow) -> Vec<String> {
@@ -1262,27 +1018,4 @@ pub(crate) fn matching(subscriptions: &[Subscription], row: &JournalRow) -> Vec<
         .filter(|s| s.matches_fields(&fields))
         .map(|s| s.name.clone())
         .collect()
-}
-
-/// The `event` line (newline included) that delivers `row` as attempt `attempt` to the
-/// subscriptions `names`, with the plugin's `ack_timeout` as its deadline. `sgevents deliver`
-/// sends the same bytes.
-pub(crate) fn event_line(
-    row: &JournalRow,
-    attempt: u32,
-    names: &[String],
-    limits: &PluginLimits,
-) -> String {
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    encode_event_raw(
-        row.event_id,
-        attempt,
-        &names,
-        limits.ack_timeout.as_millis() as u64,
-        &row.body,
-    )
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
 }

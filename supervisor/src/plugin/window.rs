@@ -199,12 +199,13 @@ impl Window {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn row(seq: i64) -> JournalRow {
+    /// A journal row at `seq`, for event `seq + 1000`.
+    pub(crate) fn row(seq: i64) -> JournalRow {
         JournalRow {
             seq,
             event_id: seq + 1000,

@@ -298,23 +298,19 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 #[test]
 fn a_long_shotgrid_outage_is_mailed_once() {
-    use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions};
-    let site = FakeSite::start(SiteOptions {
-        script_key: "the-script-key".into(),
-        ..SiteOptions::default()
-    })
-    .expect("the fake site starts");
+    use crate::site::{KEY, shotgrid_config, site};
+    use sgevents_tests::fake_site::Fault;
+    let site = site();
     site.append(3);
     site.fail_next(1_000_000, Fault::Status(503));
     let smtp = FakeSmtp::plain();
     let ctx = Ctx::new();
-    std::fs::write(ctx.path("key"), "the-script-key").expect("key file");
-    let text = format!(
-        "[daemon]\nstate_dir = \"var\"\n\n[source]\nkind = \"shotgrid\"\nurl = \"{}\"\nscript_name = \"sgevents\"\nscript_key_file = \"key\"\nrequest_timeout = \"2s\"\nstart_at = \"earliest\"\nalert_after = \"1s\"\n{}",
-        site.url(),
-        plain_alerts(smtp.port(), "10m")
+    shotgrid_config(
+        &ctx,
+        &site,
+        "alert_after = \"1s\"",
+        &plain_alerts(smtp.port(), "10m"),
     );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
     let mut daemon = ctx.start();
     let mails = smtp.wait_for_messages(1, GUARD);
     let mail = &mails[0];
@@ -334,10 +330,7 @@ fn a_long_shotgrid_outage_is_mailed_once() {
         "what it means: {}",
         mail.body
     );
-    assert!(
-        !mail.data.contains("the-script-key"),
-        "no secret in the mail"
-    );
+    assert!(!mail.data.contains(KEY), "no secret in the mail");
     assert_eq!(mail.rcpt_to, ["pipeline@studio.example"]);
     signal(&daemon, Signal::SIGTERM);
     let status = wait_exit(&mut daemon);

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use sgevents_tests::fake_site::{FakeSite, SiteOptions, python_with_shotgun_api3};
+use sgevents_tests::fake_site::{FakeSite, python_with_shotgun_api3};
 
+use crate::site::{KEY, PLUGINS, shotgrid_config, site};
 use crate::{Ctx, root, signal, wait_for};
 
-const KEY: &str = "fake-key";
 const TASKS_SCRIPT: (&str, &str) = ("shot_to_task", "task-key");
 
 /// The fixture plugins of the Python SDK, copied so that each test owns its folder.
@@ -31,36 +31,14 @@ fn pythonpath() -> String {
         .into_owned()
 }
 
+/// A configuration polling `site`, with the incumbent plugins of `folder` and `tables`.
 fn config(ctx: &Ctx, site: &FakeSite, folder: &Path, plugins_extra: &str, tables: &str) {
-    std::fs::write(ctx.path("key"), KEY).expect("key");
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-commit_interval = "1ms"
-
-[source]
-kind = "shotgrid"
-url = "{url}"
-script_name = "sgevents"
-script_key_file = "key"
-fetch_interval = "50ms"
-request_timeout = "5s"
-start_at = "earliest"
-
-[plugins]
-legacy_paths = [{folder:?}]
-legacy_env = {{ PYTHONPATH = {pythonpath:?}, PYTHONDONTWRITEBYTECODE = "1" }}
-stop_grace = "500ms"
-shutdown_drain = "2s"
-restart_delay = "20ms"
-{plugins_extra}
-{tables}"#,
-        url = site.url(),
+    let plugins = format!(
+        "{PLUGINS}legacy_paths = [{folder:?}]\nlegacy_env = {{ PYTHONPATH = {pythonpath:?}, PYTHONDONTWRITEBYTECODE = \"1\" }}\n{plugins_extra}\n{tables}",
         folder = folder.display().to_string(),
         pythonpath = pythonpath(),
     );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    shotgrid_config(ctx, site, "request_timeout = \"5s\"", &plugins);
 }
 
 fn out(ctx: &Ctx, name: &str) -> Vec<String> {
@@ -98,11 +76,7 @@ fn asset_change(attribute: &str) -> Value {
 #[test]
 fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
     let ctx = Ctx::new();
-    let site = FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
-        ..SiteOptions::default()
-    })
-    .expect("fake site");
+    let site = site();
     site.add_script(TASKS_SCRIPT.0, TASKS_SCRIPT.1);
     let shot = site.insert_entity("Shot", json!({"code": "sh1", "sg_status_list": "wtg"}));
     let tasks: Vec<i64> = ["Anim", "Light"]
@@ -324,11 +298,7 @@ fn incumbent_plugins_run_unchanged_each_in_its_own_process() {
 #[test]
 fn a_migrated_studio_resumes_exactly_where_shotgun_events_stopped() {
     let ctx = Ctx::new();
-    let site = FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
-        ..SiteOptions::default()
-    })
-    .expect("fake site");
+    let site = site();
     let ids = site.append_events((0..30).map(|_| asset_change("description")).collect());
     // The incumbent had processed up to ids[19] for `a` (still waiting for ids[16], a gap it
     // saw) and up to ids[24] for `b`.
@@ -484,11 +454,7 @@ fn delivery_change(shot: i64, new: &str, created_at: &str) -> Value {
 #[test]
 fn an_incumbent_plugin_gets_api3s_event_in_its_local_time_and_a_real_shotgun() {
     let ctx = Ctx::new();
-    let site = FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
-        ..SiteOptions::default()
-    })
-    .expect("fake site");
+    let site = site();
     let script = ("delivery_dates", "delivery-key");
     site.add_script(script.0, script.1);
     let shot = site.insert_entity("Shot", json!({"code": "sh1"}));

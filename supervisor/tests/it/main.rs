@@ -22,6 +22,7 @@ mod secrets;
 mod service;
 mod shotgrid;
 mod shotgrid_fast;
+mod site;
 mod source_faults;
 mod store_faults;
 mod tryit;

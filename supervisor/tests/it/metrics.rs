@@ -12,10 +12,11 @@ use std::time::SystemTime;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use sgevents_tests::fake_site::{FakeSite, SiteOptions, python_with_prometheus_client};
+use sgevents_tests::fake_site::{FakeSite, python_with_prometheus_client};
 
 use crate::control::LIVE;
 use crate::http::get;
+use crate::site::{PLUGINS, site};
 use crate::{Ctx, GUARD, root, signal, wait_for};
 
 /// What Prometheus sends (its default `Accept`).
@@ -411,34 +412,11 @@ fn the_exposition_parses_with_prometheus_parsers_and_matches_the_state_database(
 
 /// A configuration polling `site`, with the listener on any free port.
 fn shotgrid_config(ctx: &Ctx, site: &FakeSite) {
-    std::fs::write(ctx.path("key"), "fake-key").expect("key file");
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-commit_interval = "1ms"
-
-[http]
-listen = "127.0.0.1:0"
-
-[source]
-kind = "shotgrid"
-url = "{url}"
-script_name = "sgevents"
-script_key_file = "key"
-fetch_interval = "50ms"
-request_timeout = "2s"
-start_at = "earliest"
-gap_timeout = "10m"
-
-[plugins]
-stop_grace = "500ms"
-shutdown_drain = "2s"
-{plugin}"#,
-        url = site.url(),
-        plugin = ctx.test_plugin("p", ""),
+    let rest = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n{PLUGINS}{}",
+        ctx.test_plugin("p", "")
     );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    crate::site::shotgrid_config(ctx, site, "gap_timeout = \"10m\"", &rest);
 }
 
 /// The metric names a query of the dashboard uses.
@@ -500,11 +478,7 @@ fn dashboard_metrics() -> Vec<String> {
 
 #[test]
 fn shotgrid_source_metrics_and_every_metric_the_dashboard_queries() {
-    let site = FakeSite::start(SiteOptions {
-        script_key: "fake-key".into(),
-        ..SiteOptions::default()
-    })
-    .expect("the fake site starts");
+    let site = site();
     site.append(5);
     let _held = site.hold(2);
     let after = site.append(5);

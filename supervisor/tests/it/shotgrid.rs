@@ -1,7 +1,8 @@
 //! The ShotGrid source against the fake site (`sgevents_tests::fake_site`), a real HTTP server on
 //! 127.0.0.1 driven by each test: every event once and in order, late and never-filled gaps, the
 //! incumbent's two gap bugs, faults of every kind (one page at a time and four), `kill -9`,
-//! `start_at`, and `check`. The helpers serve `shotgrid_fast.rs` too.
+//! `start_at`, and `check`. Its helpers (`config`, `journal`, ...) serve `shotgrid_fast.rs` too; the
+//! site and its configuration are `site.rs`'s.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,46 +11,14 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use sgevents_tests::fake_site::{FakeSite, Fault, SiteOptions};
 
+use crate::site::{KEY, PLUGINS, shotgrid_config, site, site_with};
 use crate::{Ctx, alive, signal, wait_for};
 
-pub(crate) const KEY: &str = "fake-key";
-
-pub(crate) fn site() -> FakeSite {
-    FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
-        ..SiteOptions::default()
-    })
-    .expect("the fake site starts")
-}
-
-/// A configuration polling `site` quickly, with a test plugin recording to `p.rec`.
+/// A configuration polling `site` quickly (with `source_extra` in `[source]`), with a test plugin
+/// recording to `p.rec`.
 pub(crate) fn config(ctx: &Ctx, site: &FakeSite, source_extra: &str, plugin_extra: &str) {
-    std::fs::write(ctx.path("key"), KEY).expect("key file");
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-commit_interval = "1ms"
-
-[source]
-kind = "shotgrid"
-url = "{url}"
-script_name = "sgevents"
-script_key_file = "key"
-fetch_interval = "50ms"
-request_timeout = "2s"
-start_at = "earliest"
-{source_extra}
-
-[plugins]
-stop_grace = "500ms"
-shutdown_drain = "2s"
-restart_delay = "20ms"
-{plugin}"#,
-        url = site.url(),
-        plugin = ctx.test_plugin("p", plugin_extra),
-    );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    let plugins = format!("{PLUGINS}{}", ctx.test_plugin("p", plugin_extra));
+    shotgrid_config(ctx, site, source_extra, &plugins);
 }
 
 /// The ids in the journal, in journal order.
@@ -271,15 +240,9 @@ fn faults_of_every_kind(concurrency: usize) {
     config(
         &ctx,
         &site,
-        &format!("batch_size = 7\nfetch_concurrency = {concurrency}"),
+        &format!("batch_size = 7\nfetch_concurrency = {concurrency}\nrequest_timeout = \"300ms\""),
         "",
     );
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("request_timeout = \"2s\"", "request_timeout = \"300ms\""),
-    )
-    .expect("config");
     site.fail_next(2, Fault::Status(503));
     let daemon = ctx.start();
     wait_delivered(&ctx, &all);
@@ -357,13 +320,7 @@ fn start_at_latest_an_id_and_a_time() {
     let site = site();
     let old = site.append(5);
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("start_at = \"earliest\"", "start_at = \"latest\""),
-    )
-    .expect("config");
+    config(&ctx, &site, "start_at = \"latest\"", "");
     let daemon = ctx.start();
     wait_for("the journal to start", || {
         ctx.plugin_if_known("p").is_some_and(|p| p.0 == "running")
@@ -378,13 +335,7 @@ fn start_at_latest_an_id_and_a_time() {
     assert_eq!(ctx.ids("p"), new, "latest: only what came after the start");
 
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("start_at = \"earliest\"", &format!("start_at = {}", old[3])),
-    )
-    .expect("config");
+    config(&ctx, &site, &format!("start_at = {}", old[3]), "");
     let daemon = ctx.start();
     wait_delivered(&ctx, &new);
     stop(&ctx, daemon);
@@ -394,35 +345,36 @@ fn start_at_latest_an_id_and_a_time() {
         "an id: from that event on"
     );
 
-    let site = self::site();
+    let (ids, got) = start_at_time(
+        [
+            "2026-11-02T08:00:00Z",
+            "2026-11-02T09:00:00Z",
+            "2026-11-02T10:00:00Z",
+        ],
+        "2026-11-02T08:30:00Z",
+    );
+    assert_eq!(
+        got,
+        ids[1..],
+        "a time: from the first event created after it"
+    );
+}
+
+/// Three events created at `times`, read by a daemon that starts at the time `start_at` until
+/// the plugin has the last two: their ids, and the ids the plugin got.
+pub(crate) fn start_at_time(times: [&str; 3], start_at: &str) -> (Vec<i64>, Vec<i64>) {
+    let site = site();
     let event = |created: &str| {
         json!({"id": 0, "event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list", "meta": {"type": "attribute_change"},
                "entity": null, "user": null, "project": null, "session_uuid": null, "created_at": created, "description": "d"})
     };
-    let ids = site.append_events(vec![
-        event("2026-11-02T08:00:00Z"),
-        event("2026-11-02T09:00:00Z"),
-        event("2026-11-02T10:00:00Z"),
-    ]);
+    let ids = site.append_events(times.map(event).to_vec());
     let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace(
-            "start_at = \"earliest\"",
-            "start_at = \"2026-11-02T08:30:00Z\"",
-        ),
-    )
-    .expect("config");
+    config(&ctx, &site, &format!("start_at = {start_at:?}"), "");
     let daemon = ctx.start();
     wait_delivered(&ctx, &ids[1..]);
     stop(&ctx, daemon);
-    assert_eq!(
-        ctx.ids("p"),
-        ids[1..],
-        "a time: from the first event created after it"
-    );
+    (ids, ctx.ids("p"))
 }
 
 #[test]
@@ -548,12 +500,10 @@ fn the_packaged_example_configuration_checks_out() {
 
 #[test]
 fn tokens_are_refreshed_before_they_expire() {
-    let site = FakeSite::start(SiteOptions {
-        script_key: KEY.into(),
+    let site = site_with(SiteOptions {
         token_lifetime: Duration::from_secs(1),
         ..SiteOptions::default()
-    })
-    .expect("the fake site starts");
+    });
     let mut all = site.append(5);
     let ctx = Ctx::new();
     config(&ctx, &site, "", "");

@@ -5,37 +5,21 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use sgevents_tests::fake_site::{FakeSite, Fault};
 
 use crate::Ctx;
-use crate::shotgrid::{KEY, assert_once_each, config, journal, site, stop, wait_delivered};
+use crate::shotgrid::{assert_once_each, config, journal, start_at_time, stop, wait_delivered};
+use crate::site::{shotgrid_config, site};
 
 /// The longest the big catch-up may take: generous, the machine is shared.
 const CATCH_UP_GUARD: Duration = Duration::from_secs(300);
 
 /// A configuration with no plugin: the journal is what is checked.
 fn journal_only(ctx: &Ctx, site: &FakeSite, source_extra: &str) {
-    std::fs::write(ctx.path("key"), KEY).expect("key file");
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-
-[source]
-kind = "shotgrid"
-url = "{url}"
-script_name = "sgevents"
-script_key_file = "key"
-fetch_interval = "200ms"
-request_timeout = "10s"
-start_at = "earliest"
-gap_timeout = "10m"
-{source_extra}
-"#,
-        url = site.url(),
+    let source = format!(
+        "fetch_interval = \"200ms\"\nrequest_timeout = \"10s\"\ngap_timeout = \"10m\"\n{source_extra}"
     );
-    std::fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    shotgrid_config(ctx, site, &source, "");
 }
 
 fn journal_len(ctx: &Ctx) -> usize {
@@ -143,14 +127,13 @@ fn a_429_halves_the_pages_in_flight_and_honours_retry_after() {
     let ids = site.append(3000);
     site.set_latency(Duration::from_millis(20));
     let ctx = Ctx::new();
-    config(&ctx, &site, "batch_size = 100\nfetch_concurrency = 8", "");
     // Generous: a timed-out request on a busy machine would end the round early.
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("request_timeout = \"2s\"", "request_timeout = \"30s\""),
-    )
-    .expect("config");
+    config(
+        &ctx,
+        &site,
+        "batch_size = 100\nfetch_concurrency = 8\nrequest_timeout = \"30s\"",
+        "",
+    );
     site.fail_next(1, Fault::Throttle { retry_after_s: 1 });
     let daemon = ctx.start();
     wait_delivered(&ctx, &ids);
@@ -252,35 +235,15 @@ fn a_permission_refusal_gets_a_permissions_hint() {
 
 #[test]
 fn start_at_a_time_includes_the_events_at_exactly_that_time() {
-    let site = site();
-    let event = |created: &str| {
-        json!({"id": 0, "event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list", "meta": {"type": "attribute_change"},
-               "entity": null, "user": null, "project": null, "session_uuid": null, "created_at": created, "description": "d"})
-    };
-    let ids = site.append_events(vec![
-        event("2026-11-02T09:59:59Z"),
-        event("2026-11-02T10:00:00Z"),
-        event("2026-11-02T10:00:01Z"),
-    ]);
-    let ctx = Ctx::new();
-    config(&ctx, &site, "", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace(
-            "start_at = \"earliest\"",
-            "start_at = \"2026-11-02T10:00:00Z\"",
-        ),
-    )
-    .expect("config");
-    let daemon = ctx.start();
-    wait_delivered(&ctx, &ids[1..]);
-    stop(&ctx, daemon);
-    assert_eq!(
-        ctx.ids("p"),
-        ids[1..],
-        "from the event at exactly that time"
+    let (ids, got) = start_at_time(
+        [
+            "2026-11-02T09:59:59Z",
+            "2026-11-02T10:00:00Z",
+            "2026-11-02T10:00:01Z",
+        ],
+        "2026-11-02T10:00:00Z",
     );
+    assert_eq!(got, ids[1..], "from the event at exactly that time");
 }
 
 /// With `fetch_interval = "1h"`, an event that follows others closely is still read within the
@@ -291,13 +254,12 @@ fn polls_come_soon_after_new_events_and_slow_down_when_idle() {
     let site = site();
     let first = site.append(3);
     let ctx = Ctx::new();
-    config(&ctx, &site, "min_fetch_interval = \"40ms\"", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("fetch_interval = \"50ms\"", "fetch_interval = \"1h\""),
-    )
-    .expect("config");
+    config(
+        &ctx,
+        &site,
+        "min_fetch_interval = \"40ms\"\nfetch_interval = \"1h\"",
+        "",
+    );
     let daemon = ctx.start();
     wait_delivered(&ctx, &first);
     let second = site.append(2);
@@ -307,13 +269,12 @@ fn polls_come_soon_after_new_events_and_slow_down_when_idle() {
     // Idle: fetch_interval 500ms, from 40ms. Over an idle stretch of T seconds, at most T / 0.5
     // polls plus the doublings (40, 80, 160, 320 ms) and one in flight; fewer on a slow machine.
     let ctx = Ctx::new();
-    config(&ctx, &site, "min_fetch_interval = \"40ms\"", "");
-    let text = std::fs::read_to_string(ctx.path("sgevents.toml")).expect("config");
-    std::fs::write(
-        ctx.path("sgevents.toml"),
-        text.replace("fetch_interval = \"50ms\"", "fetch_interval = \"500ms\""),
-    )
-    .expect("config");
+    config(
+        &ctx,
+        &site,
+        "min_fetch_interval = \"40ms\"\nfetch_interval = \"500ms\"",
+        "",
+    );
     let daemon = ctx.start();
     let all: Vec<i64> = first.iter().chain(&second).copied().collect();
     wait_delivered(&ctx, &all);

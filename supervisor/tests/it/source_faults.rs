@@ -328,12 +328,7 @@ fn a_line_that_never_ends_is_skipped_without_holding_it() {
 
 #[test]
 fn a_17_mib_shotgrid_event_is_skipped_and_counted() {
-    use sgevents_tests::fake_site::{FakeSite, SiteOptions};
-    let site = FakeSite::start(SiteOptions {
-        script_key: "fake-key".into(),
-        ..SiteOptions::default()
-    })
-    .expect("the fake site starts");
+    let site = crate::site::site();
     let mut ids = site.append(5);
     let big = site.append_events(vec![serde_json::json!({
         "id": 0, "event_type": "Shotgun_Shot_New", "attribute_name": null, "meta": {"type": "new_entity"},
@@ -342,15 +337,7 @@ fn a_17_mib_shotgrid_event_is_skipped_and_counted() {
     })])[0];
     ids.extend(site.append(5));
     let ctx = Ctx::new();
-    fs::write(ctx.path("key"), "fake-key").expect("key file");
-    let text = format!(
-        "[daemon]\nstate_dir = \"var\"\ncommit_interval = \"1ms\"\n\n[source]\nkind = \"shotgrid\"\n\
-         url = \"{}\"\nscript_name = \"sgevents\"\nscript_key_file = \"key\"\nfetch_interval = \"50ms\"\n\
-         start_at = \"earliest\"\nrequest_timeout = \"20s\"\n\n[plugins]\nstop_grace = \"500ms\"\n{}",
-        site.url(),
-        ctx.test_plugin("p", "")
-    );
-    fs::write(ctx.path("sgevents.toml"), text).expect("config");
+    crate::shotgrid::config(&ctx, &site, "request_timeout = \"20s\"", "");
     let daemon = ctx.start();
     wait_for("the events around the big one", || {
         ctx.ids("p").last() == ids.last()

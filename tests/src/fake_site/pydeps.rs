@@ -1,7 +1,8 @@
-//! `shotgun_api3` for the tests that run real Python clients against the fake site, and
-//! `prometheus_client` for the test that parses `GET /metrics` with Prometheus's own Python parser:
-//! installed from the package index on first use into `target/pydeps/`, kept out of every Python
-//! environment, and found there by putting the folder on `PYTHONPATH`.
+//! Python packages for the tests that run real Python clients: `shotgun_api3` against the fake
+//! site, `prometheus_client` for the test that parses `GET /metrics` with Prometheus's own Python
+//! parser, and any other a crate's tests ask for with [`python_with`] (the NATS bridge's
+//! `nats-py`): installed from the package index on first use into `target/pydeps/`, kept out of
+//! every Python environment, and found there by putting the folder on `PYTHONPATH`.
 //!
 //! The install runs `python3 -m pip install --target <tmp> <package>==<version>` into a folder of
 //! its own and renames it into place, so a folder that exists is complete: a killed install leaves
@@ -9,9 +10,10 @@
 //! the others wait for it; two processes racing each download once and the second rename loses
 //! harmlessly. `--target` also keeps Debian's pip from refusing with "externally-managed-environment".
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 /// The release of `shotgun_api3` the tests run against: the one `shared/reference/shotgrid-wire.md`
 /// was captured from. A new one gets a folder of its own.
@@ -24,11 +26,7 @@ pub const SHOTGUN_API3_VERSION: &str = "3.10.3";
 ///
 /// If the install fails; the message says why and which command to run by hand.
 pub fn python_with_shotgun_api3() -> PathBuf {
-    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match INSTALLED.get_or_init(|| install("shotgun_api3", SHOTGUN_API3_VERSION, "shotgun_api3")) {
-        Ok(dir) => dir.clone(),
-        Err(message) => panic!("{message}"),
-    }
+    python_with("shotgun_api3", SHOTGUN_API3_VERSION, "shotgun_api3")
 }
 
 /// The release of `prometheus_client` whose parsers check the daemon's `/metrics`.
@@ -41,18 +39,32 @@ pub const PROMETHEUS_CLIENT_VERSION: &str = "0.26.0";
 ///
 /// If the install fails; the message says why and which command to run by hand.
 pub fn python_with_prometheus_client() -> PathBuf {
-    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let get = || {
-        install(
-            "prometheus-client",
-            PROMETHEUS_CLIENT_VERSION,
-            "prometheus_client",
-        )
-    };
-    match INSTALLED.get_or_init(get) {
-        Ok(dir) => dir.clone(),
-        Err(message) => panic!("{message}"),
-    }
+    python_with(
+        "prometheus-client",
+        PROMETHEUS_CLIENT_VERSION,
+        "prometheus_client",
+    )
+}
+
+/// A folder to put on `PYTHONPATH` so that `python3` can `import module`, which the package
+/// `package==version` provides, installing it into `target/pydeps/<module>-<version>/` on first
+/// use (it needs `python3 -m pip` and the network once). A failed install is not tried again by
+/// the same process.
+///
+/// # Panics
+///
+/// If the install fails; the message says why and which command to run by hand.
+pub fn python_with(package: &str, version: &str, module: &str) -> PathBuf {
+    static INSTALLED: Mutex<Option<HashMap<String, Result<PathBuf, String>>>> = Mutex::new(None);
+    // Held while installing: the other callers wait for the one that installs.
+    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    let result = installed
+        .get_or_insert_with(HashMap::new)
+        .entry(format!("{package}=={version}"))
+        .or_insert_with(|| install(package, version, module))
+        .clone();
+    drop(installed);
+    result.unwrap_or_else(|message| panic!("{message}"))
 }
 
 /// The cargo target folder: `CARGO_TARGET_DIR`, else the workspace's `target/`.
