@@ -26,8 +26,10 @@
 //!
 //! The poller works in *rounds*: a round reads until a page is not full. Each page is fetched and
 //! parsed into journal rows on a task of its own, and the next request leaves as soon as the
-//! previous answer is read, before that page is journaled (pipelining: the next page starts after
-//! the last id of this one). When a page is full and `fetch_concurrency` is above 1, the poller
+//! previous answer is read: its *head* (how many rows, the last one's id) is taken from the raw
+//! answer before the rows are parsed (pipelining: the next page starts after the last id of this
+//! one). A page is sent to the journal and its commit waited for only before the next page is
+//! sent, so neither parsing nor a slow disk holds back the requests. When a page is full and `fetch_concurrency` is above 1, the poller
 //! asks for the site's newest id and fetches the ids up to it as ranges of `batch_size` ids
 //! (`id between [a, b]`), up to `fetch_concurrency` at once, then follows the log again after the
 //! newest id. Pages are journaled strictly in the order they were asked for, that is in id order,
