@@ -10,6 +10,12 @@
 //! ones only at debug level, and the daemon goes on. The socket is opened once, from the
 //! environment as it was at the first call; tests build a [`Notifier`] from explicit values
 //! instead, since changing the environment of a running process is not safe.
+//!
+//! Why not the `sd-notify` crate (0.5): it reads `$NOTIFY_SOCKET` at every call, so a test could
+//! only reach it by changing the environment; it connects to path sockets only, not to the
+//! abstract `@` names systemd may hand out (in containers, say); and its send may block the
+//! runtime thread on a full receive queue. What it would replace is the formatting of a few
+//! `KEY=VALUE` lines.
 
 use std::ffi::OsStr;
 use std::io;

@@ -15,6 +15,32 @@ use super::raw::*;
 use super::*;
 use crate::logging::{LogConfig, LogFormat, validate_filter};
 
+/// The two keys that may name one secret, and what to tell an operator when it is not there.
+struct SecretKeys {
+    env: &'static str,
+    file: &'static str,
+    /// When the environment variable is not set.
+    env_hint: &'static str,
+    /// When the file is empty.
+    empty_hint: &'static str,
+}
+
+/// `source.script_key_env` / `source.script_key_file`.
+const SCRIPT_KEY: SecretKeys = SecretKeys {
+    env: "source.script_key_env",
+    file: "source.script_key_file",
+    env_hint: "export it in the daemon's environment (or its service file); the key itself never goes in the configuration",
+    empty_hint: "put the script's key in it, alone",
+};
+
+/// `source.webhook_secret_env` / `source.webhook_secret_file`.
+const WEBHOOK_SECRET: SecretKeys = SecretKeys {
+    env: "source.webhook_secret_env",
+    file: "source.webhook_secret_file",
+    env_hint: "export it in the daemon's environment (or its service file), with the secret given to the webhook on the site; or remove the key to turn webhooks off",
+    empty_hint: "put the webhook's secret in it, alone, as given to the webhook on the site",
+};
+
 /// Says serde's `invalid type: string "x", expected i64` in plain words: `expected an integer,
 /// found the string "x"`; for an array, with an example (`command` gets a command's).
 fn plain_type_error(message: &str) -> String {
@@ -272,6 +298,9 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration key, read with `humantime`. Not through `humantime-serde`: serde's error for a
+    /// bad value is a TOML parse error without the key's name, the "write a duration such as"
+    /// hint, or the keyed "must be longer than zero".
     fn duration(
         &self,
         key: &str,
@@ -526,59 +555,15 @@ impl Validator<'_> {
                 "name the ShotGrid script (API user) the daemon reads the event log as",
             ));
         };
-        let script_key = match (raw.script_key_env, raw.script_key_file) {
-            (Some(_), None) | (None, Some(_)) if self.skip_secrets => Secret::new(""),
-            (Some(var), None) => match std::env::var(&var) {
-                Ok(key) if !key.trim().is_empty() => Secret::new(key.trim()),
-                _ => {
-                    return Err(ConfigError::at(
-                        self.file,
-                        "source.script_key_env",
-                        format!("{var:?}"),
-                        "the environment variable is not set",
-                        "export it in the daemon's environment (or its service file); the key itself never goes in the configuration",
-                    ));
-                }
-            },
-            (None, Some(path)) => {
-                let path = self.resolve(&path);
-                match std::fs::read_to_string(&path) {
-                    Ok(key) if !key.trim().is_empty() => Secret::new(key.trim()),
-                    Ok(_) => {
-                        return Err(ConfigError::at(
-                            self.file,
-                            "source.script_key_file",
-                            path.display(),
-                            "the file is empty",
-                            "put the script's key in it, alone",
-                        ));
-                    }
-                    Err(e) => {
-                        return Err(ConfigError::at(
-                            self.file,
-                            "source.script_key_file",
-                            path.display(),
-                            format!("cannot read it: {e}"),
-                            "check the path and that the daemon's user may read it (keep it mode 0600)",
-                        ));
-                    }
-                }
-            }
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::plain(
-                    self.file,
-                    "both `source.script_key_env` and `source.script_key_file` are set",
-                    "keep one of them",
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::plain(
+        let script_key = self
+            .secret(&SCRIPT_KEY, raw.script_key_env, raw.script_key_file)?
+            .ok_or_else(|| {
+                ConfigError::plain(
                     self.file,
                     "the script's key is missing",
                     "set script_key_env = \"VARIABLE\" (an environment variable that holds it) or script_key_file = \"/etc/sgevents/key\"",
-                ));
-            }
-        };
+                )
+            })?;
         let batch_size = self.int(
             "source.batch_size",
             raw.batch_size,
@@ -586,8 +571,11 @@ impl Validator<'_> {
             1..=5000,
             "use 1 to 5000 (the site's largest page)",
         )? as usize;
-        let webhook_secret =
-            self.webhook_secret(raw.webhook_secret_env, raw.webhook_secret_file)?;
+        let webhook_secret = self.secret(
+            &WEBHOOK_SECRET,
+            raw.webhook_secret_env,
+            raw.webhook_secret_file,
+        )?;
         let fetch_concurrency = self.int(
             "source.fetch_concurrency",
             raw.fetch_concurrency,
@@ -673,9 +661,11 @@ impl Validator<'_> {
         }))
     }
 
-    /// `source.webhook_secret_env` or `source.webhook_secret_file`: the webhook's secret, if set.
-    fn webhook_secret(
+    /// A secret named by an environment variable (`keys.env`) or a file (`keys.file`), if either
+    /// is set; its surrounding whitespace is dropped. With `skip_secrets`, an empty one.
+    fn secret(
         &self,
+        keys: &SecretKeys,
         env: Option<String>,
         file: Option<PathBuf>,
     ) -> Result<Option<Secret>, ConfigError> {
@@ -686,10 +676,10 @@ impl Validator<'_> {
                 Ok(secret) if !secret.trim().is_empty() => Ok(Some(Secret::new(secret.trim()))),
                 _ => Err(ConfigError::at(
                     self.file,
-                    "source.webhook_secret_env",
+                    keys.env,
                     format!("{var:?}"),
                     "the environment variable is not set",
-                    "export it in the daemon's environment (or its service file), with the secret given to the webhook on the site; or remove the key to turn webhooks off",
+                    keys.env_hint,
                 )),
             },
             (None, Some(path)) => {
@@ -698,14 +688,14 @@ impl Validator<'_> {
                     Ok(secret) if !secret.trim().is_empty() => Ok(Some(Secret::new(secret.trim()))),
                     Ok(_) => Err(ConfigError::at(
                         self.file,
-                        "source.webhook_secret_file",
+                        keys.file,
                         path.display(),
                         "the file is empty",
-                        "put the webhook's secret in it, alone, as given to the webhook on the site",
+                        keys.empty_hint,
                     )),
                     Err(e) => Err(ConfigError::at(
                         self.file,
-                        "source.webhook_secret_file",
+                        keys.file,
                         path.display(),
                         format!("cannot read it: {e}"),
                         "check the path and that the daemon's user may read it (keep it mode 0600)",
@@ -714,7 +704,7 @@ impl Validator<'_> {
             }
             (Some(_), Some(_)) => Err(ConfigError::plain(
                 self.file,
-                "both `source.webhook_secret_env` and `source.webhook_secret_file` are set",
+                format!("both `{}` and `{}` are set", keys.env, keys.file),
                 "keep one of them",
             )),
         }

@@ -29,13 +29,14 @@
 //! previous answer is read: its *head* (how many rows, the last one's id) is taken from the raw
 //! answer before the rows are parsed (pipelining: the next page starts after the last id of this
 //! one). A page is sent to the journal and its commit waited for only before the next page is
-//! sent, so neither parsing nor a slow disk holds back the requests. When a page is full and `fetch_concurrency` is above 1, the poller
-//! asks for the site's newest id and fetches the ids up to it as ranges of `batch_size` ids
-//! (`id between [a, b]`), up to `fetch_concurrency` at once, then follows the log again after the
-//! newest id. Pages are journaled strictly in the order they were asked for, that is in id order,
-//! so the ids a range lacks are gaps exactly as above. At most `fetch_concurrency` pages are in
-//! flight, plus the one being journaled: memory stays bounded however far behind the source is.
-//! While pages follow each other, the missing ids are asked for again at most once a second.
+//! sent, so neither parsing nor a slow disk holds back the requests. When a page is full and
+//! `fetch_concurrency` is above 1, the poller asks for the site's newest id and fetches the ids up
+//! to it as ranges of `batch_size` ids (`id between [a, b]`), up to `fetch_concurrency` at once,
+//! then follows the log again after the newest id. Pages are journaled strictly in the order they
+//! were asked for, that is in id order, so the ids a range lacks are gaps exactly as above. At
+//! most `fetch_concurrency` pages are in flight, plus the one being journaled and the one whose
+//! commit is awaited: memory stays bounded however far behind the source is. While pages follow
+//! each other, the missing ids are asked for again at most once a second.
 //!
 //! A failed request ends the round: the requests still in flight are dropped, and the next round
 //! starts again from the high water mark (what they had read is read again; nothing is journaled
