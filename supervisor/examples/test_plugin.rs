@@ -309,6 +309,19 @@ fn main() {
             DaemonMessage::Shutdown { .. } => {}
         }
     }
+    // Last words: lines on stderr after stdin closed, just before the exit.
+    if let Some(n) = config.get("farewell_lines").and_then(Value::as_u64) {
+        let pad = "x".repeat(
+            config
+                .get("farewell_pad")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize,
+        );
+        let mut err = std::io::stderr().lock();
+        for i in 1..=n {
+            let _ = writeln!(err, "I! farewell {i} of {n} {pad}");
+        }
+    }
     if config.get("ignore_sigterm").and_then(Value::as_bool) == Some(true) {
         eprintln!("W! stdin closed, but staying up, as configured");
         loop {

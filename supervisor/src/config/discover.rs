@@ -17,23 +17,35 @@ pub fn plugin_name(path: &Path) -> String {
 /// folder (not in sub-folders), folders in the order given, files in ascending byte order of their
 /// names. This order is the start order, and the order of `status` and `check`.
 pub fn discover(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    files_in(folders, |_, path| {
+        // An editor's backup (`plugin.py~`) keeps the executable bit and the stem.
+        !is_editor_temp(path)
+            // `metadata` follows symlinks: a link to an executable is a plugin.
+            && std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The non-hidden files directly in each of `folders` that `keep` accepts (given the file's name
+/// and path): each folder once, in the order given, its files in ascending byte order of their
+/// names. A folder that cannot be read is the error.
+fn files_in(
+    folders: &[PathBuf],
+    keep: impl Fn(&str, &Path) -> bool,
+) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     let mut found = Vec::new();
     let mut seen_folders = BTreeSet::new();
     for folder in folders {
-        if !seen_folders.insert(folder.clone()) {
+        if !seen_folders.insert(folder) {
             continue;
         }
         let entries = std::fs::read_dir(folder).map_err(|e| (folder.clone(), e))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
-            // An editor's backup (`plugin.py~`) keeps the executable bit and the stem.
-            .filter(|p| !is_editor_temp(p))
-            .filter(|p| {
-                // `metadata` follows symlinks: a link to an executable is a plugin.
-                std::fs::metadata(p)
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let path = e.path();
+                (!name.starts_with('.') && keep(&name, &path)).then_some(path)
             })
             .collect();
         files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
@@ -70,29 +82,15 @@ pub fn not_executable_note(path: &Path) -> String {
         path.display()
     )
 }
+
 /// The shotgunEvents plugin files in `folders`: every `*.py` that is not hidden, not in a
 /// subfolder, in ascending name order per folder, folders in the order given.
 pub fn discover_legacy(folders: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
-    let mut found = Vec::new();
-    let mut seen_folders = BTreeSet::new();
-    for folder in folders {
-        if !seen_folders.insert(folder.clone()) {
-            continue;
-        }
-        let entries = std::fs::read_dir(folder).map_err(|e| (folder.clone(), e))?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                !name.starts_with('.') && name.ends_with(".py") && name.len() > 3
-            })
-            .map(|e| e.path())
-            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-            .collect();
-        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-        found.extend(files);
-    }
-    Ok(found)
+    files_in(folders, |name, path| {
+        name.ends_with(".py")
+            && name.len() > 3
+            && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+    })
 }
 
 /// Whether `path` names an editor's or a downloader's temporary file, whose changes are not plugin

@@ -27,6 +27,8 @@ use crate::config::PluginSpec;
 
 /// The longest stderr line kept in one log record.
 const MAX_LOG_LINE: usize = 64 * 1024;
+/// How long the stderr lines written before an exit may take to be relayed.
+const STDERR_AFTER_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// How many stderr lines are kept to explain an exit.
 const STDERR_TAIL: usize = 5;
 
@@ -154,12 +156,19 @@ impl PluginChild {
 
     /// The last lines the child wrote on stderr, for an exit message.
     pub(crate) async fn stderr_tail(&mut self) -> Option<String> {
-        // After an exit, give the stderr task a moment to read the last lines.
-        if let Some(done) = self.stderr_done.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), done).await;
-        }
+        self.stderr_relayed().await;
         let tail = self.stderr_tail.lock().ok()?;
         tail.back().cloned()
+    }
+
+    /// After an exit: waits until the stderr task has relayed every line the child wrote (its
+    /// end of the pipe closed), at most [`STDERR_AFTER_EXIT`]: a plugin's last lines at a stop
+    /// reach the log before the daemon exits. A process the child left behind that still holds
+    /// the pipe only costs the wait.
+    pub(crate) async fn stderr_relayed(&mut self) {
+        if let Some(done) = self.stderr_done.take() {
+            let _ = tokio::time::timeout(STDERR_AFTER_EXIT, done).await;
+        }
     }
 }
 

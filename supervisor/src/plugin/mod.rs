@@ -958,6 +958,8 @@ impl Actor {
         self.publish_cursor();
         child.close_stdin();
         self.stop_child(child).await;
+        // What it wrote last (a summary, say) is logged before the daemon goes on to exit.
+        child.stderr_relayed().await;
         End::Stopped
     }
 

@@ -198,3 +198,24 @@ fn a_log_dir_that_cannot_be_made_stops_the_daemon_at_start() {
         ctx.records("solo")
     );
 }
+
+#[test]
+fn a_plugins_last_lines_at_a_graceful_stop_reach_the_log() {
+    // The plugin writes 500 lines of 4 KiB on stderr after its stdin closed, then exits at once:
+    // the daemon stops only once they are relayed.
+    let ctx = Ctx::new();
+    ctx.events(1..=3);
+    ctx.config(
+        &[],
+        &ctx.test_plugin("bye", "farewell_lines = 500, farewell_pad = 4096"),
+    );
+    let out = ctx.run();
+    assert_success(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let farewells = log
+        .lines()
+        .filter(|l| l.contains("plugin=bye") && l.contains("farewell "))
+        .count();
+    assert_eq!(farewells, 500, "every last line was relayed");
+    assert!(log.contains("farewell 500 of 500 "), "the last one too");
+}
