@@ -270,7 +270,7 @@ impl Client {
     }
 
     /// Like [`Client::search`], with the answer's body as it came: its rows are read later
-    /// ([`Answer::head`], [`Answer::rows`]).
+    /// ([`Answer::rows_after_head`], [`Answer::rows`]).
     async fn search_answer(
         &self,
         what: &str,
@@ -350,7 +350,7 @@ impl Client {
     }
 
     /// Up to `limit` events with an id above `after`, in id order, as the site's answer: its
-    /// [`Answer::head`] tells where the next page starts before the rows are read.
+    /// [`Answer::rows_after_head`] tells where the next page starts before the rows are read.
     pub(crate) async fn events_after(
         &self,
         after: i64,
@@ -457,31 +457,21 @@ pub(crate) struct Head {
 }
 
 impl Answer {
-    /// The number of rows and the last row's id, without reading the rows (the JSON is checked
-    /// and the rows are only delimited): the next request can leave before this page is parsed.
-    pub(crate) fn head(&self) -> Result<Head, ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Id {
-            id: Option<i64>,
-        }
-        let rows = envelope(&self.text).map_err(|e| self.bad(e))?;
-        let last_id = match rows.last() {
-            Some(raw) => {
-                serde_json::from_str::<Id>(raw.get())
-                    .map_err(|e| self.bad(e.to_string()))?
-                    .id
-            }
-            None => None,
-        };
-        Ok(Head {
-            rows: rows.len(),
-            last_id,
-        })
-    }
-
     /// The rows, each in the flat shape ([`answer_rows`]).
     pub(crate) fn rows(&self) -> Result<Vec<Value>, ClientError> {
         answer_rows(&self.text).map_err(|e| self.bad(e))
+    }
+
+    /// The rows as [`Answer::rows`], handing their [`Head`] to `tell` first: the JSON is checked
+    /// and the rows only delimited for it, so the next request can leave while the rows are
+    /// parsed (one reading of the body serves both).
+    pub(crate) fn rows_after_head(
+        &self,
+        tell: impl FnOnce(Head),
+    ) -> Result<Vec<Value>, ClientError> {
+        let rows = envelope(&self.text).map_err(|e| self.bad(e))?;
+        tell(head_of(&rows).map_err(|e| self.bad(e))?);
+        flat_rows(rows).map_err(|e| self.bad(e))
     }
 
     fn bad(&self, error: String) -> ClientError {
@@ -504,13 +494,37 @@ fn envelope(text: &str) -> Result<Vec<&serde_json::value::RawValue>, String> {
     answer.data.ok_or_else(|| "no `data` list".to_owned())
 }
 
+/// How many rows there are, and the last one's id.
+fn head_of(rows: &[&serde_json::value::RawValue]) -> Result<Head, String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<i64>,
+    }
+    let last_id = match rows.last() {
+        Some(raw) => {
+            serde_json::from_str::<Id>(raw.get())
+                .map_err(|e| e.to_string())?
+                .id
+        }
+        None => None,
+    };
+    Ok(Head {
+        rows: rows.len(),
+        last_id,
+    })
+}
+
 /// Reads the body of a successful `_search` answer: its `data` rows, each in the flat shape
 /// ([`flatten`]). The error says what is wrong with the body.
 pub(crate) fn answer_rows(text: &str) -> Result<Vec<Value>, String> {
+    flat_rows(envelope(text)?)
+}
+
+/// Each raw row in the flat shape.
+fn flat_rows(rows: Vec<&serde_json::value::RawValue>) -> Result<Vec<Value>, String> {
     // Rows are read one at a time from the raw text and moved into the flat shape: a page is
     // never held as a whole JSON tree next to its flat copy (memory while catching up).
-    envelope(text)?
-        .into_iter()
+    rows.into_iter()
         .map(|raw| {
             let row: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
             flatten(row)
@@ -667,26 +681,30 @@ mod tests {
                           {"type": "EventLogEntry", "id": 11, "attributes": {}}],
                 "links": {"self": "x"}}"#,
         );
-        let head = page.head().expect("a head");
+        let mut head = None;
+        let rows = page.rows_after_head(|h| head = Some(h)).expect("rows");
         assert_eq!(
             head,
-            Head {
+            Some(Head {
                 rows: 2,
                 last_id: Some(11)
-            },
+            }),
             "the row's own id, not an attribute's"
         );
-        let rows = page.rows().expect("rows");
-        assert_eq!(rows.len(), head.rows);
-        assert_eq!(rows.last().and_then(|r| r["id"].as_i64()), head.last_id);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.last().and_then(|r| r["id"].as_i64()), Some(11));
 
-        let empty = answer(r#"{"data": []}"#);
+        let mut head = None;
+        let rows = answer(r#"{"data": []}"#)
+            .rows_after_head(|h| head = Some(h))
+            .expect("no rows");
+        assert!(rows.is_empty());
         assert_eq!(
-            empty.head().expect("a head"),
-            Head {
+            head,
+            Some(Head {
                 rows: 0,
                 last_id: None
-            }
+            })
         );
     }
 
@@ -698,10 +716,15 @@ mod tests {
             (r#"{"data": [{"id": "eight"}]}"#, "invalid type"),
         ] {
             let page = answer(body);
-            let head = page.head().expect_err(body).to_string();
-            assert!(head.contains(says), "{body}: {head}");
-            assert!(head.contains("ids above 7"), "{head}");
-            assert!(page.rows().is_err(), "{body}: the rows fail too");
+            let mut told = false;
+            let error = page
+                .rows_after_head(|_| told = true)
+                .expect_err(body)
+                .to_string();
+            assert!(error.contains(says), "{body}: {error}");
+            assert!(error.contains("ids above 7"), "{error}");
+            assert!(!told, "{body}: no head");
+            assert!(page.rows().is_err(), "{body}: the rows fail alone too");
         }
     }
 

@@ -258,11 +258,11 @@ impl Poller {
             let rows = match request {
                 Request::After(high) => {
                     let answer = client.events_after(high, limit).await?;
-                    // A head that cannot be read is the rows' error too: it comes with them.
-                    if let (Some(tx), Ok(head)) = (head_tx, answer.head()) {
-                        let _ = tx.send(head);
-                    }
-                    answer.rows()?
+                    answer.rows_after_head(|head| {
+                        if let Some(tx) = head_tx {
+                            let _ = tx.send(head);
+                        }
+                    })?
                 }
                 Request::Between(first, last) => client.events_between(first, last, limit).await?,
             };
